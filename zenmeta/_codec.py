@@ -1,0 +1,342 @@
+"""Turn any value into storable JSON text plus a type name, and back.
+
+Coercion runs in the user's step, so the common scalars take a fast path
+that never builds intermediate objects; containers are converted once and
+measured against the size limit. Nothing here raises for a bad value:
+a value that cannot be kept becomes a ``Dropped`` reason that the caller
+records and shows.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import json
+import math
+import sys
+import uuid
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from json.encoder import encode_basestring_ascii as _quote
+from pathlib import PurePath
+from typing import Any, NamedTuple
+
+from ._types import DType, MetadataType, Path, StorageSize, Uri
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_KEY_LENGTH",
+    "MAX_VALUE_BYTES",
+    "MAX_ARRAY_ITEMS",
+    "Encoded",
+    "Dropped",
+    "encode_value",
+    "decode_value",
+    "restore_value",
+    "encode_metadata",
+    "join_documents",
+    "decode_documents",
+]
+
+MAX_DEPTH = 32
+MAX_KEY_LENGTH = 255
+MAX_VALUE_BYTES = 64 * 1024
+MAX_ARRAY_ITEMS = 10_000
+
+# Non-finite floats have no JSON token; they travel as {"$float": "NaN"}.
+# A user dict whose only key starts with "$" is wrapped in {"$dict": ...}
+# so that it can never be mistaken for such a tag.
+_FLOAT_TAG = "$float"
+_DICT_TAG = "$dict"
+_SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+_BY_TYPE_NAME: dict[str, Callable[[Any], Any]] = {
+    "Uri": Uri,
+    "Path": Path,
+    "DType": DType,
+    "StorageSize": StorageSize,
+    "tuple": tuple,
+    "set": set,
+    "frozenset": frozenset,
+}
+
+
+class Encoded(NamedTuple):
+    """A value ready to store; ``note`` says how it was converted, if lossily."""
+
+    text: str
+    type_name: str
+    note: str | None = None
+
+
+class Dropped(NamedTuple):
+    """A key that could not be kept, and why; it is stored with the record."""
+
+    key: str
+    reason: str
+
+
+class _Drop(Exception):  # noqa: N818 - a signal, not an error
+    """Internal: abandons one value with a reason."""
+
+
+def _float_json(value: float) -> Any:
+    if math.isfinite(value):
+        return value
+    return {_FLOAT_TAG: "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")}
+
+
+def _float_text(value: float) -> str:
+    if math.isfinite(value):
+        return repr(value)
+    return json.dumps(_float_json(value), separators=(",", ":"))
+
+
+def encode_value(value: object) -> Encoded | Dropped:
+    """Encode one value; a ``Dropped`` (with an empty key) if it cannot be kept."""
+    try:
+        return _encode(value)
+    except _Drop as drop:
+        return Dropped("", str(drop))
+
+
+def _encode(value: object) -> Encoded:
+    kind = type(value)
+    # Fast path: exact built-in scalars need no conversion.
+    if kind is str:
+        return _encode_str(value, "str")  # type: ignore[arg-type]
+    if kind is int:
+        return Encoded(repr(value), "int")
+    if kind is float:
+        return Encoded(_float_text(value), "float")  # type: ignore[arg-type]
+    if kind is bool:
+        return Encoded("true" if value else "false", "bool")
+    if value is None:
+        return Encoded("null", "None")
+    name = _special_name(value)
+    if name is not None:
+        if name == "StorageSize":
+            return Encoded(repr(int(value)), name)  # type: ignore[call-overload]
+        return _encode_str(str.__str__(value), name)
+    notes: list[str] = []
+    converted = _to_json(value, 0, set(), notes)
+    if kind is tuple or kind is set or kind is frozenset:
+        type_name = kind.__name__
+    else:
+        type_name = _json_type_name(converted)
+    # ASCII-only JSON: lone surrogates and any text survive every database.
+    text = json.dumps(converted, separators=(",", ":"), allow_nan=False)
+    if len(text) > MAX_VALUE_BYTES:
+        raise _Drop(f"encodes to {len(text)} bytes, over the {MAX_VALUE_BYTES}-byte limit")
+    return Encoded(text, type_name, "; ".join(notes) or None)
+
+
+def _encode_str(text: str, type_name: str) -> Encoded:
+    quoted: str = _quote(text)
+    if len(quoted) > MAX_VALUE_BYTES:
+        raise _Drop(f"text encodes to {len(quoted)} bytes, over the {MAX_VALUE_BYTES}-byte limit")
+    return Encoded(quoted, type_name)
+
+
+def _special_name(value: object) -> str | None:
+    if isinstance(value, str):
+        if isinstance(value, Uri):
+            return "Uri"
+        if isinstance(value, Path):
+            return "Path"
+        if isinstance(value, DType):
+            return "DType"
+    elif isinstance(value, StorageSize):
+        return "StorageSize"
+    return None
+
+
+def _json_type_name(converted: object) -> str:
+    special = _special_name(converted)
+    if special is not None:
+        return special
+    if isinstance(converted, bool):
+        return "bool"
+    if isinstance(converted, str):
+        return "str"
+    if isinstance(converted, int):
+        return "int"
+    if isinstance(converted, float):
+        return "float"
+    if isinstance(converted, dict):
+        return "float" if set(converted) == {_FLOAT_TAG} else "dict"
+    if isinstance(converted, list):
+        return "list"
+    return "None"
+
+
+def _to_json(value: object, depth: int, active: set[int], notes: list[str]) -> Any:
+    """Convert to JSON-ready Python objects, enforcing depth and cycle rules."""
+    if depth > MAX_DEPTH:
+        raise _Drop(f"nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return value if _special_name(value) else str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return _float_json(float(value))
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        if isinstance(value, numpy.ndarray):
+            if value.size > MAX_ARRAY_ITEMS:
+                raise _Drop(
+                    f"array of {value.size} items exceeds {MAX_ARRAY_ITEMS}; log a summary instead"
+                )
+            return _to_json(value.tolist(), depth, active, notes)
+        if isinstance(value, numpy.generic):
+            return _to_json(value.item(), depth, active, notes)
+        if isinstance(value, numpy.dtype):
+            return DType(value)
+    if isinstance(value, (Mapping, list, tuple, set, frozenset)):
+        marker = id(value)
+        if marker in active:
+            raise _Drop("recursive container")
+        active.add(marker)
+        try:
+            if isinstance(value, Mapping):
+                return _mapping_to_json(value, depth, active, notes)
+            items = value
+            if isinstance(value, (set, frozenset)):
+                items = _stable_order(value)
+            return [_to_json(item, depth + 1, active, notes) for item in items]
+        finally:
+            active.discard(marker)
+    if isinstance(value, enum.Enum):
+        return _to_json(value.value, depth, active, notes)
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (uuid.UUID, Decimal)):
+        return str(value)
+    if isinstance(value, PurePath):
+        return Path(value)
+    return _fallback_text(value, notes)
+
+
+def _mapping_to_json(
+    value: Mapping[Any, Any], depth: int, active: set[int], notes: list[str]
+) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, item in value.items():
+        text_key = key if isinstance(key, str) else _fallback_key(key)
+        if text_key in result:
+            raise _Drop(f"two keys are both {text_key!r} once converted to text")
+        result[str.__str__(text_key)] = _to_json(item, depth + 1, active, notes)
+    if len(result) == 1 and next(iter(result)).startswith("$"):
+        return {_DICT_TAG: result}
+    return result
+
+
+def _fallback_key(key: object) -> str:
+    try:
+        return str(key)
+    except Exception as error:
+        raise _Drop(f"a key's str() raised {type(error).__name__}") from None
+
+
+def _fallback_text(value: object, notes: list[str]) -> str:
+    try:
+        text = str(value)
+    except Exception as error:
+        raise _Drop(
+            f"{type(value).__name__} is not a metadata type and its str() raised "
+            f"{type(error).__name__}"
+        ) from None
+    if not isinstance(text, str):
+        raise _Drop(f"{type(value).__name__}.__str__ returned a non-string")
+    notes.append(f"{type(value).__qualname__} stored as its str()")
+    return str.__str__(text)
+
+
+def _stable_order(items: set[Any] | frozenset[Any]) -> list[Any]:
+    try:
+        return sorted(items)
+    except TypeError:
+        return sorted(items, key=repr)
+
+
+def encode_metadata(
+    mapping: Mapping[Any, Any],
+) -> tuple[dict[str, Encoded], list[Dropped]]:
+    """Encode a whole mapping key by key, so one bad value loses nothing else."""
+    encoded: dict[str, Encoded] = {}
+    dropped: list[Dropped] = []
+    for key, value in mapping.items():
+        if type(key) is not str:
+            if not isinstance(key, str):
+                dropped.append(Dropped(_safe_repr(key), "metadata keys must be strings"))
+                continue
+            key = str.__str__(key)
+        if not key or len(key) > MAX_KEY_LENGTH:
+            dropped.append(
+                Dropped(key[:MAX_KEY_LENGTH], f"keys must have 1 to {MAX_KEY_LENGTH} characters")
+            )
+            continue
+        try:
+            encoded[key] = _encode(value)
+        except _Drop as drop:
+            dropped.append(Dropped(key, str(drop)))
+        except Exception as error:  # a hostile __eq__/__len__/__iter__ and the like
+            dropped.append(Dropped(key, f"encoding raised {type(error).__name__}: {error}"))
+    return encoded, dropped
+
+
+def _safe_repr(key: object) -> str:
+    try:
+        return repr(key)[:MAX_KEY_LENGTH]
+    except Exception:
+        return f"<{type(key).__name__} key>"
+
+
+def join_documents(values: Mapping[str, Encoded]) -> tuple[str, str]:
+    """One metadata set as a JSON object of values and one of type names."""
+    document = ",".join(f"{_quote(key)}:{item.text}" for key, item in values.items())
+    types = ",".join(f"{_quote(key)}:{_quote(item.type_name)}" for key, item in values.items())
+    return "{" + document + "}", "{" + types + "}"
+
+
+def decode_documents(document: str, types: str) -> dict[str, MetadataType]:
+    """The inverse of ``join_documents``: every value with its type restored."""
+    values = json.loads(document)
+    type_names: dict[str, str] = json.loads(types)
+    tagged = '"$' in document
+    return {
+        key: restore_value(_untag(value) if tagged else value, type_names.get(key, ""))
+        for key, value in values.items()
+    }
+
+
+def decode_value(text: str, type_name: str) -> MetadataType:
+    """The inverse of ``encode_value`` for one value."""
+    value = json.loads(text)
+    return restore_value(_untag(value) if '"$' in text else value, type_name)
+
+
+def restore_value(value: Any, type_name: str) -> MetadataType:
+    """Give a parsed JSON value back its recorded type."""
+    restore = _BY_TYPE_NAME.get(type_name)
+    if restore is None:
+        return value  # type: ignore[no-any-return]
+    return restore(value)  # type: ignore[no-any-return]
+
+
+def _untag(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_untag(item) for item in value]
+    if isinstance(value, dict):
+        if len(value) == 1:
+            ((key, inner),) = value.items()
+            if key == _FLOAT_TAG and isinstance(inner, str) and inner in _SPECIAL_FLOATS:
+                return _SPECIAL_FLOATS[inner]
+            if key == _DICT_TAG and isinstance(inner, dict):
+                return {k: _untag(v) for k, v in inner.items()}
+        return {key: _untag(item) for key, item in value.items()}
+    return value

@@ -1,0 +1,87 @@
+"""The errors zenmeta raises, all under one base class.
+
+    ZenmetaError
+    ├── NoActiveContextError   get_step_context()/log_metadata() outside a step or run
+    ├── RunStateError          a run entered twice, or ended twice
+    ├── ComponentError         a component hook raised (strict mode only)
+    ├── MetadataError          a value could not be kept (strict mode only)
+    ├── ConfigurationError     a bad setting, an unknown component flavor
+    ├── StoreError             the store could not be written or read
+    └── RunNotFoundError       no run matches an id, prefix or name (also a LookupError)
+
+Tracking never raises into the user's step except for misuse of the API, or
+in strict mode, which exists so that tests see every fault as an exception.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+__all__ = [
+    "ZenmetaError",
+    "NoActiveContextError",
+    "RunStateError",
+    "ComponentError",
+    "MetadataError",
+    "ConfigurationError",
+    "StoreError",
+    "RunNotFoundError",
+    "MissingExtraError",
+]
+
+
+class ZenmetaError(Exception):
+    """Base of every error zenmeta raises on purpose."""
+
+
+class NoActiveContextError(ZenmetaError, LookupError):
+    """There is no current step (or run) where one is required."""
+
+
+class RunStateError(ZenmetaError):
+    """A run was used in a state that does not allow it."""
+
+    def __init__(self, message: str, *, run_id: UUID | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class ComponentError(ZenmetaError):
+    """A component's hook raised; raised only in strict mode."""
+
+    def __init__(self, message: str, *, component: str, hook: str) -> None:
+        super().__init__(message)
+        self.component = component
+        self.hook = hook
+
+
+class MetadataError(ZenmetaError, ValueError):
+    """A metadata value was dropped; raised only in strict mode."""
+
+    def __init__(self, message: str, *, key: str, source: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.source = source
+
+
+class ConfigurationError(ZenmetaError, ValueError):
+    """A setting or a component name that zenmeta cannot use."""
+
+
+class StoreError(ZenmetaError):
+    """The store failed; raised to the user only in strict mode."""
+
+
+class RunNotFoundError(ZenmetaError, LookupError):
+    """No run, or more than one, matches what the reader asked for."""
+
+
+class MissingExtraError(ZenmetaError, ImportError):
+    """An optional library is not installed; the message names the extra."""
+
+    def __init__(self, library: str, extra: str) -> None:
+        super().__init__(
+            f"{library} is not installed; install it with: pip install 'zenmeta[{extra}]'"
+        )
+        self.library = library
+        self.extra = extra

@@ -1,0 +1,83 @@
+"""Frozen descriptions of a run and of one step execution.
+
+Field names and shapes follow ZenML's ``StepRunInfo`` where it has them, so a
+component written for ZenML reads these objects unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Any
+from uuid import UUID
+
+__all__ = ["StepConfig", "PipelineInfo", "StepRunInfo", "PipelineRunInfo"]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def utc_from_ns(ns: int) -> datetime:
+    """Times are kept as integer nanoseconds (cheap to take) and shown as UTC."""
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class StepConfig:
+    """The static configuration of a decorated step, shared by its calls.
+
+    ``components`` holds the names of the components the step selected, or
+    ``None`` when it uses the run's whole stack.
+    """
+
+    name: str
+    settings: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    components: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineInfo:
+    """The pipeline a run belongs to; ZenML's ``info.pipeline``."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepRunInfo:
+    """One execution of a step, handed to every component hook."""
+
+    step_run_id: UUID
+    run_id: UUID
+    run_name: str
+    pipeline_step_name: str
+    config: StepConfig
+    pipeline: PipelineInfo
+    parent_step_run_id: UUID | None
+    start_time_ns: int
+
+    @property
+    def start_time(self) -> datetime:
+        """When the step started, in UTC."""
+        return utc_from_ns(self.start_time_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineRunInfo:
+    """One pipeline run, handed to the run-level hooks."""
+
+    run_id: UUID
+    run_name: str
+    pipeline: PipelineInfo
+    parent_run_id: UUID | None
+    tags: tuple[str, ...]
+    start_time_ns: int
+
+    @property
+    def pipeline_name(self) -> str:
+        return self.pipeline.name
+
+    @property
+    def start_time(self) -> datetime:
+        """When the run started, in UTC."""
+        return utc_from_ns(self.start_time_ns)

@@ -1,0 +1,66 @@
+"""Adding metadata to a run or step: encode per key, show every loss.
+
+Warnings are logged once per source, key and reason, so a component that
+returns the same odd value at every step does not flood the log; the record
+of each step still lists every dropped key.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from ._codec import Encoded, encode_metadata
+from ._records import DroppedValue
+
+__all__ = ["collect_metadata"]
+
+logger = logging.getLogger("zenmeta")
+_warned: set[tuple[str, str, str]] = set()
+_WARNED_LIMIT = 10_000
+
+
+def _warn_once(source: str, key: str, message: str) -> None:
+    marker = (source, key, message)
+    if marker in _warned:
+        return
+    if len(_warned) < _WARNED_LIMIT:
+        _warned.add(marker)
+    logger.warning("zenmeta: metadata %r from %r %s", key, source, message)
+
+
+def collect_metadata(
+    sets: dict[str, dict[str, Encoded]],
+    dropped: list[DroppedValue],
+    source: str,
+    mapping: object,
+) -> int:
+    """Encode ``mapping`` into ``sets[source]``; return how many keys were dropped.
+
+    A later value for the same key replaces the earlier one (latest wins).
+    """
+    if not isinstance(mapping, Mapping):
+        reason = f"expected a mapping of metadata, got {type(mapping).__name__}"
+        dropped.append(DroppedValue(source, "*", reason))
+        _warn_once(source, "*", f"was dropped: {reason}")
+        return 1
+    encoded, lost = encode_metadata(mapping)
+    if encoded:
+        target = sets.get(source)
+        if target is None:
+            sets[source] = encoded
+        else:
+            target.update(encoded)
+        for key, item in encoded.items():
+            if item.note is not None:
+                _warn_once(source, key, f"was converted: {item.note}")
+    for loss in lost:
+        dropped.append(DroppedValue(source, loss.key, loss.reason))
+        _warn_once(source, loss.key, f"was dropped: {loss.reason}")
+    return len(lost)
+
+
+def snapshot(sets: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A copy safe to hand to a background writer."""
+    return {source: dict(values) for source, values in sets.items()}

@@ -1,0 +1,49 @@
+"""Who is running: host, pid and the process start time.
+
+The start time tells a reused pid from the process that wrote a run, so a
+reader can call a run ``crashed`` only when its writer is really gone.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+__all__ = ["host_name", "process_start_time"]
+
+_cache: dict[int, float | None] = {}
+_host: list[str] = []
+
+
+def host_name() -> str:
+    if not _host:
+        _host.append(socket.gethostname())
+    return _host[0]
+
+
+def process_start_time(pid: int | None = None) -> float | None:
+    """Seconds since the epoch when ``pid`` started; ``None`` where unknown."""
+    pid = os.getpid() if pid is None else pid
+    if pid in _cache and pid == os.getpid():
+        return _cache[pid]
+    value = _read_start_time(pid)
+    if pid == os.getpid():
+        _cache[pid] = value
+    return value
+
+
+def _read_start_time(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        ticks = int(fields[19])  # field 22 of stat(5), counted after the name
+        with open("/proc/stat", "rb") as system:
+            for line in system:
+                if line.startswith(b"btime "):
+                    boot = int(line.split()[1])
+                    break
+            else:
+                return None
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None

@@ -1,0 +1,239 @@
+"""What the tracking core hands to a store, and what readers get back.
+
+The core writes immutable snapshots (``RunRecord``, ``StepRecord``) holding
+already-encoded metadata, so a background writer never touches live user
+objects. Readers get ``RecordedRun``/``RecordedStep`` with types restored.
+Every store implements ``RecordStore`` (writing) and ``RecordReader``
+(reading); ``Client`` and the CLI only ever use the reading side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+from uuid import UUID
+
+from ._codec import Encoded
+from ._types import MetadataType
+
+__all__ = [
+    "Status",
+    "RUNNING",
+    "COMPLETED",
+    "FAILED",
+    "INTERRUPTED",
+    "CRASHED",
+    "USER_SOURCE",
+    "ComponentFault",
+    "DroppedValue",
+    "RunRecord",
+    "StepRecord",
+    "RecordStore",
+    "RecordReader",
+    "RecordedRun",
+    "RecordedStep",
+    "flatten_metadata",
+]
+
+Status = Literal["running", "completed", "failed", "interrupted", "crashed"]
+RUNNING: Status = "running"
+COMPLETED: Status = "completed"
+FAILED: Status = "failed"
+INTERRUPTED: Status = "interrupted"
+CRASHED: Status = "crashed"
+
+USER_SOURCE = "user"
+"""The source name of metadata logged by user code with ``log_metadata``."""
+
+EncodedSets = Mapping[str, Mapping[str, Encoded]]
+"""Metadata by source, then by key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentFault:
+    """A component hook that raised; kept with the run or step it hit."""
+
+    component: str
+    hook: str
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedValue:
+    """A metadata key that was not stored, and why."""
+
+    source: str
+    key: str
+    reason: str
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """A snapshot of a run, written at its start, on changes and at its end.
+
+    Not frozen only because frozen dataclasses are slow to build on the step
+    path; nothing mutates a record once it is handed to a store.
+    """
+
+    run_id: UUID
+    name: str
+    pipeline_name: str
+    parent_run_id: UUID | None
+    tags: tuple[str, ...]
+    status: Status
+    start_ns: int
+    end_ns: int | None
+    host: str
+    pid: int
+    process_start: float | None
+    error_type: str | None = None
+    error_message: str | None = None
+    metadata: EncodedSets = field(default_factory=dict)
+    faults: tuple[ComponentFault, ...] = ()
+    dropped: tuple[DroppedValue, ...] = ()
+
+
+@dataclass(slots=True)
+class StepRecord:
+    """A finished step, written once with everything it collected."""
+
+    step_run_id: UUID
+    run_id: UUID
+    parent_step_run_id: UUID | None
+    name: str
+    step_name: str
+    status: Status
+    start_ns: int
+    end_ns: int
+    error_type: str | None = None
+    error_message: str | None = None
+    metadata: EncodedSets = field(default_factory=dict)
+    faults: tuple[ComponentFault, ...] = ()
+    dropped: tuple[DroppedValue, ...] = ()
+
+
+@runtime_checkable
+class RecordStore(Protocol):
+    """The writing side of a store; the core's only dependency on storage."""
+
+    url: str
+
+    def save_run(self, record: RunRecord) -> None:
+        """Insert or replace a run and its run-level metadata."""
+
+    def save_step(self, record: StepRecord) -> None:
+        """Insert a finished step with its metadata."""
+
+    def flush(self) -> None:
+        """Block until every accepted record is stored."""
+
+    def close(self) -> None:
+        """Flush and release resources; the store is not used afterwards."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedStep:
+    """A step as read back from a store, its metadata types restored."""
+
+    id: UUID
+    run_id: UUID
+    parent_step_run_id: UUID | None
+    name: str
+    step_name: str
+    status: Status
+    start_time: datetime
+    end_time: datetime
+    error_type: str | None
+    error_message: str | None
+    metadata: Mapping[str, Mapping[str, MetadataType]]
+    faults: tuple[ComponentFault, ...]
+    dropped: tuple[DroppedValue, ...]
+
+    @property
+    def duration(self) -> float:
+        """Seconds between start and end."""
+        return (self.end_time - self.start_time).total_seconds()
+
+    @property
+    def flat_metadata(self) -> dict[str, MetadataType]:
+        return flatten_metadata(self.metadata)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRun:
+    """A run as read back from a store, its metadata types restored."""
+
+    id: UUID
+    name: str
+    pipeline_name: str
+    parent_run_id: UUID | None
+    tags: tuple[str, ...]
+    status: Status
+    start_time: datetime
+    end_time: datetime | None
+    host: str
+    pid: int
+    error_type: str | None
+    error_message: str | None
+    metadata: Mapping[str, Mapping[str, MetadataType]]
+    faults: tuple[ComponentFault, ...]
+    dropped: tuple[DroppedValue, ...]
+    step_count: int = 0
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, or ``None`` while the run has no end."""
+        if self.end_time is None:
+            return None
+        return (self.end_time - self.start_time).total_seconds()
+
+    @property
+    def flat_metadata(self) -> dict[str, MetadataType]:
+        return flatten_metadata(self.metadata)
+
+
+@runtime_checkable
+class RecordReader(Protocol):
+    """The reading side of a store, used by ``Client``, the CLI and the UI."""
+
+    def list_runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[RecordedRun]:
+        """Runs newest first."""
+
+    def find_runs(self, ref: str) -> list[RecordedRun]:
+        """Runs whose id, id prefix or name match ``ref``."""
+
+    def list_steps(
+        self, run_id: UUID, *, limit: int | None = None, offset: int = 0
+    ) -> list[RecordedStep]:
+        """A run's steps in execution (start) order."""
+
+    def get_step(self, step_run_id: UUID) -> RecordedStep | None:
+        """One step by id."""
+
+
+def flatten_metadata(grouped: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """One dict of all sources; a key several sources share is qualified.
+
+    A key that only one source has appears as is; a key that several have
+    appears once per source as ``"source.key"``, so a collision hides nothing.
+    """
+    owners: dict[str, int] = {}
+    for values in grouped.values():
+        for key in values:
+            owners[key] = owners.get(key, 0) + 1
+    flat: dict[str, Any] = {}
+    for source, values in grouped.items():
+        for key, value in values.items():
+            flat[key if owners[key] == 1 else f"{source}.{key}"] = value
+    return flat
