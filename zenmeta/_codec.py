@@ -14,11 +14,8 @@ import enum
 import json
 import math
 import sys
-import uuid
 from collections.abc import Callable, Mapping
-from decimal import Decimal
 from json.encoder import encode_basestring_ascii as _quote
-from pathlib import PurePath
 from typing import Any, NamedTuple
 
 from ._types import DType, MetadataType, Path, StorageSize, Uri
@@ -30,6 +27,7 @@ __all__ = [
     "MAX_ARRAY_ITEMS",
     "Encoded",
     "Dropped",
+    "MetadataSet",
     "encode_value",
     "decode_value",
     "restore_value",
@@ -62,11 +60,22 @@ _BY_TYPE_NAME: dict[str, Callable[[Any], Any]] = {
 
 
 class Encoded(NamedTuple):
-    """A value ready to store; ``note`` says how it was converted, if lossily."""
+    """A value made storable: ``value`` is JSON-ready (only dicts, lists,
+    str, int, finite float, bool, None), ``type_name`` restores its type,
+    ``note`` says how it was converted when that lost something.
 
-    text: str
+    The JSON text itself is produced by the store's writer, off the step's
+    thread, one document per metadata set (``join_documents``).
+    """
+
+    value: Any
     type_name: str
     note: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The value as JSON text."""
+        return _dumps(self.value)
 
 
 class Dropped(NamedTuple):
@@ -74,6 +83,14 @@ class Dropped(NamedTuple):
 
     key: str
     reason: str
+
+
+_tuple_new = tuple.__new__
+
+
+def _encoded(value: Any, type_name: str, note: str | None = None) -> Encoded:
+    """``Encoded(...)`` without the named tuple's Python-level ``__new__``."""
+    return _tuple_new(Encoded, (value, type_name, note))
 
 
 class _Drop(Exception):  # noqa: N818 - a signal, not an error
@@ -86,18 +103,22 @@ def _float_json(value: float) -> Any:
     return {_FLOAT_TAG: "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")}
 
 
-def _float_text(value: float) -> str:
-    if math.isfinite(value):
-        return repr(value)
-    return json.dumps(_float_json(value), separators=(",", ":"))
+def _dumps(value: Any) -> str:
+    # ASCII-only JSON: lone surrogates and any text survive every database.
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def encode_value(value: object) -> Encoded | Dropped:
-    """Encode one value; a ``Dropped`` (with an empty key) if it cannot be kept."""
+    """Coerce one value; a ``Dropped`` (with an empty key) if it cannot be kept."""
     try:
         return _encode(value)
     except _Drop as drop:
         return Dropped("", str(drop))
+
+
+# Strings up to this length cannot exceed the size limit even when every
+# character is escaped (a character outside the BMP becomes 12 ASCII bytes).
+_SAFE_STR_LENGTH = MAX_VALUE_BYTES // 12 - 1
 
 
 def _encode(value: object) -> Encoded:
@@ -106,17 +127,17 @@ def _encode(value: object) -> Encoded:
     if kind is str:
         return _encode_str(value, "str")  # type: ignore[arg-type]
     if kind is int:
-        return Encoded(repr(value), "int")
+        return _encoded(value, "int")
     if kind is float:
-        return Encoded(_float_text(value), "float")  # type: ignore[arg-type]
+        return _encoded(_float_json(value), "float")  # type: ignore[arg-type]
     if kind is bool:
-        return Encoded("true" if value else "false", "bool")
+        return _encoded(value, "bool")
     if value is None:
-        return Encoded("null", "None")
+        return _encoded(None, "None")
     name = _special_name(value)
     if name is not None:
         if name == "StorageSize":
-            return Encoded(repr(int(value)), name)  # type: ignore[call-overload]
+            return _encoded(int(value), name)  # type: ignore[call-overload]
         return _encode_str(str.__str__(value), name)
     notes: list[str] = []
     converted = _to_json(value, 0, set(), notes)
@@ -124,18 +145,21 @@ def _encode(value: object) -> Encoded:
         type_name = kind.__name__
     else:
         type_name = _json_type_name(converted)
-    # ASCII-only JSON: lone surrogates and any text survive every database.
-    text = json.dumps(converted, separators=(",", ":"), allow_nan=False)
-    if len(text) > MAX_VALUE_BYTES:
-        raise _Drop(f"encodes to {len(text)} bytes, over the {MAX_VALUE_BYTES}-byte limit")
-    return Encoded(text, type_name, "; ".join(notes) or None)
+    if isinstance(converted, (dict, list)) or (
+        isinstance(converted, str) and len(converted) > _SAFE_STR_LENGTH
+    ):
+        size = len(_dumps(converted))
+        if size > MAX_VALUE_BYTES:
+            raise _Drop(f"encodes to {size} bytes, over the {MAX_VALUE_BYTES}-byte limit")
+    return _encoded(converted, type_name, "; ".join(notes) or None)
 
 
 def _encode_str(text: str, type_name: str) -> Encoded:
-    quoted: str = _quote(text)
-    if len(quoted) > MAX_VALUE_BYTES:
-        raise _Drop(f"text encodes to {len(quoted)} bytes, over the {MAX_VALUE_BYTES}-byte limit")
-    return Encoded(quoted, type_name)
+    if len(text) > _SAFE_STR_LENGTH:
+        size = len(_quote(text))
+        if size > MAX_VALUE_BYTES:
+            raise _Drop(f"text encodes to {size} bytes, over the {MAX_VALUE_BYTES}-byte limit")
+    return _encoded(str.__str__(text), type_name)
 
 
 def _special_name(value: object) -> str | None:
@@ -214,9 +238,14 @@ def _to_json(value: object, depth: int, active: set[int], notes: list[str]) -> A
         return value.isoformat()
     if isinstance(value, _dt.timedelta):
         return value.total_seconds()
-    if isinstance(value, (uuid.UUID, Decimal)):
-        return str(value)
-    if isinstance(value, PurePath):
+    # A value can only be an instance of a class whose module is loaded, so
+    # these checks cost no import (the same trick as for numpy).
+    for module, kind in (("uuid", "UUID"), ("decimal", "Decimal")):
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(value, getattr(loaded, kind)):
+            return str(value)
+    pathlib = sys.modules.get("pathlib")
+    if pathlib is not None and isinstance(value, pathlib.PurePath):
         return Path(value)
     return _fallback_text(value, notes)
 
@@ -263,14 +292,62 @@ def _stable_order(items: set[Any] | frozenset[Any]) -> list[Any]:
         return sorted(items, key=repr)
 
 
+class MetadataSet:
+    """The metadata one source gave one run or step: a JSON-ready value per
+    key and, beside it, the type name that restores each value.
+
+    Stored as two JSON documents, so the caller only fills two dicts and the
+    writer serializes the whole set in one ``json.dumps`` call.
+    """
+
+    __slots__ = ("types", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.types: dict[str, str] = {}
+
+    def copy(self) -> MetadataSet:
+        twin = MetadataSet()
+        twin.values = dict(self.values)
+        twin.types = dict(self.types)
+        return twin
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __repr__(self) -> str:
+        return f"MetadataSet({self.values!r}, types={self.types!r})"
+
+
 def encode_metadata(
-    mapping: Mapping[Any, Any],
-) -> tuple[dict[str, Encoded], list[Dropped]]:
-    """Encode a whole mapping key by key, so one bad value loses nothing else."""
-    encoded: dict[str, Encoded] = {}
+    mapping: Mapping[Any, Any], into: MetadataSet | None = None
+) -> tuple[MetadataSet, list[Dropped], list[tuple[str, str]]]:
+    """Coerce a whole mapping key by key, so one bad value loses nothing else.
+
+    Returns the set (``into`` if given: later keys replace earlier ones), the
+    dropped keys with reasons, and (key, note) for lossy conversions.
+    """
+    target = MetadataSet() if into is None else into
+    values, types = target.values, target.types
     dropped: list[Dropped] = []
+    notes: list[tuple[str, str]] = []
     for key, value in mapping.items():
-        if type(key) is not str:
+        kind = type(value)
+        if type(key) is str and 0 < len(key) <= MAX_KEY_LENGTH:
+            # Fast path for the common scalars: two dict stores, nothing else.
+            if kind is float and value - value == 0.0:  # finite
+                values[key] = value
+                types[key] = "float"
+                continue
+            if kind is int or kind is bool:
+                values[key] = value
+                types[key] = kind.__name__
+                continue
+            if kind is str and len(value) <= _SAFE_STR_LENGTH:
+                values[key] = value
+                types[key] = "str"
+                continue
+        elif type(key) is not str:
             if not isinstance(key, str):
                 dropped.append(Dropped(_safe_repr(key), "metadata keys must be strings"))
                 continue
@@ -281,12 +358,18 @@ def encode_metadata(
             )
             continue
         try:
-            encoded[key] = _encode(value)
+            encoded = _encode(value)
         except _Drop as drop:
             dropped.append(Dropped(key, str(drop)))
+            continue
         except Exception as error:  # a hostile __eq__/__len__/__iter__ and the like
             dropped.append(Dropped(key, f"encoding raised {type(error).__name__}: {error}"))
-    return encoded, dropped
+            continue
+        values[key] = encoded.value
+        types[key] = encoded.type_name
+        if encoded.note is not None:
+            notes.append((key, encoded.note))
+    return target, dropped, notes
 
 
 def _safe_repr(key: object) -> str:
@@ -296,11 +379,13 @@ def _safe_repr(key: object) -> str:
         return f"<{type(key).__name__} key>"
 
 
-def join_documents(values: Mapping[str, Encoded]) -> tuple[str, str]:
+def join_documents(values: MetadataSet | Mapping[str, Encoded]) -> tuple[str, str]:
     """One metadata set as a JSON object of values and one of type names."""
-    document = ",".join(f"{_quote(key)}:{item.text}" for key, item in values.items())
-    types = ",".join(f"{_quote(key)}:{_quote(item.type_name)}" for key, item in values.items())
-    return "{" + document + "}", "{" + types + "}"
+    if isinstance(values, MetadataSet):
+        return _dumps(values.values), _dumps(values.types)
+    document = _dumps({key: item.value for key, item in values.items()})
+    types = _dumps({key: item.type_name for key, item in values.items()})
+    return document, types
 
 
 def decode_documents(document: str, types: str) -> dict[str, MetadataType]:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 __all__ = ["StepConfig", "PipelineInfo", "StepRunInfo", "PipelineRunInfo"]
@@ -43,9 +43,12 @@ class PipelineInfo:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class StepRunInfo:
-    """One execution of a step, handed to every component hook."""
+class StepRunInfo(NamedTuple):
+    """One execution of a step, handed to every component hook.
+
+    A named tuple rather than a dataclass: it is immutable all the same, and
+    it is built on every step call, where a frozen dataclass costs ~1.5 µs.
+    """
 
     step_run_id: UUID
     run_id: UUID
@@ -62,8 +65,7 @@ class StepRunInfo:
         return utc_from_ns(self.start_time_ns)
 
 
-@dataclass(frozen=True, slots=True)
-class PipelineRunInfo:
+class PipelineRunInfo(NamedTuple):
     """One pipeline run, handed to the run-level hooks."""
 
     run_id: UUID

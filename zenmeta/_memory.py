@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from uuid import UUID
 
-from ._codec import Encoded, decode_documents, join_documents
+from ._codec import MetadataSet, decode_documents, join_documents
 from ._info import utc_from_ns
 from ._records import RecordedRun, RecordedStep, RunRecord, StepRecord
 from ._types import MetadataType
@@ -19,7 +19,7 @@ from ._types import MetadataType
 __all__ = ["InMemoryStore"]
 
 
-def _decode(sets: Mapping[str, Mapping[str, Encoded]]) -> dict[str, dict[str, MetadataType]]:
+def _decode(sets: Mapping[str, MetadataSet]) -> dict[str, dict[str, MetadataType]]:
     return {source: decode_documents(*join_documents(values)) for source, values in sets.items()}
 
 

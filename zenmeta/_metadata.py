@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
 
-from ._codec import Encoded, encode_metadata
+from ._codec import MetadataSet, encode_metadata
 from ._records import DroppedValue
 
 __all__ = ["collect_metadata"]
@@ -31,36 +30,32 @@ def _warn_once(source: str, key: str, message: str) -> None:
 
 
 def collect_metadata(
-    sets: dict[str, dict[str, Encoded]],
+    sets: dict[str, MetadataSet],
     dropped: list[DroppedValue],
     source: str,
     mapping: object,
 ) -> int:
-    """Encode ``mapping`` into ``sets[source]``; return how many keys were dropped.
+    """Coerce ``mapping`` into ``sets[source]``; return how many keys were dropped.
 
     A later value for the same key replaces the earlier one (latest wins).
     """
-    if not isinstance(mapping, Mapping):
+    if type(mapping) is not dict and not isinstance(mapping, Mapping):
         reason = f"expected a mapping of metadata, got {type(mapping).__name__}"
         dropped.append(DroppedValue(source, "*", reason))
         _warn_once(source, "*", f"was dropped: {reason}")
         return 1
-    encoded, lost = encode_metadata(mapping)
-    if encoded:
-        target = sets.get(source)
-        if target is None:
-            sets[source] = encoded
-        else:
-            target.update(encoded)
-        for key, item in encoded.items():
-            if item.note is not None:
-                _warn_once(source, key, f"was converted: {item.note}")
+    target = sets.get(source)
+    if target is None:
+        target = sets[source] = MetadataSet()
+    _, lost, notes = encode_metadata(mapping, target)
+    for key, note in notes:
+        _warn_once(source, key, f"was converted: {note}")
     for loss in lost:
         dropped.append(DroppedValue(source, loss.key, loss.reason))
         _warn_once(source, loss.key, f"was dropped: {loss.reason}")
     return len(lost)
 
 
-def snapshot(sets: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def snapshot(sets: Mapping[str, MetadataSet]) -> dict[str, MetadataSet]:
     """A copy safe to hand to a background writer."""
-    return {source: dict(values) for source, values in sets.items()}
+    return {source: values.copy() for source, values in sets.items()}

@@ -7,7 +7,6 @@ reader can call a run ``crashed`` only when its writer is really gone.
 from __future__ import annotations
 
 import os
-import socket
 
 __all__ = ["host_name", "process_start_time"]
 
@@ -17,7 +16,13 @@ _host: list[str] = []
 
 def host_name() -> str:
     if not _host:
-        _host.append(socket.gethostname())
+        # os.uname avoids importing socket; platform.node is the portable fallback.
+        if hasattr(os, "uname"):
+            _host.append(os.uname().nodename)
+        else:  # pragma: no cover - Windows
+            import platform
+
+            _host.append(platform.node())
     return _host[0]
 
 

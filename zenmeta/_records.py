@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 from uuid import UUID
 
-from ._codec import Encoded
+from ._codec import MetadataSet
 from ._types import MetadataType
 
 __all__ = [
@@ -47,7 +47,7 @@ CRASHED: Status = "crashed"
 USER_SOURCE = "user"
 """The source name of metadata logged by user code with ``log_metadata``."""
 
-EncodedSets = Mapping[str, Mapping[str, Encoded]]
+EncodedSets = Mapping[str, MetadataSet]
 """Metadata by source, then by key."""
 
 

@@ -21,12 +21,13 @@ from contextvars import Token
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from . import _context
-from ._codec import Encoded
+from ._codec import MetadataSet
 from ._components import Stack, call_hook, raise_if_strict, stack_of
 from ._errors import RunStateError
+from ._ids import new_id
 from ._info import PipelineInfo, PipelineRunInfo, utc_from_ns
 from ._metadata import collect_metadata, snapshot
 from ._process import host_name, process_start_time
@@ -76,7 +77,7 @@ class PipelineRun:
         tags: Iterable[str] | None = None,
         implicit: bool = False,
     ) -> None:
-        self.id: UUID = uuid4()
+        self.id: UUID = new_id()
         self.pipeline_name = name or "pipeline"
         self._requested_name = run_name
         self.name = run_name or ""
@@ -93,7 +94,7 @@ class PipelineRun:
         self._detached = False
         self._lock = threading.Lock()
         self._token: Token[PipelineRun | None] | None = None
-        self._metadata: dict[str, dict[str, Encoded]] = {}
+        self._metadata: dict[str, MetadataSet] = {}
         self._faults: list[ComponentFault] = []
         self._dropped: list[DroppedValue] = []
         self._step_counts: dict[str, itertools.count[int]] = {}

@@ -9,22 +9,21 @@ generator's own code runs, never while it is suspended at a ``yield``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar, overload
-from uuid import uuid4
-
-import wrapt
 
 from . import _context
-from ._codec import Encoded
+from ._codec import MetadataSet
 from ._components import Stack, call_hook, raise_if_strict
 from ._config import settings
 from ._errors import NoActiveContextError
+from ._ids import new_id
 from ._info import StepConfig, StepRunInfo
-from ._metadata import collect_metadata, snapshot
+from ._metadata import collect_metadata
 from ._records import COMPLETED, USER_SOURCE, ComponentFault, DroppedValue, StepRecord
 from ._runs import PipelineRun, status_for
 
@@ -32,6 +31,7 @@ __all__ = ["track_step", "log_metadata", "StepState"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _step_var = _context._current_step
+_tuple_new = tuple.__new__
 
 
 class StepState:
@@ -43,7 +43,7 @@ class StepState:
         self.info = info
         self.run = run
         self.stack = stack
-        self.metadata: dict[str, dict[str, Encoded]] = {}
+        self.metadata: dict[str, MetadataSet] = {}
         self.dropped: list[DroppedValue] = []
         self.faults: list[ComponentFault] = []
 
@@ -51,15 +51,18 @@ class StepState:
 def _begin(config: StepConfig, run: PipelineRun) -> StepState:
     """Build the step's info, make it current (by the caller), prepare components."""
     parent = _step_var.get()
-    info = StepRunInfo(
-        uuid4(),
-        run.id,
-        run.name,
-        run.next_invocation(config.name),
-        config,
-        run.pipeline,
-        None if parent is None else parent.info.step_run_id,
-        time.time_ns(),
+    info: StepRunInfo = _tuple_new(  # StepRunInfo(...) minus its Python __new__
+        StepRunInfo,
+        (
+            new_id(),
+            run.id,
+            run.name,
+            run.next_invocation(config.name),
+            config,
+            run.pipeline,
+            None if parent is None else parent.info.step_run_id,
+            time.time_ns(),
+        ),
     )
     stack = run.stack
     if config.components is not None:
@@ -106,7 +109,7 @@ def _finish(state: StepState, error: BaseException | None) -> None:
             end_ns,
             error_type,
             message,
-            snapshot(state.metadata) if state.metadata else {},
+            state.metadata,  # the state dies with the step: no copy needed
             tuple(state.faults),
             tuple(state.dropped),
         )
@@ -153,8 +156,8 @@ def _end(
 # -- one wrapper per kind of callable ------------------------------------
 
 
-def _sync_wrapper(config: StepConfig) -> Callable[..., Any]:
-    def call_step(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+def _sync_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
+    def call_step(*args: Any, **kwargs: Any) -> Any:
         run = _context.current_run()
         implicit = None
         if run is None:
@@ -175,8 +178,8 @@ def _sync_wrapper(config: StepConfig) -> Callable[..., Any]:
     return call_step
 
 
-def _async_wrapper(config: StepConfig) -> Callable[..., Any]:
-    async def run_step(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+def _async_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
+    async def call_step(*args: Any, **kwargs: Any) -> Any:
         run = _context.current_run()
         implicit = None
         if run is None:
@@ -194,14 +197,11 @@ def _async_wrapper(config: StepConfig) -> Callable[..., Any]:
         _end(state, token, implicit, None)
         return result
 
-    def call_step(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        return run_step(wrapped, args, kwargs)
-
     return call_step
 
 
-def _generator_wrapper(config: StepConfig) -> Callable[..., Any]:
-    def drive(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Generator[Any, Any, Any]:
+def _generator_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
+    def call_step(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
         run = _context.current_run()
         implicit = None
         if run is None:
@@ -251,16 +251,11 @@ def _generator_wrapper(config: StepConfig) -> Callable[..., Any]:
                 raise outcome
             return result
 
-    def call_step(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        return drive(wrapped, args, kwargs)
-
     return call_step
 
 
-def _async_generator_wrapper(config: StepConfig) -> Callable[..., Any]:
-    async def drive(
-        wrapped: Callable[..., Any], args: Any, kwargs: Any
-    ) -> AsyncGenerator[Any, Any]:
+def _async_generator_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
+    async def call_step(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         run = _context.current_run()
         implicit = None
         if run is None:
@@ -314,26 +309,22 @@ def _async_generator_wrapper(config: StepConfig) -> Callable[..., Any]:
                 raise outcome
             return
 
-    def call_step(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        return drive(wrapped, args, kwargs)
-
     return call_step
 
 
-def _underlying(func: Any) -> Any:
-    """The plain function behind class/static methods, for kind detection."""
-    return func.__func__ if isinstance(func, (classmethod, staticmethod)) else func
-
-
-def _wrapper_for(func: Any, config: StepConfig) -> Callable[..., Any]:
-    target = inspect.unwrap(_underlying(func))
+def _wrap(func: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
+    """A wrapper of the same kind as ``func`` (so ``inspect`` answers alike),
+    carrying its name, doc, ``__wrapped__`` and so its signature."""
+    target = inspect.unwrap(func)
     if inspect.isasyncgenfunction(target):
-        return _async_generator_wrapper(config)
-    if inspect.isgeneratorfunction(target):
-        return _generator_wrapper(config)
-    if inspect.iscoroutinefunction(target):
-        return _async_wrapper(config)
-    return _sync_wrapper(config)
+        wrapper = _async_generator_wrapper(func, config)
+    elif inspect.isgeneratorfunction(target):
+        wrapper = _generator_wrapper(func, config)
+    elif inspect.iscoroutinefunction(target):
+        wrapper = _async_wrapper(func, config)
+    else:
+        wrapper = _sync_wrapper(func, config)
+    return functools.update_wrapper(wrapper, func)
 
 
 @overload
@@ -367,13 +358,17 @@ def track_step(
     """
 
     def decorate(target: Any) -> Any:
-        step_name = name or getattr(_underlying(target), "__name__", None) or "step"
+        if isinstance(target, (classmethod, staticmethod)):
+            # Wrap the function inside and rebuild the descriptor, so binding
+            # stays Python's own: no proxy object on the call path.
+            return type(target)(decorate(target.__func__))
+        step_name = name or getattr(target, "__name__", None) or "step"
         config = StepConfig(
             step_name,
             MappingProxyType(dict(settings or {})),
             None if components is None else tuple(components),
         )
-        return wrapt.FunctionWrapper(target, _wrapper_for(target, config))
+        return _wrap(target, config)
 
     if func is None:
         return decorate

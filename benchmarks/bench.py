@@ -1,0 +1,178 @@
+"""Side-by-side medians: zenmeta against its peers, measured in one run.
+
+Machines are noisy, so every row is compared to the OpenTelemetry SDK span
+measured in the same process, minutes apart at most; read the ratios, not
+the absolute times. Run with `make bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import zenmeta
+from zenmeta.testing import InMemoryStore
+
+Timer = Callable[[int], float]
+
+
+def median_per_op(run_batch: Timer, ops: int, repeats: int) -> float:
+    """Median over `repeats` batches of the seconds per operation."""
+    run_batch(max(ops // 10, 1))  # warm up caches and lazy imports
+    return statistics.median(run_batch(ops) / ops for _ in range(repeats))
+
+
+def bare_call(ops: int) -> float:
+    def f(x: int) -> int:
+        return x
+
+    start = time.perf_counter()
+    for i in range(ops):
+        f(i)
+    return time.perf_counter() - start
+
+
+def wraps_call(ops: int) -> float:
+    def passthrough(func: Callable[[int], int]) -> Callable[[int], int]:
+        @functools.wraps(func)
+        def wrapper(*args: int, **kwargs: int) -> int:
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    @passthrough
+    def f(x: int) -> int:
+        return x
+
+    start = time.perf_counter()
+    for i in range(ops):
+        f(i)
+    return time.perf_counter() - start
+
+
+def _with_store(body: Callable[[int], float]) -> Timer:
+    def timed(ops: int) -> float:
+        store = InMemoryStore()
+        zenmeta.configure(store=store)
+        try:
+            return body(ops)
+        finally:
+            zenmeta.configure(store=None)
+
+    return timed
+
+
+@zenmeta.track_step
+def empty_step(x: int) -> int:
+    return x
+
+
+@zenmeta.track_step
+def logging_step(x: int) -> int:
+    zenmeta.log_metadata({"loss": 0.5, "rows": x, "split": "train"})
+    return x
+
+
+def zenmeta_steps(step: Callable[[int], int]) -> Timer:
+    def body(ops: int) -> float:
+        with zenmeta.pipeline_run("bench"):
+            start = time.perf_counter()
+            for i in range(ops):
+                step(i)
+            return time.perf_counter() - start
+
+    return _with_store(body)
+
+
+def zenmeta_runs(ops: int) -> float:
+    start = time.perf_counter()
+    for _ in range(ops):
+        with zenmeta.pipeline_run("bench"):
+            pass
+    return time.perf_counter() - start
+
+
+def otel_span() -> Timer:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("bench")
+
+    def body(ops: int) -> float:
+        exporter.clear()
+        start = time.perf_counter()
+        for i in range(ops):
+            with tracer.start_as_current_span("step") as span:
+                span.set_attribute("loss", 0.5)
+                span.set_attribute("rows", i)
+                span.set_attribute("split", "train")
+        return time.perf_counter() - start
+
+    return body
+
+
+def import_cost(repeats: int = 15) -> tuple[float, float]:
+    """Median wall time of a bare interpreter and of one importing zenmeta."""
+
+    def wall(code: str) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    return wall("pass"), wall("import zenmeta")
+
+
+def core_rows(ops: int, repeats: int) -> list[tuple[str, float]]:
+    return [
+        ("bare function call", median_per_op(bare_call, ops, repeats)),
+        ("functools.wraps pass-through", median_per_op(wraps_call, ops, repeats)),
+        ("zenmeta step, no components", median_per_op(zenmeta_steps(empty_step), ops, repeats)),
+        ("zenmeta step logging 3 values", median_per_op(zenmeta_steps(logging_step), ops, repeats)),
+        (
+            "zenmeta pipeline_run enter+exit",
+            median_per_op(_with_store(zenmeta_runs), max(ops // 20, 10), repeats),
+        ),
+        ("OpenTelemetry SDK span + 3 attributes", median_per_op(otel_span(), ops, repeats)),
+    ]
+
+
+def print_table(rows: list[tuple[str, float]], reference: str) -> None:
+    ref = dict(rows)[reference]
+    width = max(len(name) for name, _ in rows)
+    print(f"{'operation':<{width}}  {'median/op':>11}  {'vs OTel span':>12}")
+    for name, seconds in rows:
+        print(f"{name:<{width}}  {seconds * 1e6:>8.2f} µs  {seconds / ref:>11.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--ops", type=int, default=20_000, help="operations per batch")
+    parser.add_argument("--repeats", type=int, default=7, help="batches per row")
+    args = parser.parse_args()
+    print(f"Python {sys.version.split()[0]}, zenmeta {zenmeta.__version__}")
+    rows = core_rows(args.ops, args.repeats)
+    print_table(rows, "OpenTelemetry SDK span + 3 attributes")
+    bare, with_zenmeta = import_cost()
+    print(
+        f"\nimport zenmeta adds {(with_zenmeta - bare) * 1e3:.1f} ms to a bare interpreter "
+        f"({bare * 1e3:.1f} ms → {with_zenmeta * 1e3:.1f} ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Coercion and encoding: every value stored or visibly dropped, types restored."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import math
+import pathlib
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zenmeta import DType, Path, StorageSize, Uri
+from zenmeta._codec import (
+    MAX_VALUE_BYTES,
+    Dropped,
+    Encoded,
+    decode_documents,
+    decode_value,
+    encode_metadata,
+    encode_value,
+    join_documents,
+)
+
+
+def round_trip(value: object) -> Any:
+    encoded = encode_value(value)
+    assert isinstance(encoded, Encoded), encoded
+    json.loads(encoded.text)  # strict JSON: no NaN tokens, valid text
+    return decode_value(encoded.text, encoded.type_name)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality that treats NaN as equal to NaN, and checks container types."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=50),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@given(json_values)
+@settings(max_examples=300, deadline=None)
+def test_json_compatible_values_round_trip(value: Any) -> None:
+    """Any JSON-shaped value, NaN and infinities included, comes back equal."""
+    assert same(round_trip(value), value)
+
+
+metadata_values = st.one_of(
+    st.text(max_size=30).map(Uri),
+    st.text(max_size=30).map(Path),
+    st.sampled_from(["float32", "int64", "<U5"]).map(DType),
+    st.integers(min_value=0, max_value=2**62).map(StorageSize),
+    st.tuples(st.integers(), st.text(max_size=5)),
+    st.frozensets(st.integers(), max_size=5).map(set),
+    st.frozensets(st.text(max_size=5), max_size=5),
+)
+
+
+@given(metadata_values)
+@settings(max_examples=200, deadline=None)
+def test_every_metadata_type_round_trips_with_its_type(value: Any) -> None:
+    """Uri, Path, DType, StorageSize, tuple, set, frozenset keep their type."""
+    restored = round_trip(value)
+    assert type(restored) is type(value)
+    assert restored == value
+
+
+class Hostile:
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+def _recursive_list() -> list[Any]:
+    items: list[Any] = [1]
+    items.append(items)
+    return items
+
+
+anything = st.recursive(
+    st.one_of(
+        json_values,
+        st.builds(Hostile),
+        st.builds(object),
+        st.binary(max_size=10),
+        st.just(_recursive_list()),
+        st.integers(min_value=65_000, max_value=70_000).map(lambda n: "\u00e9" * n),
+        st.complex_numbers(allow_nan=True),
+        st.dates(),
+        st.datetimes(),
+        st.decimals(),
+        st.uuids(),
+    ),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.integers() | st.text(max_size=3) | st.none(), children, max_size=4)
+        | st.tuples(children, children)
+    ),
+    max_leaves=10,
+)
+
+
+@given(st.dictionaries(st.text(max_size=300) | st.integers() | st.none(), anything, max_size=5))
+@settings(max_examples=300, deadline=None)
+def test_coercion_never_raises_and_accounts_for_every_key(mapping: dict[Any, Any]) -> None:
+    """Arbitrary objects: each key is either stored (as valid JSON) or dropped with a reason."""
+    encoded, dropped, _ = encode_metadata(mapping)
+    assert len(encoded) + len(dropped) == len(mapping)
+    assert all(item.reason for item in dropped)
+    document, types = join_documents(encoded)
+    decoded = decode_documents(document, types)
+    assert decoded.keys() == encoded.values.keys()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected", "type_name"),
+    [
+        (True, True, "bool"),
+        (np.bool_(True), True, "bool"),
+        (np.float64(0.5), 0.5, "float"),
+        (np.int32(7), 7, "int"),
+        (np.arange(3), [0, 1, 2], "list"),
+        (np.dtype("float32"), "float32", "DType"),
+        (dt.date(2026, 1, 2), "2026-01-02", "str"),
+        (dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.timezone.utc), "2026-01-02T03:04:00+00:00", "str"),
+        (dt.timedelta(minutes=1), 60.0, "float"),
+        (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001", "str"),
+        (Decimal("0.1"), "0.1", "str"),
+        (pathlib.PurePosixPath("/data/x.csv"), "/data/x.csv", "Path"),
+        ({1: "a", None: "b"}, {"1": "a", "None": "b"}, "dict"),
+        ({"$float": 1}, {"$float": 1}, "dict"),
+        ((1, (2, 3)), (1, [2, 3]), "tuple"),
+        (frozenset({3, 1}), frozenset({1, 3}), "frozenset"),
+        (StorageSize(2**40), 2**40, "StorageSize"),
+    ],
+)
+def test_documented_coercion_rules(value: object, expected: object, type_name: str) -> None:
+    """Each documented rule gives the documented value and type name."""
+    encoded = encode_value(value)
+    assert isinstance(encoded, Encoded)
+    assert encoded.type_name == type_name
+    assert decode_value(encoded.text, encoded.type_name) == expected
+
+
+def test_enums_store_their_value() -> None:
+    """An Enum member is stored as its value."""
+
+    class Color(enum.Enum):
+        RED = "red"
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    assert round_trip(Color.RED) == "red"
+    assert round_trip(Level.HIGH) == 3 and type(round_trip(Level.HIGH)) is int
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (_recursive_list(), "recursive container"),
+        ("x" * (MAX_VALUE_BYTES + 1), "over the 65536-byte limit"),
+        (list(range(20_000)), "over the 65536-byte limit"),
+        (np.zeros(20_000), "exceeds 10000"),
+        (Hostile(), "its str() raised RuntimeError"),
+        ({1: "a", "1": "b"}, "both '1'"),
+    ],
+)
+def test_unkeepable_values_are_dropped_with_a_reason(value: object, reason: str) -> None:
+    """Values that cannot be kept become a Dropped carrying why."""
+    result = encode_value(value)
+    assert isinstance(result, Dropped)
+    assert reason in result.reason
+
+
+def test_over_deep_nesting_is_dropped() -> None:
+    """Nesting deeper than the limit is dropped, not a RecursionError."""
+    deep: Any = 0
+    for _ in range(100):
+        deep = [deep]
+    result = encode_value(deep)
+    assert isinstance(result, Dropped) and "deeper" in result.reason
+
+
+def test_bad_keys_are_dropped_and_good_ones_kept() -> None:
+    """Non-string, empty and over-long keys are dropped; the rest survive."""
+    encoded, dropped, _ = encode_metadata({1: "a", "": "b", "k" * 256: "c", "ok": 1})
+    assert list(encoded.values) == ["ok"]
+    assert sorted(d.reason for d in dropped) == [
+        "keys must have 1 to 255 characters",
+        "keys must have 1 to 255 characters",
+        "metadata keys must be strings",
+    ]
+
+
+def test_str_fallback_carries_a_note() -> None:
+    """An unknown object is kept as its str(), and says so."""
+
+    class Thing:
+        def __str__(self) -> str:
+            return "thing!"
+
+    encoded = encode_value(Thing())
+    assert isinstance(encoded, Encoded)
+    assert (decode_value(encoded.text, encoded.type_name), encoded.type_name) == ("thing!", "str")
+    assert encoded.note is not None and "Thing" in encoded.note

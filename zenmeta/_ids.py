@@ -1,0 +1,48 @@
+"""Fast, time-ordered UUIDs (version 7) for runs and steps.
+
+``uuid.uuid4()`` costs about 2 µs, most of a step's budget. A version 7 UUID
+(48-bit millisecond clock, 74 random bits) from a private generator costs a
+fraction of that, and sorts by creation time, which keeps database indexes
+append-only. The generator is private so a user's ``random.seed(42)`` never
+makes two processes mint the same ids, and it is reseeded after ``fork``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from uuid import UUID, SafeUUID
+
+__all__ = ["new_id"]
+
+_rng = random.Random(os.urandom(32))
+_VERSION_7 = 0x7 << 76
+_VARIANT = 0b10 << 62
+_new = object.__new__
+_set = object.__setattr__
+_UNKNOWN = SafeUUID.unknown  # an Enum lookup costs ~300 ns; do it once
+
+
+def _reseed() -> None:
+    _rng.seed(os.urandom(32))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed)
+
+
+def new_id() -> UUID:
+    """A new random UUIDv7, built without ``UUID.__init__``'s checks."""
+    bits = _rng.getrandbits(74)
+    value = (
+        (time.time_ns() // 1_000_000) << 80
+        | _VERSION_7
+        | (bits >> 62) << 64
+        | _VARIANT
+        | (bits & 0x3FFF_FFFF_FFFF_FFFF)
+    )
+    uuid = _new(UUID)
+    _set(uuid, "int", value)
+    _set(uuid, "is_safe", _UNKNOWN)
+    return uuid
