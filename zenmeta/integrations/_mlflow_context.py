@@ -1,0 +1,127 @@
+"""MLflow's active run, made per context instead of per thread.
+
+MLflow 3.17 keeps its active-run stack in ``mlflow.tracking.fluent.
+_active_run_stack``, a ``ThreadLocalVariable``: one list per thread. Two
+async steps interleaved on one event loop would share that list, so a
+``mlflow.log_metric`` in one step could land in the other's run. Replacing
+the variable with ``ContextRunStack`` gives each context (each asyncio task,
+each ``carry_context`` call) its own list once a step pushes a run, while code
+that never runs a step keeps MLflow's per-thread list unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from contextvars import ContextVar, Token
+from typing import Any
+
+__all__ = ["ContextRunStack", "PushedRun", "install"]
+
+_Held = tuple[int, int, list[Any]]  # (thread id, pid, the stack)
+
+
+class ContextRunStack:
+    """A drop-in for MLflow's ``ThreadLocalVariable`` holding the run stack.
+
+    Where no step has pushed a run, ``get()`` returns the thread's own MLflow
+    list, exactly as before. A context carried into another thread (by
+    ``ContextThreadPoolExecutor``) gets a copy there, so the worker logs into
+    the submitting step's run without the two threads sharing one list.
+    """
+
+    def __init__(self, fallback: Any) -> None:
+        self.fallback = fallback
+        self.variable: ContextVar[_Held | None] = ContextVar("zenmeta_mlflow_runs", default=None)
+        self._live: dict[int, list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self) -> list[Any]:
+        held = self.variable.get()
+        if held is None:
+            return self.fallback.get()  # type: ignore[no-any-return]
+        ident, pid, stack = held
+        if ident == threading.get_ident() and pid == os.getpid():
+            return stack
+        copy = list(stack) if pid == os.getpid() else []
+        self.set(copy)
+        return copy
+
+    def set(self, value: list[Any]) -> None:
+        self.variable.set((threading.get_ident(), os.getpid(), value))
+
+    def get_all_thread_values(self) -> dict[int, list[Any]]:
+        """Every live stack, for MLflow's "latest active run in any thread"."""
+        values: dict[int, list[Any]] = dict(self.fallback.get_all_thread_values())
+        with self._lock:
+            values.update(self._live)
+        return values
+
+    def reset(self) -> None:
+        self.fallback.reset()
+        with self._lock:
+            self._live.clear()
+
+    def push(self, run: Any) -> PushedRun:
+        """Make ``run`` the active run of this context only."""
+        stack = [*self.get(), run]
+        with self._lock:
+            self._live[id(stack)] = stack
+        token = self.variable.set((threading.get_ident(), os.getpid(), stack))
+        return PushedRun(token, stack, run)
+
+    def pop(self, pushed: PushedRun) -> list[Any]:
+        """Undo ``push``; return the runs user code started above ours and left open."""
+        with self._lock:
+            self._live.pop(id(pushed.stack), None)
+        with contextlib.suppress(ValueError):  # ended from another context (generator step)
+            self.variable.reset(pushed.token)
+        position = next((i for i, r in enumerate(pushed.stack) if r is pushed.run), None)
+        if position is None:
+            return []  # user code ended our run itself
+        left = pushed.stack[position + 1 :]
+        del pushed.stack[position:]  # a context still holding the list no longer sees them
+        return left
+
+
+class PushedRun:
+    """What ``ContextRunStack.pop`` needs to undo one ``push``."""
+
+    __slots__ = ("run", "stack", "token")
+
+    def __init__(self, token: Token[_Held | None], stack: list[Any], run: Any) -> None:
+        self.token = token
+        self.stack = stack
+        self.run = run
+
+
+_installed: list[ContextRunStack] = []
+_install_lock = threading.Lock()
+
+
+def install() -> ContextRunStack | None:
+    """Put ``ContextRunStack`` in place of MLflow's variable, once per process.
+
+    Returns ``None`` when this MLflow keeps its active run in some other way;
+    steps then still get their runs, but ``mlflow.log_metric`` inside a step
+    does not find them.
+    """
+    if _installed:
+        return _installed[0]
+    from mlflow.tracking import fluent
+
+    with _install_lock:
+        if _installed:
+            return _installed[0]
+        current = getattr(fluent, "_active_run_stack", None)
+        if isinstance(current, ContextRunStack):
+            _installed.append(current)
+            return current
+        needed = ("get", "set", "get_all_thread_values", "reset")
+        if current is None or not all(callable(getattr(current, m, None)) for m in needed):
+            return None
+        replacement = ContextRunStack(current)
+        fluent._active_run_stack = replacement  # type: ignore[assignment]
+        _installed.append(replacement)
+        return replacement
