@@ -15,6 +15,7 @@ from uuid import UUID
 
 from ._config import settings
 from ._errors import ComponentError, ConfigurationError, MetadataError
+from ._flavors import configured_components, reset_flavors
 from ._info import PipelineRunInfo, StepRunInfo
 from ._records import ComponentFault, DroppedValue
 from ._types import MetadataType
@@ -140,7 +141,7 @@ class Stack:
 
 _registered: list[object] = []
 _lock = threading.Lock()
-_default: list[Stack] = []
+_default: list[tuple[tuple[object, ...], Stack]] = []  # (configured flavors, stack)
 
 
 def register_component(component: object) -> None:
@@ -177,14 +178,20 @@ def clear_components() -> None:
     with _lock:
         _registered.clear()
         _default.clear()
+    reset_flavors()
 
 
 def default_stack() -> Stack:
-    """The registered components as a stack, rebuilt only after a change."""
+    """The registered components plus the configured flavors (``_flavors``),
+    rebuilt only after a change. A registered component wins over a
+    configured flavor of the same name: code is more specific than config."""
+    configured = configured_components()
     with _lock:
-        if not _default:
-            _default.append(Stack(_registered))
-        return _default[0]
+        if not _default or _default[0][0] is not configured:
+            names = {component_name(c) for c in _registered}
+            extra = [c for c in configured if component_name(c) not in names]
+            _default[:] = [(configured, Stack([*_registered, *extra]))]
+        return _default[0][1]
 
 
 def stack_of(components: Iterable[object] | None) -> Stack:
