@@ -7,8 +7,11 @@ the same restored types.
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import TYPE_CHECKING
 from uuid import UUID
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 from ._config import settings
 from ._errors import RunNotFoundError, StoreError

@@ -9,7 +9,6 @@ records and shows.
 
 from __future__ import annotations
 
-import datetime as _dt
 import enum
 import json
 import math
@@ -234,12 +233,14 @@ def _to_json(value: object, depth: int, active: set[int], notes: list[str]) -> A
             active.discard(marker)
     if isinstance(value, enum.Enum):
         return _to_json(value.value, depth, active, notes)
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-        return value.isoformat()
-    if isinstance(value, _dt.timedelta):
-        return value.total_seconds()
     # A value can only be an instance of a class whose module is loaded, so
     # these checks cost no import (the same trick as for numpy).
+    dates = sys.modules.get("datetime")
+    if dates is not None:
+        if isinstance(value, (dates.datetime, dates.date, dates.time)):
+            return value.isoformat()
+        if isinstance(value, dates.timedelta):
+            return value.total_seconds()
     for module, kind in (("uuid", "UUID"), ("decimal", "Decimal")):
         loaded = sys.modules.get(module)
         if loaded is not None and isinstance(value, getattr(loaded, kind)):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, fields
 from typing import Literal
 
 from ._errors import ConfigurationError
@@ -30,12 +29,16 @@ class _Unset:
 UNSET = _Unset()
 
 
-@dataclass
 class _Settings:
-    store: str | RecordStore | None = None
-    strict: bool | None = None
-    implicit_runs: bool | None = None
-    durability: Durability | None = None
+    """What ``configure()`` was given; ``None`` means "use the default"."""
+
+    __slots__ = ("durability", "implicit_runs", "store", "strict")
+
+    def __init__(self) -> None:
+        self.store: str | RecordStore | None = None
+        self.strict: bool | None = None
+        self.implicit_runs: bool | None = None
+        self.durability: Durability | None = None
 
 
 _configured = _Settings()
@@ -78,8 +81,8 @@ def configure(
 def reset_configuration() -> None:
     """Forget everything given to ``configure()``; tests call this."""
     with _lock:
-        for item in fields(_Settings):
-            setattr(_configured, item.name, None)
+        for name in _Settings.__slots__:
+            setattr(_configured, name, None)
 
 
 def _flag(name: str, default: bool) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._errors import NoActiveContextError
 from ._info import PipelineRunInfo, StepRunInfo
+from ._log import warn
 
 if TYPE_CHECKING:
     from ._runs import PipelineRun
@@ -35,7 +35,6 @@ __all__ = [
     "carry_context",
 ]
 
-logger = logging.getLogger("zenmeta")
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
@@ -100,7 +99,7 @@ def reset(variable: ContextVar[T], token: Token[T]) -> None:
     try:
         variable.reset(token)
     except ValueError:
-        logger.warning("zenmeta: %s was reset in a different context; left as is", variable.name)
+        warn("zenmeta: %s was reset in a different context; left as is", variable.name)
 
 
 def get_step_context() -> StepRunInfo:

@@ -5,36 +5,43 @@
 fraction of that, and sorts by creation time, which keeps database indexes
 append-only. The generator is private so a user's ``random.seed(42)`` never
 makes two processes mint the same ids, and it is reseeded after ``fork``.
+``uuid`` and ``random`` are imported on the first id, not with zenmeta.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import time
-from uuid import UUID, SafeUUID
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from uuid import UUID
 
 __all__ = ["new_id"]
 
-_rng = random.Random(os.urandom(32))
 _VERSION_7 = 0x7 << 76
 _VARIANT = 0b10 << 62
 _new = object.__new__
 _set = object.__setattr__
-_UNKNOWN = SafeUUID.unknown  # an Enum lookup costs ~300 ns; do it once
+_state: list[Any] = []  # [UUID class, SafeUUID.unknown, random bits function]
 
 
-def _reseed() -> None:
-    _rng.seed(os.urandom(32))
+def _start() -> list[Any]:
+    import random
+    from uuid import UUID, SafeUUID
 
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reseed)
+    generator = random.Random(os.urandom(32))
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=lambda: generator.seed(os.urandom(32)))
+    # SafeUUID.unknown is an Enum lookup (~300 ns): done once here.
+    _state[:] = [UUID, SafeUUID.unknown, generator.getrandbits]
+    return _state
 
 
 def new_id() -> UUID:
     """A new random UUIDv7, built without ``UUID.__init__``'s checks."""
-    bits = _rng.getrandbits(74)
+    uuid_class, unknown, random_bits = _state or _start()
+    bits = random_bits(74)
     value = (
         (time.time_ns() // 1_000_000) << 80
         | _VERSION_7
@@ -42,7 +49,7 @@ def new_id() -> UUID:
         | _VARIANT
         | (bits & 0x3FFF_FFFF_FFFF_FFFF)
     )
-    uuid = _new(UUID)
+    uuid = _new(uuid_class)
     _set(uuid, "int", value)
-    _set(uuid, "is_safe", _UNKNOWN)
-    return uuid
+    _set(uuid, "is_safe", unknown)
+    return uuid  # type: ignore[no-any-return]

@@ -7,11 +7,12 @@ component written for ZenML reads these objects unchanged.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any, NamedTuple
-from uuid import UUID
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from uuid import UUID
 
 __all__ = ["StepConfig", "PipelineInfo", "StepRunInfo", "PipelineRunInfo"]
 
@@ -20,11 +21,12 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 def utc_from_ns(ns: int) -> datetime:
     """Times are kept as integer nanoseconds (cheap to take) and shown as UTC."""
+    from datetime import datetime, timezone  # on first read, not at import
+
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
 
 
-@dataclass(frozen=True, slots=True)
-class StepConfig:
+class StepConfig(NamedTuple):
     """The static configuration of a decorated step, shared by its calls.
 
     ``components`` holds the names of the components the step selected, or
@@ -32,12 +34,11 @@ class StepConfig:
     """
 
     name: str
-    settings: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    settings: Mapping[str, Any] = _EMPTY
     components: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PipelineInfo:
+class PipelineInfo(NamedTuple):
     """The pipeline a run belongs to; ZenML's ``info.pipeline``."""
 
     name: str

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from datetime import datetime
-from uuid import UUID
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from uuid import UUID
 
 from ._codec import MetadataSet, decode_documents, join_documents
 from ._info import utc_from_ns

@@ -7,15 +7,14 @@ of each step still lists every dropped key.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
 from ._codec import MetadataSet, encode_metadata
+from ._log import warn
 from ._records import DroppedValue
 
 __all__ = ["collect_metadata"]
 
-logger = logging.getLogger("zenmeta")
 _warned: set[tuple[str, str, str]] = set()
 _WARNED_LIMIT = 10_000
 
@@ -26,7 +25,7 @@ def _warn_once(source: str, key: str, message: str) -> None:
         return
     if len(_warned) < _WARNED_LIMIT:
         _warned.add(marker)
-    logger.warning("zenmeta: metadata %r from %r %s", key, source, message)
+    warn("zenmeta: metadata %r from %r %s", key, source, message)
 
 
 def collect_metadata(

@@ -11,19 +11,21 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
-import inspect
 import itertools
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import Token
-from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, TypeVar
-from uuid import UUID
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from uuid import UUID
 
 from . import _context
+from ._callables import kind_of
 from ._codec import MetadataSet
 from ._components import Stack, call_hook, raise_if_strict, stack_of
 from ._errors import RunStateError
@@ -149,7 +151,7 @@ class PipelineRun:
         self.parent_run_id = None if parent is None else parent.id
         self.start_ns = time.time_ns()
         if not self.name:
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.start_ns // 1_000_000_000))
             self.name = f"{self.pipeline_name}-{stamp}-{self.id.hex[:6]}"
         self.pipeline = PipelineInfo(self.pipeline_name)
         self.info = PipelineRunInfo(
@@ -295,7 +297,7 @@ class PipelineRun:
         """Decorate a function so that each call runs inside a new run."""
         if self.pipeline_name == "pipeline":
             self.pipeline_name = func.__name__
-        if inspect.iscoroutinefunction(func):
+        if kind_of(func) == "coroutine":
 
             @functools.wraps(func)
             async def run_async(*args: Any, **kwargs: Any) -> Any:

@@ -10,13 +10,13 @@ generator's own code runs, never while it is suspended at a ``yield``.
 from __future__ import annotations
 
 import functools
-import inspect
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar, overload
 
 from . import _context
+from ._callables import kind_of
 from ._codec import MetadataSet
 from ._components import Stack, call_hook, raise_if_strict
 from ._config import settings
@@ -315,12 +315,12 @@ def _async_generator_wrapper(wrapped: Callable[..., Any], config: StepConfig) ->
 def _wrap(func: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
     """A wrapper of the same kind as ``func`` (so ``inspect`` answers alike),
     carrying its name, doc, ``__wrapped__`` and so its signature."""
-    target = inspect.unwrap(func)
-    if inspect.isasyncgenfunction(target):
+    kind = kind_of(func)
+    if kind == "async_generator":
         wrapper = _async_generator_wrapper(func, config)
-    elif inspect.isgeneratorfunction(target):
+    elif kind == "generator":
         wrapper = _generator_wrapper(func, config)
-    elif inspect.iscoroutinefunction(target):
+    elif kind == "coroutine":
         wrapper = _async_wrapper(func, config)
     else:
         wrapper = _sync_wrapper(func, config)

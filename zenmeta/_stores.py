@@ -9,16 +9,15 @@ modules are imported only here and only when used, which keeps
 from __future__ import annotations
 
 import atexit
-import logging
 import threading
 
 from ._config import settings
 from ._errors import StoreError
+from ._log import warn
 from ._records import RecordStore, RunRecord, StepRecord
 
 __all__ = ["resolve_store", "open_store", "flush", "close_stores", "report_store_fault"]
 
-logger = logging.getLogger("zenmeta")
 _open: dict[str, RecordStore] = {}
 _used: list[RecordStore] = []
 _lock = threading.Lock()
@@ -48,7 +47,7 @@ def _create(url: str) -> RecordStore:
         except ImportError as error:  # pragma: no cover - the store issue adds it
             raise StoreError(f"no SQL store available for {url!r}: {error}") from error
 
-        return SQLStore(url, durability=settings.durability())
+        return SQLStore(url)  # follows configure(durability=...) run by run
     raise StoreError(f"unknown store URL {url!r}; use sqlite:///PATH, postgresql://… or memory://")
 
 
@@ -99,7 +98,7 @@ def report_store_fault(what: str, error: BaseException) -> None:
         raise StoreError(message) from error
     if message not in _reported:
         _reported.add(message)
-        logger.warning(message)
+        warn(message)
 
 
 def flush() -> None:
@@ -125,7 +124,7 @@ def close_stores() -> None:
         try:
             store.close()
         except Exception as error:  # at exit there is nobody left to raise to
-            logger.warning("zenmeta: closing %r failed: %s", store.url, error)
+            warn("zenmeta: closing %r failed: %s", store.url, error)
 
 
 atexit.register(close_stores)

@@ -1,0 +1,41 @@
+"""What kind of callable a function is, read from its code flags.
+
+The same test ``inspect`` makes, without importing ``inspect`` (and with it
+``ast``, ``dis`` and ``tokenize``) when zenmeta is imported.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal
+
+__all__ = ["Kind", "kind_of"]
+
+Kind = Literal["function", "coroutine", "generator", "async_generator"]
+
+_CO_GENERATOR = 0x20
+_CO_COROUTINE = 0x80
+_CO_ASYNC_GENERATOR = 0x200
+
+
+def kind_of(func: Any) -> Kind:
+    """Follow ``__wrapped__``, partials and bound methods to the code object."""
+    seen = 0
+    while seen < 100:  # a bounded walk: __wrapped__ chains can loop
+        seen += 1
+        if isinstance(func, functools.partial):
+            func = func.func
+        elif hasattr(func, "__func__"):
+            func = func.__func__
+        elif hasattr(func, "__wrapped__"):
+            func = func.__wrapped__
+        else:
+            break
+    flags = getattr(getattr(func, "__code__", None), "co_flags", 0)
+    if flags & _CO_ASYNC_GENERATOR:
+        return "async_generator"
+    if flags & _CO_COROUTINE:
+        return "coroutine"
+    if flags & _CO_GENERATOR:
+        return "generator"
+    return "function"
