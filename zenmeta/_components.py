@@ -7,16 +7,18 @@ once, so a step only loops over the components that really implement a hook.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
-from uuid import UUID
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from uuid import UUID
 
 from ._config import settings
 from ._errors import ComponentError, ConfigurationError, MetadataError
 from ._flavors import configured_components, reset_flavors
 from ._info import PipelineRunInfo, StepRunInfo
+from ._log import warn
 from ._records import ComponentFault, DroppedValue
 from ._types import MetadataType
 
@@ -33,7 +35,6 @@ __all__ = [
     "raise_if_strict",
 ]
 
-logger = logging.getLogger("zenmeta")
 
 HOOKS = (
     "prepare_pipeline_run",
@@ -214,7 +215,7 @@ def call_hook(
         return fn(*args)
     except Exception as error:
         faults.append(ComponentFault(component, hook, type(error).__name__, str(error)))
-        logger.warning(
+        warn(
             "zenmeta: component %r failed in %s: %s: %s",
             component,
             hook,
