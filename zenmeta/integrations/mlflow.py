@@ -75,6 +75,12 @@ def _is_http(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
+def _summary(error: BaseException) -> str:
+    """The cause repeated by every later skipped step, kept short."""
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def _run_url(tracking_uri: str, experiment_id: str, run_id: str) -> Uri:
     base = without_credentials(tracking_uri).rstrip("/")
     return Uri(f"{base}/#/experiments/{experiment_id}/runs/{run_id}")
@@ -215,7 +221,7 @@ class MLFlowExperimentTracker(StackComponent):
             run = client.create_run(state.experiment_id, run_name=info.run_name, tags=tags)
             state.run_id = run.info.run_id
         except Exception as error:
-            state.error = f"{type(error).__name__}: {error}"
+            state.error = _summary(error)
             raise
 
     def get_pipeline_run_metadata(self, run_id: UUID) -> dict[str, MetadataType]:
@@ -280,7 +286,7 @@ class MLFlowExperimentTracker(StackComponent):
                 state.experiment_id, run_name=info.pipeline_step_name, tags=tags
             )
         except Exception as error:
-            state.error = f"{type(error).__name__}: {error}"
+            state.error = _summary(error)
             raise
         pushed = None if self._active is None else self._active.push(ActiveRun(run))  # type: ignore[no-untyped-call]
         self._steps[info.step_run_id] = _StepState(info.run_id, run.info.run_id, pushed)
@@ -311,7 +317,7 @@ class MLFlowExperimentTracker(StackComponent):
         try:
             self._end_step_run(state.client, step, "FAILED" if step_failed else "FINISHED")
         except Exception as error:
-            state.error = f"{type(error).__name__}: {error}"
+            state.error = _summary(error)
             raise
 
     # -- internals -----------------------------------------------------------
