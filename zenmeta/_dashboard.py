@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 from uuid import UUID
 
@@ -42,6 +42,7 @@ except ImportError as error:  # pragma: no cover - exercised by a test that hide
 __all__ = ["create_app", "serve", "is_loopback", "RUNS_PER_PAGE", "STEPS_PER_PAGE"]
 
 logger = logging.getLogger("zenmeta")
+_T = TypeVar("_T")
 
 RUNS_PER_PAGE = 50
 STEPS_PER_PAGE = 100
@@ -251,7 +252,7 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
     )
 
 
-def _read(reading: Callable[[], Any]) -> Any:
+def _read(reading: Callable[[], _T]) -> _T:
     """Run one read; a miss is a 404 and a store failure a 503, both as pages."""
     try:
         return reading()
@@ -262,7 +263,7 @@ def _read(reading: Callable[[], Any]) -> Any:
         raise HTTPException(503, "The store could not be read right now.") from None
 
 
-def _read_optional(reading: Callable[[], Any]) -> Any:
+def _read_optional(reading: Callable[[], _T]) -> _T | None:
     try:
         return _read(reading)
     except HTTPException as error:
