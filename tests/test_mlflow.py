@@ -138,10 +138,13 @@ def test_a_failing_step_fails_its_run_and_the_parent_and_leaves_none_active(
         raise ValueError("bad batch")
 
     tracker = MLFlowExperimentTracker(tracking_uri=tracking_uri)
-    with recording() as store, pytest.raises(ValueError, match="bad batch"):  # noqa: PT012
-        with pipeline_run("failing", components=[tracker]):
-            fine()
-            broken()
+    with (
+        recording() as store,
+        pytest.raises(ValueError, match="bad batch"),
+        pipeline_run("failing", components=[tracker]),
+    ):
+        fine()
+        broken()
 
     steps = _mlflow_steps(store)
     assert client.get_run(str(steps["fine"]["mlflow_run_id"])).info.status == "FINISHED"
@@ -188,9 +191,12 @@ def test_steps_in_context_threads_log_into_their_own_runs(
         return value * value
 
     tracker = MLFlowExperimentTracker(tracking_uri=tracking_uri)
-    with recording() as store, pipeline_run("threads", components=[tracker]):
-        with ContextThreadPoolExecutor(max_workers=3) as pool:
-            assert list(pool.map(square, range(6))) == [0, 1, 4, 9, 16, 25]
+    with (
+        recording() as store,
+        pipeline_run("threads", components=[tracker]),
+        ContextThreadPoolExecutor(max_workers=3) as pool,
+    ):
+        assert list(pool.map(square, range(6))) == [0, 1, 4, 9, 16, 25]
 
     run = store.list_runs()[0]
     seen = []

@@ -1,0 +1,183 @@
+"""The environment component: host, interpreter, entry point, git, packages."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+import zenmeta
+from zenmeta import pipeline_run
+from zenmeta.integrations import environment
+from zenmeta.integrations.environment import EnvironmentComponent
+from zenmeta.testing import recording
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+}
+
+
+def _git(directory: Path, *arguments: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "init.defaultBranch=main", *arguments],
+        cwd=directory,
+        env={**os.environ, **GIT_IDENTITY},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return done.stdout.strip()
+
+
+def _repository(directory: Path, remote: str | None = None) -> Path:
+    directory.mkdir()
+    _git(directory, "init", "-q")
+    (directory / "train.py").write_text("print('train')\n")
+    _git(directory, "add", "train.py")
+    _git(directory, "commit", "-q", "-m", "first")
+    if remote:
+        _git(directory, "remote", "add", "origin", remote)
+    return directory
+
+
+def _metadata(component: EnvironmentComponent) -> dict[str, object]:
+    return dict(component.get_pipeline_run_metadata(uuid4()))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_git_cache() -> None:
+    environment._git_cache.clear()
+
+
+def test_records_host_and_interpreter_once_per_run() -> None:
+    """The run's metadata under ``environment`` describes this interpreter."""
+    with recording() as store, pipeline_run("env", components=[EnvironmentComponent()]):
+        pass
+    recorded = store.list_runs()[0].metadata["environment"]
+    assert recorded["python_version"] == platform.python_version()
+    assert recorded["python_implementation"] == platform.python_implementation()
+    assert recorded["pid"] == os.getpid()
+    assert recorded["executable"] == sys.executable
+    assert isinstance(recorded["executable"], zenmeta.Path)
+    assert recorded["zenmeta_version"] == zenmeta.__version__
+    assert recorded["hostname"] and recorded["platform"]
+
+
+def test_records_the_versions_of_the_listed_packages() -> None:
+    """An installed package has its version; a missing one is recorded as ``None``."""
+    component = EnvironmentComponent(packages=["pytest", "surely-not-installed-zz"])
+    packages = _metadata(component)["packages"]
+    assert packages == {"pytest": pytest.__version__, "surely-not-installed-zz": None}
+
+
+def test_inside_a_git_repository_records_commit_branch_dirty_and_remote(
+    tmp_path: Path,
+) -> None:
+    """Commit, branch and a clean tree are recorded; the remote loses its token."""
+    remote = "https://bob:ghp_secret@example.com/team/models.git?private_token=t0k"
+    repository = _repository(tmp_path / "repo", remote)
+    metadata = _metadata(EnvironmentComponent(repository=repository))
+    assert metadata["git_commit"] == _git(repository, "rev-parse", "HEAD")
+    assert metadata["git_branch"] == "main"
+    assert metadata["git_dirty"] is False
+    assert metadata["git_remote"] == "https://example.com/team/models.git"
+    assert isinstance(metadata["git_remote"], zenmeta.Uri)
+    assert "secret" not in repr(metadata) and "t0k" not in repr(metadata)
+
+
+def test_a_modified_tracked_file_makes_the_tree_dirty(tmp_path: Path) -> None:
+    """Changed tracked files count as dirty; an scp-style remote stays plain text."""
+    repository = _repository(tmp_path / "repo", "git@example.com:team/models.git")
+    (repository / "train.py").write_text("print('changed')\n")
+    metadata = _metadata(EnvironmentComponent(repository=repository))
+    assert metadata["git_dirty"] is True
+    assert metadata["git_remote"] == "git@example.com:team/models.git"
+    assert not isinstance(metadata["git_remote"], zenmeta.Uri)
+
+
+def test_outside_a_git_repository_records_no_git_fields(tmp_path: Path) -> None:
+    """A folder outside any repository gives no git keys at all."""
+    metadata = _metadata(EnvironmentComponent(repository=tmp_path))
+    assert not [key for key in metadata if key.startswith("git_")]
+
+
+def test_git_answers_are_cached_per_process(tmp_path: Path) -> None:
+    """A later commit is not seen: git runs once per folder and process."""
+    repository = _repository(tmp_path / "repo")
+    component = EnvironmentComponent(repository=repository)
+    first = _metadata(component)["git_commit"]
+    _git(repository, "commit", "-q", "--allow-empty", "-m", "second")
+    assert _metadata(component)["git_commit"] == first
+
+
+def test_a_hanging_git_is_cut_off_by_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each git call is bounded; a git that hangs just means no git fields."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "git").write_text("#!/bin/sh\nsleep 10\n")
+    (fake / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake))
+    started = time.perf_counter()
+    metadata = _metadata(EnvironmentComponent(repository=tmp_path, git_timeout=0.2))
+    assert time.perf_counter() - started < 2
+    assert not [key for key in metadata if key.startswith("git_")]
+
+
+def test_without_git_installed_the_git_fields_are_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No git executable is not an error."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    metadata = _metadata(EnvironmentComponent(repository=tmp_path))
+    assert "python_version" in metadata
+    assert not [key for key in metadata if key.startswith("git_")]
+
+
+def test_only_allow_listed_environment_variables_are_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An allow-listed variable is recorded; any other is not, wherever it appears."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-record-me")
+    metadata = _metadata(
+        EnvironmentComponent(environment_variables=["CUDA_VISIBLE_DEVICES", "UNSET_VARIABLE"])
+    )
+    assert metadata["environment_variables"] == {
+        "CUDA_VISIBLE_DEVICES": "0,1",
+        "UNSET_VARIABLE": None,
+    }
+    assert "do-not-record-me" not in repr(metadata)
+
+
+def test_a_script_is_recorded_by_its_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``__main__.__file__`` is the script; its folder is where git is asked."""
+    repository = _repository(tmp_path / "repo")
+    monkeypatch.setattr(sys.modules["__main__"], "__file__", str(repository / "train.py"))
+    metadata = _metadata(EnvironmentComponent())
+    assert metadata["source_type"] == "script"
+    assert metadata["script"] == str(repository / "train.py")
+    assert isinstance(metadata["script"], zenmeta.Path)
+    assert metadata["git_commit"] == _git(repository, "rev-parse", "HEAD")
+
+
+def test_a_notebook_is_recorded_by_its_session_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a Jupyter kernel the notebook's path comes from ``JPY_SESSION_NAME``."""
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/analysis.ipynb")
+    metadata = _metadata(EnvironmentComponent())
+    assert metadata["source_type"] == "notebook"
+    assert metadata["notebook"] == "/home/me/analysis.ipynb"
+    assert "script" not in metadata
