@@ -268,6 +268,54 @@ def test_a_step_inside_a_step_nests_under_the_outer_steps_run(
     assert outer_run.data.metrics == {"outer": 1.0}
 
 
+def test_a_generator_step_run_ends_with_the_iteration_or_with_the_pipeline_run(
+    tracking_uri: str, client: mlflow.MlflowClient
+) -> None:
+    """An exhausted generator's run ends FINISHED; an abandoned one ends KILLED."""
+
+    @track_step
+    def batches(count: int) -> Iterator[int]:
+        for index in range(count):
+            mlflow.log_metric("batch", index, step=index)
+            yield index
+
+    tracker = MLFlowExperimentTracker(tracking_uri=tracking_uri)
+    with recording(strict=False), pipeline_run("stream", components=[tracker]):
+        assert list(batches(3)) == [0, 1, 2]
+        abandoned = batches(5)
+        next(abandoned)
+
+    experiment = client.get_experiment_by_name("stream")
+    children = {
+        r.info.run_name: r
+        for r in client.search_runs([experiment.experiment_id])
+        if PARENT in r.data.tags
+    }
+    assert children["batches"].info.status == "FINISHED"
+    assert children["batches"].data.metrics == {"batch": 2.0}
+    assert children["batches_2"].info.status == "KILLED"
+    assert mlflow.active_run() is None
+    abandoned.close()
+
+
+def test_a_nested_pipeline_run_nests_its_parent_mlflow_run(
+    tracking_uri: str, client: mlflow.MlflowClient
+) -> None:
+    """A run opened inside a run becomes a child of the outer run's MLflow run."""
+    tracker = MLFlowExperimentTracker(tracking_uri=tracking_uri, experiment_name="nesting")
+    with (
+        recording() as store,
+        pipeline_run("outer", components=[tracker]) as outer,
+        pipeline_run("inner", components=[tracker]) as inner,
+    ):
+        pass
+
+    ids = {r.id: r.metadata["mlflow"]["mlflow_run_id"] for r in store.list_runs()}
+    inner_run = client.get_run(str(ids[inner.id]))
+    assert inner_run.data.tags[PARENT] == ids[outer.id]
+    assert client.get_run(str(ids[outer.id])).info.status == "FINISHED"
+
+
 def test_another_components_failure_never_leaves_an_mlflow_run_open(
     tracking_uri: str, client: mlflow.MlflowClient, store: InMemoryStore
 ) -> None:
