@@ -316,6 +316,26 @@ def test_a_nested_pipeline_run_nests_its_parent_mlflow_run(
     assert client.get_run(str(ids[outer.id])).info.status == "FINISHED"
 
 
+def test_an_experiment_created_concurrently_is_used_not_an_error(
+    tracking_uri: str, client: mlflow.MlflowClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Losing the race to create the experiment just means using the winner's."""
+    winner = client.create_experiment("raced")
+    lookup = mlflow.MlflowClient.get_experiment_by_name
+    calls = []
+
+    def late_lookup(self: mlflow.MlflowClient, name: str) -> object:
+        calls.append(name)
+        return None if len(calls) == 1 else lookup(self, name)  # created after our look
+
+    monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", late_lookup)
+    tracker = MLFlowExperimentTracker(tracking_uri=tracking_uri)
+    with recording() as store, pipeline_run("raced", components=[tracker]):
+        pass
+    assert store.list_runs()[0].metadata["mlflow"]["mlflow_experiment_id"] == winner
+    assert calls == ["raced", "raced"]
+
+
 def test_another_components_failure_never_leaves_an_mlflow_run_open(
     tracking_uri: str, client: mlflow.MlflowClient, store: InMemoryStore
 ) -> None:
