@@ -44,12 +44,15 @@ class ContextRunStack:
         ident, pid, stack = held
         if ident == threading.get_ident() and pid == os.getpid():
             return stack
-        copy = list(stack) if pid == os.getpid() else []
-        self.set(copy)
+        copy = list(stack) if pid == os.getpid() else []  # a forked child starts empty
+        self.variable.set((threading.get_ident(), os.getpid(), copy))
         return copy
 
     def set(self, value: list[Any]) -> None:
-        self.variable.set((threading.get_ident(), os.getpid(), value))
+        if self.variable.get() is None:
+            self.fallback.set(value)  # no step here: MLflow's own per-thread list
+        else:
+            self.variable.set((threading.get_ident(), os.getpid(), value))
 
     def get_all_thread_values(self) -> dict[int, list[Any]]:
         """Every live stack, for MLflow's "latest active run in any thread"."""

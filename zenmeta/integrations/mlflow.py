@@ -7,7 +7,6 @@ registering the component costs nothing until a run starts.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import sys
 import threading
@@ -22,6 +21,7 @@ from .._components import StackComponent
 from .._config import settings
 from .._errors import ConfigurationError, MissingExtraError
 from .._info import PipelineRunInfo, StepRunInfo
+from .._log import warn
 from .._types import MetadataType, Uri
 from . import _mlflow_context, _mlflow_environment
 from ._urls import without_credentials
@@ -31,14 +31,13 @@ if TYPE_CHECKING:
 
 __all__ = ["MLFlowExperimentTracker", "local_tracking_uri"]
 
-logger = logging.getLogger("zenmeta")
-
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_ID_TAG = "zenmeta.run_id"
 STEP_RUN_ID_TAG = "zenmeta.step_run_id"
 PIPELINE_TAG = "zenmeta.pipeline"
 DEFAULT_REQUEST_TIMEOUT = 10
 DEFAULT_REQUEST_RETRIES = 1
+_warned_inactive: list[bool] = []
 _TIMEOUT_VARIABLE = "MLFLOW_HTTP_REQUEST_TIMEOUT"
 _RETRIES_VARIABLE = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
 
@@ -205,6 +204,12 @@ class MLFlowExperimentTracker(StackComponent):
             raise MissingExtraError("mlflow", "mlflow") from error
         try:
             self._active = _mlflow_context.install()
+            if self._active is None and not _warned_inactive:
+                _warned_inactive.append(True)
+                warn(
+                    "zenmeta: this MLflow keeps its active run in an unknown way; step runs "
+                    "are created, but mlflow.log_metric() inside a step will not find them"
+                )
             state.tracking_uri = self.tracking_uri()
             _mlflow_environment.acquire(state.tracking_uri, self._overrides, self._defaults)
             state.holding_settings = True
