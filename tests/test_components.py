@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 from uuid import UUID
 
@@ -245,3 +246,21 @@ def test_registration_rejects_duplicates_and_non_components() -> None:
         pipeline_run("p", components=[Recorder("x"), Recorder("x")]).__enter__()
     with pytest.raises(zenmeta.ConfigurationError, match="not registered"):
         zenmeta.unregister_component("never")
+
+
+def test_cleanup_hook_that_accepts_status_is_told_the_outcome(store: InMemoryStore) -> None:
+    """A cleanup_pipeline_run with a `status` keyword hears interrupted vs failed."""
+    heard: list[tuple[bool, str]] = []
+
+    class Listener(StackComponent):
+        def cleanup_pipeline_run(
+            self, info: PipelineRunInfo, run_failed: bool, status: str = "?"
+        ) -> None:
+            heard.append((run_failed, status))
+
+    for error in (None, ValueError("x"), KeyboardInterrupt()):
+        expected = pytest.raises(type(error)) if error else contextlib.nullcontext()
+        with expected, pipeline_run("p", components=[Listener("listener")]):
+            if error is not None:
+                raise error
+    assert heard == [(False, "completed"), (True, "failed"), (True, "interrupted")]

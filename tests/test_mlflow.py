@@ -467,3 +467,19 @@ def test_importing_the_integration_does_not_import_mlflow() -> None:
         "assert 'mlflow' not in sys.modules, 'mlflow imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_an_interrupted_run_ends_its_parent_killed(
+    tracking_uri: str, client: mlflow.MlflowClient
+) -> None:
+    """KeyboardInterrupt inside a run ends the parent MLflow run KILLED."""
+    tracker = MLFlowExperimentTracker(tracking_uri=tracking_uri)
+    with (
+        recording() as store,
+        pytest.raises(KeyboardInterrupt),
+        pipeline_run("interrupted", components=[tracker]),
+    ):
+        raise KeyboardInterrupt
+    parent = client.get_run(str(store.list_runs()[0].metadata["mlflow"]["mlflow_run_id"]))
+    assert parent.info.status == "KILLED"
+    assert mlflow.active_run() is None

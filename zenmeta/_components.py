@@ -77,7 +77,11 @@ class StackComponent:
         """Called after the step's metadata has been collected."""
 
     def cleanup_pipeline_run(self, info: PipelineRunInfo, run_failed: bool) -> None:
-        """Called when the run ends, whatever its outcome."""
+        """Called when the run ends, whatever its outcome.
+
+        An override may add a keyword parameter ``status``: it then also gets
+        ``"completed"``, ``"failed"`` or ``"interrupted"``.
+        """
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -100,10 +104,20 @@ def _hook(component: object, hook: str) -> Callable[..., Any] | None:
     return method  # type: ignore[no-any-return]
 
 
+def accepts_keyword(fn: Callable[..., Any], keyword: str) -> bool:
+    """Whether ``fn`` takes ``keyword``, read from its code (no ``inspect``)."""
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    if code is None:
+        return False
+    if code.co_flags & 0x08:  # CO_VARKEYWORDS: takes **kwargs
+        return True
+    return keyword in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+
+
 class Stack:
     """The components of one run, resolved into per-hook call lists."""
 
-    __slots__ = ("_hooks", "_selections", "components", "names")
+    __slots__ = ("_hooks", "_selections", "components", "names", "status_takers")
 
     def __init__(self, components: Sequence[object]) -> None:
         self.components = tuple(components)
@@ -121,6 +135,13 @@ class Stack:
             )
             for hook in HOOKS
         }
+        # cleanup_pipeline_run(info, run_failed) cannot tell failed from
+        # interrupted; a component that also accepts ``status=`` is told.
+        self.status_takers = frozenset(
+            name
+            for name, fn in self._hooks["cleanup_pipeline_run"]
+            if accepts_keyword(fn, "status")
+        )
         self._selections: dict[tuple[str, ...], Stack] = {}
 
     def hooks(self, hook: str) -> tuple[tuple[str, Callable[..., Any]], ...]:

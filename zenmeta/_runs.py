@@ -185,10 +185,11 @@ class PipelineRun:
             self._phase = _ENDED
         status = status_for(error)
         faults_before = len(self._faults)
+        takers = self.stack.status_takers
         for name, fn in self.stack.hooks("cleanup_pipeline_run"):
-            call_hook(
-                name, "cleanup_pipeline_run", fn, (self.info, status != COMPLETED), self._faults
-            )
+            hook = functools.partial(fn, status=status) if name in takers else fn
+            args = (self.info, status != COMPLETED)
+            call_hook(name, "cleanup_pipeline_run", hook, args, self._faults)
         self.end_ns = time.time_ns()
         self.status = status
         if error is not None:

@@ -245,8 +245,11 @@ class MLFlowExperimentTracker(StackComponent):
             )
         return metadata
 
-    def cleanup_pipeline_run(self, info: PipelineRunInfo, run_failed: bool) -> None:
-        """End step runs left open as KILLED, then the parent run; restore settings."""
+    def cleanup_pipeline_run(
+        self, info: PipelineRunInfo, run_failed: bool, status: str | None = None
+    ) -> None:
+        """End step runs left open as KILLED, then the parent run (KILLED when
+        the run was interrupted); restore settings."""
         state = self._runs.pop(info.run_id, None)
         if state is None:
             return
@@ -263,7 +266,8 @@ class MLFlowExperimentTracker(StackComponent):
                     del self._steps[key]
             for _, step in orphans:
                 self._end_step_run(state.client, step, "KILLED")
-            state.client.set_terminated(state.run_id, "FAILED" if run_failed else "FINISHED")
+            failed = "KILLED" if status == "interrupted" else "FAILED"
+            state.client.set_terminated(state.run_id, failed if run_failed else "FINISHED")
         finally:
             if state.holding_settings:
                 _mlflow_environment.release()
