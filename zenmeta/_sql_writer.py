@@ -1,0 +1,321 @@
+"""The write path: a bounded write-behind queue and the thread that drains it.
+
+A step's only cost here is appending its record to a deque. A background
+thread wakes at least every ``INTERVAL_S`` (or at once for a flush or a full
+queue), turns what it finds into rows, and writes them in one transaction.
+A full queue makes the caller wait: records are never dropped to keep up.
+In immediate mode the caller writes its own record before returning, and
+the thread only refreshes the heartbeat of this process's open runs.
+
+A batch that cannot be written (unwritable file, disk full, a lock held
+for minutes) is reported once as a warning on the ``zenmeta`` logger and
+remembered, so that ``flush()`` in strict mode raises ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections import deque
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, Engine
+
+from ._config import settings
+from ._errors import StoreError
+from ._liveness import HEARTBEAT_S
+from ._log import warn
+from ._records import RUNNING, RunRecord, StepRecord
+from ._sql_insert import Shape, insert_rows, shape_of
+from ._sql_rows import FULL_METADATA, Row, add_step_rows, metadata_rows, run_row
+from ._sql_schema import is_locked_error, metadata_sets, runs, steps
+
+__all__ = ["SQLWriter", "INTERVAL_S", "QUEUE_SIZE"]
+
+INTERVAL_S = 0.25
+"""The longest a batched record waits in memory; a kill -9 loses at most this
+much (plus the time to write it)."""
+
+QUEUE_SIZE = 50_000
+"""Records held before callers wait; bounds memory whatever the step rate."""
+
+BATCH_SIZE = 10_000
+"""Records per transaction: large enough to amortize the commit."""
+
+WAKE_AT = 4096
+"""Queued records that wake the writer before its interval is up, so that it
+writes alongside a fast step loop instead of in one long pause after it."""
+
+LOCKED_RETRY_S = 120.0
+"""How long a batch keeps retrying a locked database before it is reported."""
+
+Record = RunRecord | StepRecord
+
+
+class SQLWriter:
+    """Writes records to one database through one connection."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        url: str,
+        *,
+        immediate: bool,
+        queue_size: int = QUEUE_SIZE,
+        interval_s: float = INTERVAL_S,
+    ) -> None:
+        self.engine = engine
+        self.url = url
+        self.immediate = immediate
+        self.limit = max(1, queue_size)
+        self.nudge_at = min(self.limit, WAKE_AT)
+        self._interval = interval_s
+        self.pending: deque[Record | threading.Event] = deque()
+        self._lock = threading.Lock()  # one user of the connection at a time
+        self._wake = threading.Event()
+        self._room = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._connection: Connection | None = None
+        self._live: set[str] = set()  # this process's running runs, for the heartbeat
+        self._beat_ns = 0
+        self._fault: str | None = None
+        self._warned: set[str] = set()
+        self._fast = engine.dialect.name == "sqlite"
+
+    # -- the caller's side -------------------------------------------------
+    def put(self, record: Record) -> None:
+        """Queue a record; wait only when the queue is full."""
+        pending = self.pending
+        pending.append(record)
+        if len(pending) >= self.nudge_at:
+            self.nudge()
+        elif self._thread is None:
+            self.start()
+
+    def nudge(self) -> None:
+        """The queue is long: wake the writer; if it is full, wait for room."""
+        if len(self.pending) >= self.limit:
+            self.wait_for_room()
+        elif not self._wake.is_set():
+            if self._thread is None:
+                self.start()
+            self._wake.set()
+
+    def write_now(self, record: Record) -> None:
+        """Write one record before returning (immediate mode); errors propagate."""
+        if self._thread is None:
+            self.start()
+        with self._lock:
+            self._write([record], report=False)
+
+    def flush(self) -> None:
+        """Return once every record queued before the call is written."""
+        if self._thread is not None and self._thread.is_alive():
+            done = threading.Event()
+            self.pending.append(done)
+            self._wake.set()
+            while not done.wait(0.5):
+                if not self._thread.is_alive():
+                    break
+        if self.pending:  # no thread (never started, or stopped): write here
+            self._drain()
+        fault, self._fault = self._fault, None
+        if fault is not None and settings.strict():
+            raise StoreError(fault)
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread, release the connection."""
+        thread = self._thread
+        if thread is not None:
+            self._stopping = True
+            self._wake.set()
+            thread.join()
+            self._thread = None
+        self._drain()
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's queue, thread and connection.
+
+        The inherited connection is not closed, since closing a SQLite handle
+        the parent still uses can disturb the parent's locks; it is left alone.
+        """
+        _inherited.append(self._connection)
+        self.pending = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._room = threading.Condition()
+        self._thread = None
+        self._stopping = False
+        self._connection = None
+        self._live = set()
+
+    def start(self) -> None:
+        with self._room:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"zenmeta-writer {self.url}", daemon=True
+                )
+                self._thread.start()
+
+    def wait_for_room(self) -> None:
+        """Called by a producer that found the queue full: wait, never drop."""
+        if self._thread is None:
+            self.start()
+        with self._room:
+            while len(self.pending) >= self.limit:
+                thread = self._thread
+                if thread is None or not thread.is_alive():
+                    break
+                self._wake.set()
+                self._room.wait(0.1)
+        if len(self.pending) >= self.limit:  # the thread is gone: write here
+            self._drain()
+
+    # -- the writer thread -------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            try:
+                self._drain()
+                self._heartbeat_if_due()
+            except Exception as error:  # the thread must outlive any fault
+                cause = f"{type(error).__name__}: {error}"
+                self._report(f"the writer for {self.url!r} failed: {cause}", cause)
+
+    def _drain(self) -> None:
+        """Write everything queued, a batch per transaction; then wake waiters."""
+        pending = self.pending
+        while pending:
+            batch: list[Record] = []
+            done: list[threading.Event] = []
+            pop = pending.popleft
+            try:
+                while len(batch) < BATCH_SIZE:
+                    item = pop()
+                    if type(item) is threading.Event:
+                        done.append(item)
+                    else:
+                        batch.append(item)  # type: ignore[arg-type]
+            except IndexError:
+                pass
+            with self._room:
+                self._room.notify_all()
+            if batch:
+                with self._lock:
+                    self._write(batch, report=True)
+            for event in done:
+                event.set()
+
+    def _heartbeat_if_due(self) -> None:
+        now = time.time_ns()
+        if not self._live or now - self._beat_ns < HEARTBEAT_S * 1e9:
+            return
+        with self._lock:
+            self._transaction(lambda connection: self._beat(connection, now), report=True)
+
+    def _beat(self, connection: Connection, now: int) -> None:
+        if self._live:
+            connection.execute(
+                runs.update()
+                .where(runs.c.id.in_(sorted(self._live)), runs.c.status == RUNNING)
+                .values(heartbeat_ns=now)
+            )
+        self._beat_ns = now
+
+    # -- writing -------------------------------------------------------------
+    def _write(self, batch: list[Record], *, report: bool) -> None:
+        """Turn records into rows (here, not in the step) and store them."""
+        latest_runs: dict[UUID, RunRecord] = {}
+        step_records: list[StepRecord] = []
+        for record in batch:
+            if type(record) is StepRecord:
+                step_records.append(record)
+            else:
+                latest_runs[record.run_id] = record  # type: ignore[assignment]
+        step_rows: dict[Shape, list[Row]] = {}
+        meta_rows: list[Row] = []
+        add_step_rows(step_records, step_rows, meta_rows, {})
+        now = time.time_ns()
+        run_rows = [shape_of(run_row(record, now)) for record in latest_runs.values()]
+        pid = os.getpid()
+        for record in latest_runs.values():
+            key = record.run_id.hex
+            meta_rows.extend(metadata_rows("run", key, key, record.metadata))
+            if record.status == RUNNING and record.pid == pid:
+                self._live.add(key)
+            else:
+                self._live.discard(key)
+        run_shaped: dict[Shape, list[Row]] = {}
+        for shape, values in run_rows:
+            run_shaped.setdefault(shape, []).append(values)
+
+        def store(connection: Connection) -> None:
+            if run_rows:
+                ids = [values[0] for _, values in run_rows]
+                connection.execute(runs.delete().where(runs.c.id.in_(ids)))
+                connection.execute(
+                    metadata_sets.delete().where(
+                        metadata_sets.c.entity_id.in_(ids), metadata_sets.c.entity_kind == "run"
+                    )
+                )
+                insert_rows(connection, runs, run_shaped)
+            insert_rows(connection, steps, step_rows)
+            insert_rows(connection, metadata_sets, {FULL_METADATA: meta_rows})
+            if now - self._beat_ns >= HEARTBEAT_S * 1e9:
+                self._beat(connection, now)
+
+        self._transaction(store, report=report, count=len(batch))
+
+    def _transaction(self, work: Any, *, report: bool, count: int = 0) -> None:
+        """Run ``work`` in one write transaction; wait out locks, report the rest."""
+        give_up = time.monotonic() + LOCKED_RETRY_S
+        delay = 0.05
+        while True:
+            try:
+                connection = self._connection
+                if connection is None or connection.closed:
+                    connection = self.engine.connect().execution_options(zenmeta_writer=True)
+                    self._connection = connection
+                with connection.begin():
+                    work(connection)
+                return
+            except Exception as error:
+                if is_locked_error(error) and time.monotonic() < give_up:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                self._discard_connection()
+                if not report:
+                    raise
+                cause = f"{type(error).__name__}: {getattr(error, 'orig', None) or error}"
+                self._report(
+                    f"cannot write {count} records to {self.url!r}: {cause}; they are lost, "
+                    "the steps went on",
+                    cause,
+                )
+                return
+
+    def _discard_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # a broken one may fail to close
+                connection.close()
+
+    def _report(self, message: str, cause: str) -> None:
+        """Warn once per cause (a full disk fails every batch), remember for flush."""
+        self._fault = f"zenmeta: {message}"
+        if cause not in self._warned:
+            self._warned.add(cause)
+            warn("zenmeta: %s", message)
+
+
+_inherited: list[object] = []
