@@ -1,14 +1,16 @@
 """Helpers for users' own tests: run a pipeline, assert on what it recorded.
 
-from zenmeta.testing import recording
+For example, in a test module:
 
-def test_training_records_accuracy():
-    with recording() as store:
-        train_pipeline()
-    run = store.list_runs()[0]
-    assert run.status == "completed"
-    step = store.list_steps(run.id)[0]
-    assert step.metadata["user"]["accuracy"] > 0.9
+    from zenmeta.testing import recording
+
+    def test_training_records_accuracy():
+        with recording() as store:
+            train_pipeline()
+        run = store.list_runs()[0]
+        assert run.status == "completed"
+        step = store.list_steps(run.id)[0]
+        assert step.metadata["user"]["accuracy"] > 0.9
 """
 
 from __future__ import annotations
