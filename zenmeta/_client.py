@@ -7,7 +7,7 @@ the same restored types.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 if TYPE_CHECKING:
@@ -17,7 +17,16 @@ from ._config import settings
 from ._errors import RunNotFoundError, StoreError
 from ._records import RecordedRun, RecordedStep, RecordReader
 
-__all__ = ["Client"]
+__all__ = ["Client", "RunList"]
+
+
+class RunList(list[RecordedRun]):
+    """A plain list of runs, shown as a table in Jupyter."""
+
+    def _repr_html_(self) -> str:
+        from ._html import runs_table_html
+
+        return runs_table_html(self)
 
 
 class Client:
@@ -46,10 +55,15 @@ class Client:
         since: datetime | None = None,
         limit: int | None = None,
         offset: int = 0,
-    ) -> list[RecordedRun]:
-        """Runs newest first, optionally filtered by pipeline, status and start."""
-        return self.reader.list_runs(
-            pipeline=pipeline, status=status, since=since, limit=limit, offset=offset
+    ) -> RunList:
+        """Runs newest first, optionally filtered by pipeline, status and start.
+
+        ``status="crashed"`` finds runs whose process died while they ran.
+        """
+        return RunList(
+            self.reader.list_runs(
+                pipeline=pipeline, status=status, since=since, limit=limit, offset=offset
+            )
         )
 
     def get_run(self, ref: str | UUID) -> RecordedRun:
@@ -84,3 +98,23 @@ class Client:
         if step is None:
             raise RunNotFoundError(f"no step has the id {step_id}")
         return step
+
+    def export_run(self, ref: str | UUID | RecordedRun) -> dict[str, Any]:
+        """A run and all its steps as JSON-ready data (see ``RecordedRun.to_dict``)."""
+        run = ref if isinstance(ref, RecordedRun) else self.get_run(ref)
+        exported = run.to_dict()
+        exported["steps"] = [step.to_dict() for step in self.list_steps(run)]
+        return exported
+
+    def store_info(self) -> dict[str, Any]:
+        """Where the store is and what it holds: URL, kind, schema version, counts."""
+        describe = getattr(self.reader, "describe", None)
+        if callable(describe):
+            return dict(describe())
+        runs = self.reader.list_runs()
+        return {
+            "url": self.url,
+            "backend": type(self.reader).__name__,
+            "runs": len(runs),
+            "steps": sum(run.step_count for run in runs),
+        }

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
 from ._codec import MetadataSet
+from ._export import export_metadata
 from ._types import MetadataType
 
 __all__ = [
@@ -158,6 +159,39 @@ class RecordedStep(NamedTuple):
     def flat_metadata(self) -> dict[str, MetadataType]:
         return flatten_metadata(self.metadata)
 
+    def to_dict(self) -> dict[str, Any]:
+        """This step as JSON-ready data, for exports and ``--json``.
+
+        Ids are text, times ISO 8601 in UTC, durations seconds. ``metadata``
+        holds JSON-safe values (tuples and sets as lists, a ``Uri`` as its
+        text; NaN and infinities as the strings ``"NaN"``, ``"Infinity"`` and
+        ``"-Infinity"``) and ``metadata_types`` each value's type name, so
+        ``json.dumps(step.to_dict(), allow_nan=False)`` always succeeds.
+        """
+        values, types = export_metadata(self.metadata)
+        return {
+            "id": str(self.id),
+            "run_id": str(self.run_id),
+            "parent_step_run_id": _text_or_none(self.parent_step_run_id),
+            "name": self.name,
+            "step_name": self.step_name,
+            "status": self.status,
+            "start_time": self.start_time.isoformat(),
+            "end_time": self.end_time.isoformat(),
+            "duration": self.duration,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "metadata": values,
+            "metadata_types": types,
+            "faults": [fault._asdict() for fault in self.faults],
+            "dropped": [drop._asdict() for drop in self.dropped],
+        }
+
+    def _repr_html_(self) -> str:
+        from ._html import step_html
+
+        return step_html(self)
+
 
 class RecordedRun(NamedTuple):
     """A run as read back from a store, its metadata types restored."""
@@ -190,6 +224,40 @@ class RecordedRun(NamedTuple):
     def flat_metadata(self) -> dict[str, MetadataType]:
         return flatten_metadata(self.metadata)
 
+    def to_dict(self) -> dict[str, Any]:
+        """This run as JSON-ready data, for exports and ``--json``.
+
+        The same conventions as ``RecordedStep.to_dict``: ids as text, ISO
+        8601 times, JSON-safe metadata (NaN and infinities as the strings
+        ``"NaN"``, ``"Infinity"``, ``"-Infinity"``) with ``metadata_types``.
+        """
+        values, types = export_metadata(self.metadata)
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "pipeline_name": self.pipeline_name,
+            "parent_run_id": _text_or_none(self.parent_run_id),
+            "tags": list(self.tags),
+            "status": self.status,
+            "start_time": self.start_time.isoformat(),
+            "end_time": None if self.end_time is None else self.end_time.isoformat(),
+            "duration": self.duration,
+            "host": self.host,
+            "pid": self.pid,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "step_count": self.step_count,
+            "metadata": values,
+            "metadata_types": types,
+            "faults": [fault._asdict() for fault in self.faults],
+            "dropped": [drop._asdict() for drop in self.dropped],
+        }
+
+    def _repr_html_(self) -> str:
+        from ._html import run_html
+
+        return run_html(self)
+
 
 @runtime_checkable
 class RecordReader(Protocol):
@@ -216,6 +284,10 @@ class RecordReader(Protocol):
 
     def get_step(self, step_run_id: UUID) -> RecordedStep | None:
         """One step by id."""
+
+
+def _text_or_none(value: object | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def flatten_metadata(grouped: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
