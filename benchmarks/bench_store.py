@@ -1,0 +1,181 @@
+"""What persisting costs: zenmeta steps and runs written to a real SQLite file.
+
+Each function returns the median seconds per operation over `repeats`
+batches, the same shape as the rows of bench.py. A batched step's time
+includes `zenmeta.flush()` at the end of its batch, so the writer thread's
+work is paid for, not hidden. `--million` runs one million steps in one loop
+into a batched store and reports steps per second and peak memory growth.
+
+    .venv/bin/python benchmarks/bench_store.py            # the table
+    .venv/bin/python benchmarks/bench_store.py --million  # the long loop
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import zenmeta
+from zenmeta._stores import close_stores
+
+Timer = Callable[[int], float]
+
+
+@zenmeta.track_step
+def logging_step(x: int) -> int:
+    zenmeta.log_metadata({"loss": 0.5, "rows": x, "split": "train"})
+    return x
+
+
+@zenmeta.track_step
+def empty_step(x: int) -> int:
+    return x
+
+
+@contextmanager
+def sqlite_store(durability: str) -> Iterator[str]:
+    """A fresh SQLite store in a temporary folder, configured for every run."""
+    with tempfile.TemporaryDirectory(prefix="zenmeta-bench-") as folder:
+        url = f"sqlite:///{folder}/zenmeta.db"
+        zenmeta.configure(store=url, durability=durability)  # type: ignore[arg-type]
+        try:
+            yield url
+        finally:
+            close_stores()
+            zenmeta.configure(store=None, durability=None)
+
+
+def median_per_op(run_batch: Timer, ops: int, repeats: int) -> float:
+    run_batch(max(ops // 10, 1))  # warm up: open the store, start the writer
+    return statistics.median(run_batch(ops) / ops for _ in range(repeats))
+
+
+def _steps_then_flush(step: Callable[[int], int]) -> Timer:
+    def body(ops: int) -> float:
+        with zenmeta.pipeline_run("bench"):
+            start = time.perf_counter()
+            for i in range(ops):
+                step(i)
+            zenmeta.flush()
+            return time.perf_counter() - start
+
+    return body
+
+
+def _runs(ops: int) -> float:
+    start = time.perf_counter()
+    for _ in range(ops):
+        with zenmeta.pipeline_run("bench"):
+            pass
+    return time.perf_counter() - start
+
+
+def batched_step(ops: int = 20_000, repeats: int = 7) -> float:
+    """A step logging 3 values, persisted in batches, flush included."""
+    with sqlite_store("batched"):
+        return median_per_op(_steps_then_flush(logging_step), ops, repeats)
+
+
+def immediate_step(ops: int = 2_000, repeats: int = 7) -> float:
+    """A step logging 3 values, committed before it returns."""
+    with sqlite_store("immediate"):
+        return median_per_op(_steps_then_flush(logging_step), ops, repeats)
+
+
+def persisted_run(ops: int = 200, repeats: int = 7) -> float:
+    """``with pipeline_run(): pass``: written at start, at end, flushed at exit."""
+    with sqlite_store("batched"):
+        return median_per_op(_runs, ops, repeats)
+
+
+def otel_span(ops: int = 20_000, repeats: int = 7) -> float:
+    """The reference: an OpenTelemetry SDK span with 3 attributes, kept in memory."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("bench")
+
+    def body(count: int) -> float:
+        exporter.clear()
+        start = time.perf_counter()
+        for i in range(count):
+            with tracer.start_as_current_span("step") as span:
+                span.set_attribute("loss", 0.5)
+                span.set_attribute("rows", i)
+                span.set_attribute("split", "train")
+        return time.perf_counter() - start
+
+    return median_per_op(body, ops, repeats)
+
+
+def rows(ops: int = 20_000, repeats: int = 7) -> list[tuple[str, float]]:
+    """The rows for bench.py's side-by-side table."""
+    return [
+        ("zenmeta step + 3 values, SQLite batched", batched_step(ops, repeats)),
+        ("zenmeta step + 3 values, SQLite immediate", immediate_step(max(ops // 10, 100), repeats)),
+        ("zenmeta run enter+exit, SQLite", persisted_run(max(ops // 100, 20), repeats)),
+    ]
+
+
+def _peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def million(count: int = 1_000_000, *, with_metadata: bool = False) -> tuple[float, int]:
+    """Steps per second and peak RSS growth for ``count`` steps in one run."""
+    step = logging_step if with_metadata else empty_step
+    with sqlite_store("batched") as url:
+        with zenmeta.pipeline_run("warm-up"):
+            step(0)  # open the store, start the writer, before the baseline
+        zenmeta.flush()
+        baseline = _peak_rss_bytes()
+        start = time.perf_counter()
+        with zenmeta.pipeline_run("million"):
+            for i in range(count):
+                step(i)
+        elapsed = time.perf_counter() - start  # the run's exit flushed every step
+        growth = _peak_rss_bytes() - baseline
+        stored = zenmeta.Client(url).list_runs(pipeline="million", limit=1)[0].step_count
+    if stored != count:
+        raise SystemExit(f"only {stored} of {count} steps were stored")
+    return count / elapsed, growth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--million", action="store_true", help="one million steps, one loop")
+    parser.add_argument("--metadata", action="store_true", help="--million steps log 3 values")
+    parser.add_argument("--count", type=int, default=1_000_000, help="steps for --million")
+    parser.add_argument("--ops", type=int, default=20_000, help="operations per batch")
+    parser.add_argument("--repeats", type=int, default=7, help="batches per row")
+    args = parser.parse_args()
+    print(f"Python {sys.version.split()[0]}, zenmeta {zenmeta.__version__}, pid {os.getpid()}")
+    if args.million:
+        rate, growth = million(args.count, with_metadata=args.metadata)
+        kind = "steps logging 3 values" if args.metadata else "steps"
+        print(
+            f"{args.count:,} {kind} into batched SQLite: {rate:,.0f} steps/s, "
+            f"peak memory growth {growth / 2**20:.1f} MiB"
+        )
+        return
+    table = rows(args.ops, args.repeats)
+    reference = otel_span(args.ops, args.repeats)
+    table.append(("OpenTelemetry SDK span + 3 attributes", reference))
+    for name, seconds in table:
+        print(f"{name:<45} {seconds * 1e6:9.2f} µs  {seconds / reference:6.2f}x OTel")
+
+
+if __name__ == "__main__":
+    main()
