@@ -136,3 +136,82 @@ def test_every_page_is_in_the_site_navigation() -> None:
     config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     listed = set(re.findall(r":\s*([\w-]+\.md)\s*$", config, flags=re.MULTILINE))
     assert listed == {page.name for page in DOCS.glob("*.md")}
+
+
+# -- the command line page, checked against each command's --help ----------------
+
+_COMMAND_HEADING = re.compile(r"^#+ `(zenmeta(?: [a-z][a-z-]*)*)`\s*$")
+_TABLE_OPTION = re.compile(r"^\|\s*`(--[a-z][a-z0-9-]*)")
+_HELP_OPTION = re.compile(r"^\s{2}(?:-\w, )?(--[a-z][a-z0-9-]*)")
+_HELP_COMMAND = re.compile(r"^\s{2}([a-z][a-z-]*)\s")
+
+
+def documented_commands() -> dict[str, set[str]]:
+    """Each `zenmeta ...` heading of cli.md, with the options of its table."""
+    commands: dict[str, set[str]] = {}
+    current: str | None = None
+    for line in (DOCS / "cli.md").read_text(encoding="utf-8").splitlines():
+        heading = _COMMAND_HEADING.match(line)
+        if heading:
+            current = heading[1]
+            commands[current] = set()
+        elif line.startswith("#"):
+            current = None
+        elif current is not None and (option := _TABLE_OPTION.match(line)):
+            commands[current].add(option[1])
+    return commands
+
+
+def _zenmeta(arguments: list[str], cwd: Path) -> str:
+    """The installed `zenmeta` script's output (`python -m zenmeta` without one)."""
+    script = Path(sys.executable).with_name("zenmeta")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "zenmeta"]
+    done = subprocess.run(
+        [*command, *arguments],
+        cwd=cwd,
+        env={**_clean_environment(), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _help_section(text: str, title: str, pattern: re.Pattern[str]) -> set[str]:
+    """The names a --help text lists under `title` (Options: or Commands:)."""
+    found: set[str] = set()
+    inside = False
+    for line in text.splitlines():
+        if line.strip() == title:
+            inside = True
+        elif inside and line and not line.startswith(" "):
+            inside = False
+        elif inside and (match := pattern.match(line)):
+            found.add(match[1])
+    return found
+
+
+@pytest.mark.parametrize("command", sorted(documented_commands()))
+def test_documented_command_options_match_its_help(command: str, tmp_path: Path) -> None:
+    """A command's option table in cli.md lists exactly what `--help` shows."""
+    shown = _help_section(
+        _zenmeta([*command.split()[1:], "--help"], tmp_path), "Options:", _HELP_OPTION
+    )
+    shown.discard("--help")
+    documented = documented_commands()[command]
+    assert documented == shown, f"{command}: documented {documented}, --help shows {shown}"
+
+
+def test_every_command_of_the_cli_is_documented(tmp_path: Path) -> None:
+    """Every command reachable from `zenmeta --help` has its section in cli.md."""
+    leaves: set[str] = set()
+    pending = [["zenmeta"]]
+    while pending:
+        path = pending.pop()
+        text = _zenmeta([*path[1:], "--help"], tmp_path)
+        children = _help_section(text, "Commands:", _HELP_COMMAND)
+        pending.extend([*path, child] for child in children)
+        if not children:
+            leaves.add(" ".join(path))
+    assert leaves <= set(documented_commands()), sorted(leaves - set(documented_commands()))
