@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-import zenmeta
 from zenmeta import Client, RecordedRun, StorageSize, Uri
 
 nbformat = pytest.importorskip("nbformat")
@@ -171,16 +170,21 @@ def test_quickstart_records_nothing_beyond_its_three_runs(quickstart: ExecutedNo
     assert all(not r.faults and not r.dropped for r in runs.values())
 
 
-def test_quickstart_displays_the_runs_it_reads_back(quickstart: ExecutedNotebook) -> None:
-    """The Client cells show the runs and steps; as HTML tables when records offer them."""
-    runs_cell = _cell_showing(quickstart, "runs")
-    steps_cell = _cell_showing(quickstart, "steps")
-    shown = _outputs(runs_cell, "text/plain")
-    assert "exploration" in shown and "training" in shown
-    assert "evaluate" in _outputs(steps_cell, "text/plain")
-    if hasattr(zenmeta.RecordedRun, "_repr_html_"):
-        assert "<table" in _outputs(runs_cell, "text/html")
-        assert "<table" in _outputs(steps_cell, "text/html")
+def test_quickstart_displays_runs_and_steps_as_html(quickstart: ExecutedNotebook) -> None:
+    """The Client cells render a table of runs, the run, and each step with typed values."""
+    runs_html = _outputs(_cell_showing(quickstart, "runs"), "text/html")
+    assert runs_html.startswith("<table") and all(
+        name in runs_html for name in ("training", "load", "exploration")
+    )
+    run_html = _outputs(_cell_showing(quickstart, "client.get_run(exploration.id)"), "text/html")
+    assert "Run exploration-" in run_html and "values repeat every 7 rows" in run_html
+    steps_html = _outputs(_cell_showing(quickstart, "display(step)"), "text/html")
+    assert [part.split("<", 1)[0] for part in steps_html.split("<h4>Step ")[1:]] == [
+        "load",
+        "evaluate",
+        "train",
+    ]
+    assert "StorageSize" in steps_html
 
 
 # -- custom_component ---------------------------------------------------------
