@@ -27,7 +27,8 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-PROBE = "import sys\nprint(sys.executable)"
+SPEC_MARK = "ZENMETA_TEST_KERNELSPEC"  # set by our kernelspec only
+PROBE = f"import os, sys\nprint(sys.executable, os.environ.get({SPEC_MARK!r}))"
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ class ExecutedNotebook:
     cells: list[dict[str, object]]
     store_url: str
     folder: Path
-    kernel_executable: str
+    kernel_probe: str
 
     def runs(self) -> dict[str, RecordedRun]:
         """The recorded runs by pipeline name (each notebook names its own)."""
@@ -56,7 +57,12 @@ def jupyter_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = root / "kernels" / "python3"
     spec.mkdir(parents=True)
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    kernel = {"argv": argv, "display_name": "zenmeta tests", "language": "python"}
+    kernel = {
+        "argv": argv,
+        "display_name": "zenmeta tests",
+        "language": "python",
+        "env": {SPEC_MARK: str(root)},
+    }
     (spec / "kernel.json").write_text(json.dumps(kernel))
     return root
 
@@ -67,7 +73,7 @@ def _execute(name: str, folder: Path, jupyter_path: Path) -> ExecutedNotebook:
     notebook.cells.append(nbformat.v4.new_code_cell(PROBE))
     url = f"sqlite:///{folder / 'zenmeta.db'}"
     with pytest.MonkeyPatch.context() as patch:
-        for variable in ("ZENMETA_STRICT", "ZENMETA_COMPONENTS", "ZENMETA_DURABILITY"):
+        for variable in [name for name in os.environ if name.startswith("ZENMETA_")]:
             patch.delenv(variable, raising=False)
         patch.setenv("ZENMETA_STORE", url)
         patch.setenv("JUPYTER_PATH", str(jupyter_path))  # searched before every other folder
@@ -81,8 +87,8 @@ def _execute(name: str, folder: Path, jupyter_path: Path) -> ExecutedNotebook:
         )
         client.execute()
     probe = notebook.cells[-1].outputs
-    executable = "".join(o.get("text", "") for o in probe).strip()
-    return ExecutedNotebook(notebook.cells[:-1], url, folder, executable)
+    kernel_probe = "".join(o.get("text", "") for o in probe).strip()
+    return ExecutedNotebook(notebook.cells[:-1], url, folder, kernel_probe)
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +128,11 @@ def _cell_showing(notebook: ExecutedNotebook, source_end: str) -> dict[str, obje
 # -- how the notebooks are run ---------------------------------------------
 
 
-def test_notebooks_run_in_a_kernel_of_the_test_interpreter(quickstart: ExecutedNotebook) -> None:
-    """The kernel is this interpreter, so it imports the zenmeta under test."""
-    assert quickstart.kernel_executable == sys.executable
+def test_notebooks_run_in_a_kernel_of_the_test_interpreter(
+    quickstart: ExecutedNotebook, jupyter_path: Path
+) -> None:
+    """The kernel comes from the test's kernelspec and runs this interpreter."""
+    assert quickstart.kernel_probe == f"{sys.executable} {jupyter_path}"
 
 
 # -- quickstart --------------------------------------------------------------
