@@ -157,6 +157,7 @@ class RecordedStep(NamedTuple):
 
     @property
     def flat_metadata(self) -> dict[str, MetadataType]:
+        """All sources in one dict; a key several sources share appears as ``source.key``."""
         return flatten_metadata(self.metadata)
 
     def to_dict(self) -> dict[str, Any]:
@@ -222,6 +223,7 @@ class RecordedRun(NamedTuple):
 
     @property
     def flat_metadata(self) -> dict[str, MetadataType]:
+        """All sources in one dict; a key several sources share appears as ``source.key``."""
         return flatten_metadata(self.metadata)
 
     def to_dict(self) -> dict[str, Any]:
