@@ -35,6 +35,9 @@ def test_default_run_name_starts_with_pipeline_name(store: InMemoryStore) -> Non
     with pipeline_run("training") as run:
         pass
     assert run.name.startswith("training-") and run.name.endswith(run.id.hex[:6])
+    with pipeline_run("training") as twin:
+        pass
+    assert twin.name != run.name  # same second, still told apart
 
 
 def test_entering_the_same_run_twice_is_an_error(store: InMemoryStore) -> None:

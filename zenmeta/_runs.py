@@ -29,7 +29,7 @@ from ._callables import kind_of
 from ._codec import MetadataSet
 from ._components import Stack, call_hook, raise_if_strict, stack_of
 from ._errors import RunStateError
-from ._ids import new_id
+from ._ids import new_run_id
 from ._info import PipelineInfo, PipelineRunInfo, utc_from_ns
 from ._metadata import collect_metadata, snapshot
 from ._process import host_name, process_start_time
@@ -79,7 +79,7 @@ class PipelineRun:
         tags: Iterable[str] | None = None,
         implicit: bool = False,
     ) -> None:
-        self.id: UUID = new_id()
+        self.id: UUID = new_run_id()
         self.pipeline_name = name or "pipeline"
         self._requested_name = run_name
         self.name = run_name or ""
