@@ -541,3 +541,50 @@ def test_close_writes_what_is_queued(url: str) -> None:
     slow.close()
     with sqlite3.connect(url.removeprefix("sqlite:///")) as direct:
         assert direct.execute("SELECT count(*) FROM zenmeta_runs").fetchone()[0] == 1
+
+
+def test_the_portable_sqlalchemy_path_stores_the_same_records(
+    url: str, tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Core session (what PostgreSQL would use) writes what the SQLite
+    driver session writes: runs, nested and failed steps, every metadata set."""
+    import zenmeta._sql_writer as writer
+    from zenmeta._sql_batch import CoreSession
+
+    def pipeline() -> list[dict[str, Any]]:
+        with pytest.raises(ValueError), pipeline_run("p", run_name="r", tags=["a"]) as run:
+            log_metadata({"size": StorageSize(5), "nan": math.nan})
+
+            @track_step
+            def inner() -> None:
+                log_metadata({"t": (1, 2)})
+                raise ValueError("inner failed")
+
+            @track_step
+            def outer() -> None:
+                inner()
+
+            outer()
+        client = zenmeta.Client()
+        exported = client.export_run(str(run.id))
+        for item in (exported, *exported["steps"]):
+            for volatile in (
+                "id",
+                "run_id",
+                "parent_step_run_id",
+                "start_time",
+                "end_time",
+                "duration",
+                "pid",
+            ):
+                item.pop(volatile, None)
+        return [exported]
+
+    zenmeta.configure(store=url)
+    direct = pipeline()
+    assert [s["status"] for s in direct[0]["steps"]] == ["failed", "failed"]
+    assert direct[0]["metadata"]["user"] == {"size": 5, "nan": "NaN"}
+    close_stores()
+    monkeypatch.setattr(writer, "open_session", CoreSession)
+    zenmeta.configure(store=f"sqlite:///{tmp_path}/core.db")
+    assert pipeline() == direct

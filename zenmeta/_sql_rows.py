@@ -28,7 +28,7 @@ from ._records import (
     Status,
     StepRecord,
 )
-from ._sql_insert import Shape, shape_of
+from ._sql_batch import Row, Shape, shape_of
 from ._types import MetadataType
 
 __all__ = [
@@ -43,7 +43,6 @@ __all__ = [
     "group_metadata",
 ]
 
-Row = tuple[Any, ...]
 Grouped = dict[str, dict[str, dict[str, MetadataType]]]
 
 

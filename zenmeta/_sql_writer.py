@@ -19,18 +19,18 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from ._config import settings
 from ._errors import StoreError
 from ._liveness import HEARTBEAT_S
 from ._log import warn
 from ._records import RUNNING, RunRecord, StepRecord
-from ._sql_insert import Shape, insert_rows, shape_of
-from ._sql_rows import FULL_METADATA, Row, add_step_rows, metadata_rows, run_row
+from ._sql_batch import ROWS_PER_STATEMENT, Row, Session, Shape, open_session, shape_of
+from ._sql_rows import FULL_METADATA, add_step_rows, metadata_rows, run_row
 from ._sql_schema import is_locked_error, metadata_sets, runs, steps
 
 __all__ = ["SQLWriter", "INTERVAL_S", "QUEUE_SIZE"]
@@ -39,13 +39,15 @@ INTERVAL_S = 0.25
 """The longest a batched record waits in memory; a kill -9 loses at most this
 much (plus the time to write it)."""
 
-QUEUE_SIZE = 50_000
-"""Records held before callers wait; bounds memory whatever the step rate."""
+QUEUE_SIZE = 8192
+"""Records held before callers wait; bounds memory whatever the step rate.
+Kept small on purpose: queued records outlive the garbage collector's young
+generations, and every one of them makes its full collections longer."""
 
-BATCH_SIZE = 10_000
+BATCH_SIZE = 8 * ROWS_PER_STATEMENT
 """Records per transaction: large enough to amortize the commit."""
 
-WAKE_AT = 4096
+WAKE_AT = ROWS_PER_STATEMENT
 """Queued records that wake the writer before its interval is up, so that it
 writes alongside a fast step loop instead of in one long pause after it."""
 
@@ -79,7 +81,8 @@ class SQLWriter:
         self._room = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._connection: Connection | None = None
+        self._urgent = False  # a flush waits: write everything, not whole blocks
+        self._session: Session | None = None
         self._live: set[str] = set()  # this process's running runs, for the heartbeat
         self._beat_ns = 0
         self._fault: str | None = None
@@ -117,6 +120,7 @@ class SQLWriter:
         if self._thread is not None and self._thread.is_alive():
             done = threading.Event()
             self.pending.append(done)
+            self._urgent = True
             self._wake.set()
             while not done.wait(0.5):
                 if not self._thread.is_alive():
@@ -137,9 +141,7 @@ class SQLWriter:
             self._thread = None
         self._drain()
         with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+            self._discard_session()
 
     def forget_after_fork(self) -> None:
         """In a forked child: drop the parent's queue, thread and connection.
@@ -147,14 +149,14 @@ class SQLWriter:
         The inherited connection is not closed, since closing a SQLite handle
         the parent still uses can disturb the parent's locks; it is left alone.
         """
-        _inherited.append(self._connection)
+        _inherited.append(self._session)
         self.pending = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._room = threading.Condition()
         self._thread = None
         self._stopping = False
-        self._connection = None
+        self._session = None
         self._live = set()
 
     def start(self) -> None:
@@ -182,24 +184,33 @@ class SQLWriter:
     # -- the writer thread -------------------------------------------------
     def _run(self) -> None:
         while not self._stopping:
-            self._wake.wait(self._interval)
+            woken = self._wake.wait(self._interval)
             self._wake.clear()
+            urgent, self._urgent = self._urgent, False
             try:
-                self._drain()
+                # Woken early by a long queue, write whole blocks only: a block
+                # is one statement and one wait for the interpreter lock, while
+                # a remainder is cut into many. The interval writes the rest.
+                self._drain(whole_blocks=woken and not urgent and not self._stopping)
                 self._heartbeat_if_due()
             except Exception as error:  # the thread must outlive any fault
                 cause = f"{type(error).__name__}: {error}"
                 self._report(f"the writer for {self.url!r} failed: {cause}", cause)
 
-    def _drain(self) -> None:
-        """Write everything queued, a batch per transaction; then wake waiters."""
+    def _drain(self, *, whole_blocks: bool = False) -> None:
+        """Write what is queued, a batch per transaction; then wake waiters."""
         pending = self.pending
-        while pending:
+        left = len(pending)
+        if whole_blocks and left >= ROWS_PER_STATEMENT:
+            left -= left % ROWS_PER_STATEMENT
+        while pending and left > 0:
             batch: list[Record] = []
             done: list[threading.Event] = []
             pop = pending.popleft
+            take = min(left, BATCH_SIZE)
+            left -= take
             try:
-                while len(batch) < BATCH_SIZE:
+                for _ in range(take):
                     item = pop()
                     if type(item) is threading.Event:
                         done.append(item)
@@ -220,15 +231,11 @@ class SQLWriter:
         if not self._live or now - self._beat_ns < HEARTBEAT_S * 1e9:
             return
         with self._lock:
-            self._transaction(lambda connection: self._beat(connection, now), report=True)
+            self._transaction(lambda session: self._beat(session, now), report=True)
 
-    def _beat(self, connection: Connection, now: int) -> None:
+    def _beat(self, session: Session, now: int) -> None:
         if self._live:
-            connection.execute(
-                runs.update()
-                .where(runs.c.id.in_(sorted(self._live)), runs.c.status == RUNNING)
-                .values(heartbeat_ns=now)
-            )
+            session.beat(sorted(self._live), now)
         self._beat_ns = now
 
     # -- writing -------------------------------------------------------------
@@ -245,55 +252,56 @@ class SQLWriter:
         meta_rows: list[Row] = []
         add_step_rows(step_records, step_rows, meta_rows, {})
         now = time.time_ns()
-        run_rows = [shape_of(run_row(record, now)) for record in latest_runs.values()]
+        run_rows: dict[Shape, list[Row]] = {}
+        run_ids = []
         pid = os.getpid()
         for record in latest_runs.values():
             key = record.run_id.hex
+            run_ids.append(key)
+            shape, values = shape_of(run_row(record, now))
+            run_rows.setdefault(shape, []).append(values)
             meta_rows.extend(metadata_rows("run", key, key, record.metadata))
             if record.status == RUNNING and record.pid == pid:
                 self._live.add(key)
             else:
                 self._live.discard(key)
-        run_shaped: dict[Shape, list[Row]] = {}
-        for shape, values in run_rows:
-            run_shaped.setdefault(shape, []).append(values)
 
-        def store(connection: Connection) -> None:
-            if run_rows:
-                ids = [values[0] for _, values in run_rows]
-                connection.execute(runs.delete().where(runs.c.id.in_(ids)))
-                connection.execute(
-                    metadata_sets.delete().where(
-                        metadata_sets.c.entity_id.in_(ids), metadata_sets.c.entity_kind == "run"
-                    )
-                )
-                insert_rows(connection, runs, run_shaped)
-            insert_rows(connection, steps, step_rows)
-            insert_rows(connection, metadata_sets, {FULL_METADATA: meta_rows})
+        def store(session: Session) -> None:
+            if run_ids:  # a run's record is a full snapshot: replace it
+                session.delete_runs(run_ids)
+                session.insert(runs, run_rows)
+            session.insert(steps, step_rows)
+            session.insert(metadata_sets, {FULL_METADATA: meta_rows})
             if now - self._beat_ns >= HEARTBEAT_S * 1e9:
-                self._beat(connection, now)
+                self._beat(session, now)
 
         self._transaction(store, report=report, count=len(batch))
 
-    def _transaction(self, work: Any, *, report: bool, count: int = 0) -> None:
+    def _transaction(
+        self, work: Callable[[Session], None], *, report: bool, count: int = 0
+    ) -> None:
         """Run ``work`` in one write transaction; wait out locks, report the rest."""
         give_up = time.monotonic() + LOCKED_RETRY_S
         delay = 0.05
         while True:
             try:
-                connection = self._connection
-                if connection is None or connection.closed:
-                    connection = self.engine.connect().execution_options(zenmeta_writer=True)
-                    self._connection = connection
-                with connection.begin():
-                    work(connection)
+                session = self._session
+                if session is None:
+                    session = self._session = open_session(self.engine)
+                session.begin()
+                try:
+                    work(session)
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
                 return
             except Exception as error:
                 if is_locked_error(error) and time.monotonic() < give_up:
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
-                self._discard_connection()
+                self._discard_session()
                 if not report:
                     raise
                 cause = f"{type(error).__name__}: {getattr(error, 'orig', None) or error}"
@@ -304,11 +312,11 @@ class SQLWriter:
                 )
                 return
 
-    def _discard_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
+    def _discard_session(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
             with contextlib.suppress(Exception):  # a broken one may fail to close
-                connection.close()
+                session.close()
 
     def _report(self, message: str, cause: str) -> None:
         """Warn once per cause (a full disk fails every batch), remember for flush."""
