@@ -588,3 +588,39 @@ def test_the_portable_sqlalchemy_path_stores_the_same_records(
     monkeypatch.setattr(writer, "open_session", CoreSession)
     zenmeta.configure(store=f"sqlite:///{tmp_path}/core.db")
     assert pipeline() == direct
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_writes_through_its_own_writer(url: str) -> None:
+    """After fork the child starts with an empty queue and no connection (the
+    parent's queued records are written once, by the parent), and both
+    processes' runs are stored."""
+    import warnings
+
+    store = SQLStore(url, interval_s=30.0)  # records stay queued until a flush
+    zenmeta.configure(store=store)
+    parent_run = zenmeta.start_run("parent")
+    add(1, 1)
+    assert len(store._writer.pending) > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+        pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        code = 1
+        try:
+            if store._writer.pending or store._writer._session is not None:
+                code = 2
+            else:
+                zenmeta._context.remove_detached(parent_run)  # the parent's to end
+                with pipeline_run("child"):
+                    add(2, 2)
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    parent_run.end()
+    runs = {r.pipeline_name: r for r in store.list_runs()}
+    store.close()
+    assert {name: run.step_count for name, run in runs.items()} == {"parent": 1, "child": 1}
+    assert runs["child"].status == "completed" and runs["child"].pid == pid
