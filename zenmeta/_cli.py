@@ -153,7 +153,7 @@ def list_runs(
             _when(run),
             human_duration(run.duration),
             str(run.step_count),
-            str(run.id),
+            run.id.hex[:12],  # run ids are random: 12 digits are unique in practice
         )
     _console().print(table)
 

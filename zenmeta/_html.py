@@ -146,7 +146,7 @@ def runs_table_html(runs: Iterable[RecordedRun]) -> str:
         f"<td {_CELL}>{escape(run.start_time.isoformat(sep=' ', timespec='seconds'))}</td>"
         f"<td {_CELL}>{escape(human_duration(run.duration))}</td>"
         f"<td {_CELL}>{run.step_count}</td>"
-        f"<td {_CELL}><code>{escape(str(run.id))}</code></td></tr>"
+        f"<td {_CELL}><code>{escape(run.id.hex[:12])}</code></td></tr>"
         for run in runs
     )
     if not body:
