@@ -166,6 +166,7 @@ def test_a_script_is_recorded_by_its_path(tmp_path: Path, monkeypatch: pytest.Mo
     """``__main__.__file__`` is the script; its folder is where git is asked."""
     repository = _repository(tmp_path / "repo")
     monkeypatch.setattr(sys.modules["__main__"], "__file__", str(repository / "train.py"))
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))  # imported only
     metadata = _metadata(EnvironmentComponent())
     assert metadata["source_type"] == "script"
     assert metadata["script"] == str(repository / "train.py")
@@ -175,7 +176,10 @@ def test_a_script_is_recorded_by_its_path(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_a_notebook_is_recorded_by_its_session_name(monkeypatch: pytest.MonkeyPatch) -> None:
     """In a Jupyter kernel the notebook's path comes from ``JPY_SESSION_NAME``."""
-    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    shell = type("ZMQInteractiveShell", (), {})()  # what a kernel's get_ipython() returns
+    ipython = types.ModuleType("IPython")
+    ipython.get_ipython = lambda: shell  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
     monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/analysis.ipynb")
     metadata = _metadata(EnvironmentComponent())
     assert metadata["source_type"] == "notebook"

@@ -89,10 +89,18 @@ def _probe_git(directory: str, timeout: float) -> dict[str, MetadataType]:
     return info
 
 
+def _in_kernel() -> bool:
+    """Running as a Jupyter kernel, not merely with ipykernel imported."""
+    ipython = sys.modules.get("IPython")
+    get_shell = getattr(ipython, "get_ipython", None)
+    shell = get_shell() if callable(get_shell) else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def _entry_point() -> dict[str, MetadataType]:
     """The notebook or script that started the process, best effort."""
     main = sys.modules.get("__main__")
-    if "ipykernel" in sys.modules:
+    if _in_kernel():
         notebook = (
             os.environ.get("JPY_SESSION_NAME")
             or getattr(main, "__vsc_ipynb_file__", None)
