@@ -202,3 +202,18 @@ def test_python_dash_m_zenmeta_runs_in_a_real_process(url: str, tmp_path: FilePa
     )
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert "nope" in missing.stderr
+
+
+def test_ui_reads_the_store_given_to_the_group_or_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: FilePath
+) -> None:
+    """`zenmeta --store X ui` and `zenmeta ui --store X` both serve X; paths become URLs."""
+    import zenmeta._dashboard
+
+    served: list[str | None] = []
+    monkeypatch.setattr(zenmeta._dashboard, "serve", lambda host, port, store: served.append(store))
+    runner = CliRunner()
+    database = tmp_path / "team.db"
+    assert runner.invoke(cli, ["--store", str(database), "ui"]).exit_code == 0
+    assert runner.invoke(cli, ["ui", "--store", "sqlite:///other.db"]).exit_code == 0
+    assert served == [f"sqlite:///{database}", "sqlite:///other.db"]

@@ -44,10 +44,17 @@ def _fail(error: Exception) -> NoReturn:
     raise click.ClickException(str(error)) from None
 
 
-def _client(context: click.Context) -> Client:
-    store = context.find_root().params.get("store")
+def store_option(context: click.Context, own: str | None = None) -> str | None:
+    """The store a command reads: its own --store, else the group's; a plain
+    path to a database file becomes a SQLite URL."""
+    store = own or context.find_root().params.get("store")
     if store and "://" not in store and not store.startswith("memory:"):
-        store = "sqlite:///" + os.path.abspath(store)  # a plain path to a database file
+        store = "sqlite:///" + os.path.abspath(store)
+    return store
+
+
+def _client(context: click.Context) -> Client:
+    store = store_option(context)
     try:
         return Client(store)
     except ZenmetaError as error:
@@ -294,6 +301,9 @@ def _info_rows(info: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
         elif isinstance(value, Mapping):
             value = ", ".join(f"{name}: {count}" for name, count in value.items()) or "-"
         yield key.replace("_", " "), "-" if value is None else str(value)
+
+
+cli.add_command(ui)
 
 
 cli.add_command(ui)

@@ -33,10 +33,15 @@ __all__ = ["ui"]
     "store",
     default=None,
     metavar="URL",
-    help="Store to read, e.g. sqlite:///path/zenmeta.db [default: the configured store].",
+    help="Store to read, e.g. sqlite:///path/zenmeta.db or a path to a database file "
+    "[default: zenmeta --store, else the configured store].",
 )
-def ui(host: str, port: int, store: str | None) -> None:
+@click.pass_context
+def ui(context: click.Context, host: str, port: int, store: str | None) -> None:
     """Serve a read-only dashboard of every run and its metadata."""
+    from ._cli import store_option
+
+    store = store_option(context, store)
     try:
         from ._dashboard import serve
     except MissingExtraError as error:
