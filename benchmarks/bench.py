@@ -163,10 +163,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ops", type=int, default=20_000, help="operations per batch")
     parser.add_argument("--repeats", type=int, default=7, help="batches per row")
+    parser.add_argument("--million", action="store_true", help="also 1M steps into SQLite")
+    parser.add_argument("--no-mlflow", action="store_true", help="skip the MLflow comparison")
     args = parser.parse_args()
     print(f"Python {sys.version.split()[0]}, zenmeta {zenmeta.__version__}")
-    rows = core_rows(args.ops, args.repeats)
+    import bench_store
+
+    rows = core_rows(args.ops, args.repeats) + bench_store.rows(args.ops, args.repeats)
     print_table(rows, "OpenTelemetry SDK span + 3 attributes")
+    if args.million:
+        rate, growth = bench_store.million()
+        print(
+            f"\n1,000,000 steps in one loop into batched SQLite: {rate:,.0f} steps/s, "
+            f"peak memory growth {growth / 2**20:.1f} MiB"
+        )
+    if not args.no_mlflow:
+        import bench_mlflow
+
+        result = bench_mlflow.bench_mlflow()
+        ratio = result.pop("ratio")
+        print("\nper step, same SQLite MLflow store (median):")
+        for name, seconds in result.items():
+            print(f"  {name:<38} {seconds * 1e3:8.2f} ms")
+        print(f"  {'ratio zenmeta / MLflow alone':<38} {ratio:8.2f}")
     bare, with_zenmeta = import_cost()
     print(
         f"\nimport zenmeta adds {(with_zenmeta - bare) * 1e3:.1f} ms to a bare interpreter "
