@@ -9,6 +9,8 @@ modules are imported only here and only when used, which keeps
 from __future__ import annotations
 
 import atexit
+import os
+import sys
 import threading
 
 from ._config import settings
@@ -128,3 +130,30 @@ def close_stores() -> None:
 
 
 atexit.register(close_stores)
+
+
+class _ForkedWorkerExit:
+    """Key of zenmeta's entry in multiprocessing's after-fork registry."""
+
+    registered = False
+
+
+def _flush_when_worker_exits(_: object) -> None:
+    # multiprocessing ends a forked worker with os._exit(), which skips
+    # atexit; its own exit finalizers still run, so flush from one of them.
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, close_stores, exitpriority=100)
+
+
+def _before_fork() -> None:
+    """Only when multiprocessing is in use: it clears finalizers registered
+    earlier, so ours is added by its after-fork hook, in the child."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and not _ForkedWorkerExit.registered:
+        util.register_after_fork(_ForkedWorkerExit, _flush_when_worker_exits)
+        _ForkedWorkerExit.registered = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork)
