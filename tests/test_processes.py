@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import pathlib
 from concurrent.futures import ProcessPoolExecutor
 
 import zenmeta
@@ -17,12 +18,14 @@ def square(x: int) -> int:
 
 def test_forked_pool_workers_flush_their_steps_before_exiting() -> None:
     """Batched mode: multiprocessing's os._exit() in workers loses no step."""
-    url = "sqlite:///" + str(__import__("pathlib").Path.cwd() / "zenmeta.db")
+    url = "sqlite:///" + str(pathlib.Path.cwd() / "zenmeta.db")
     zenmeta.configure(store=url, durability="batched")
     context = multiprocessing.get_context("fork")
-    with pipeline_run("forked") as run:
-        with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
-            assert sorted(pool.map(square, range(6))) == [0, 1, 4, 9, 16, 25]
+    with (
+        pipeline_run("forked") as run,
+        ProcessPoolExecutor(max_workers=2, mp_context=context) as pool,
+    ):
+        assert sorted(pool.map(square, range(6))) == [0, 1, 4, 9, 16, 25]
     steps = zenmeta.Client(url).list_steps(run.id)
     assert sorted(s.metadata["user"]["x"] for s in steps) == list(range(6))
     assert {s.run_id for s in steps} == {run.id}
