@@ -7,15 +7,12 @@ framework: integrations and stores import their libraries when first used.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._client import Client
 from ._components import StackComponent, register_component, unregister_component
 from ._config import configure, reset_configuration
-from ._context import (
-    ContextThreadPoolExecutor,
-    carry_context,
-    get_run_context,
-    get_step_context,
-)
+from ._context import carry_context, get_run_context, get_step_context
 from ._errors import (
     ComponentError,
     ConfigurationError,
@@ -77,3 +74,16 @@ __all__ = [
     "MissingExtraError",
     "__version__",
 ]
+
+
+if TYPE_CHECKING:
+    from ._executor import ContextThreadPoolExecutor
+
+
+def __getattr__(name: str) -> Any:
+    """Load ``ContextThreadPoolExecutor`` (and ``concurrent.futures``) on first use."""
+    if name == "ContextThreadPoolExecutor":
+        from ._executor import ContextThreadPoolExecutor
+
+        return ContextThreadPoolExecutor
+    raise AttributeError(f"module 'zenmeta' has no attribute {name!r}")

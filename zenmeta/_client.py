@@ -8,10 +8,10 @@ the same restored types.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 if TYPE_CHECKING:
     from datetime import datetime
+    from uuid import UUID
 
 from ._config import settings
 from ._errors import RunNotFoundError, StoreError
@@ -91,6 +91,8 @@ class Client:
     def get_step(self, step_id: str | UUID) -> RecordedStep:
         """One step by its full id."""
         try:
+            from uuid import UUID  # loaded on first read, not with zenmeta
+
             key = step_id if isinstance(step_id, UUID) else UUID(str(step_id))
         except ValueError:
             raise RunNotFoundError(f"{step_id!r} is not a step id") from None

@@ -14,9 +14,8 @@ import contextvars
 import functools
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from ._errors import NoActiveContextError
 from ._info import PipelineRunInfo, StepRunInfo
@@ -31,7 +30,6 @@ __all__ = [
     "current_run",
     "get_step_context",
     "get_run_context",
-    "ContextThreadPoolExecutor",
     "carry_context",
 ]
 
@@ -136,15 +134,3 @@ def carry_context(fn: Callable[P, R]) -> Callable[P, R]:
         return captured.copy().run(fn, *args, **kwargs)
 
     return in_captured_context
-
-
-class ContextThreadPoolExecutor(ThreadPoolExecutor):
-    """A ``ThreadPoolExecutor`` whose tasks run in the submitter's context.
-
-    Steps submitted from inside a run (or a step) belong to that run (and
-    are recorded as children of that step), exactly as if called inline.
-    """
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        context = contextvars.copy_context()
-        return super().submit(context.run, fn, *args, **kwargs)

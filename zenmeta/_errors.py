@@ -15,7 +15,10 @@ in strict mode, which exists so that tests see every fault as an exception.
 
 from __future__ import annotations
 
-from uuid import UUID
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from uuid import UUID
 
 __all__ = [
     "ZenmetaError",
