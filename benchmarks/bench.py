@@ -18,16 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _timing import Timer, median_per_op, otel_span
+
 import zenmeta
 from zenmeta.testing import InMemoryStore
-
-Timer = Callable[[int], float]
-
-
-def median_per_op(run_batch: Timer, ops: int, repeats: int) -> float:
-    """Median over `repeats` batches of the seconds per operation."""
-    run_batch(max(ops // 10, 1))  # warm up caches and lazy imports
-    return statistics.median(run_batch(ops) / ops for _ in range(repeats))
 
 
 def bare_call(ops: int) -> float:
@@ -98,29 +92,6 @@ def zenmeta_runs(ops: int) -> float:
         with zenmeta.pipeline_run("bench"):
             pass
     return time.perf_counter() - start
-
-
-def otel_span() -> Timer:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("bench")
-
-    def body(ops: int) -> float:
-        exporter.clear()
-        start = time.perf_counter()
-        for i in range(ops):
-            with tracer.start_as_current_span("step") as span:
-                span.set_attribute("loss", 0.5)
-                span.set_attribute("rows", i)
-                span.set_attribute("split", "train")
-        return time.perf_counter() - start
-
-    return body
 
 
 def import_cost(repeats: int = 15) -> tuple[float, float]:

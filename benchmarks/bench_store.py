@@ -15,17 +15,16 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from _timing import Timer, median_per_op, otel_span
+
 import zenmeta
 from zenmeta._stores import close_stores
-
-Timer = Callable[[int], float]
 
 
 @zenmeta.track_step
@@ -50,11 +49,6 @@ def sqlite_store(durability: str) -> Iterator[str]:
         finally:
             close_stores()
             zenmeta.configure(store=None, durability=None)
-
-
-def median_per_op(run_batch: Timer, ops: int, repeats: int) -> float:
-    run_batch(max(ops // 10, 1))  # warm up: open the store, start the writer
-    return statistics.median(run_batch(ops) / ops for _ in range(repeats))
 
 
 def _steps_then_flush(step: Callable[[int], int]) -> Timer:
@@ -95,28 +89,9 @@ def persisted_run(ops: int = 200, repeats: int = 7) -> float:
         return median_per_op(_runs, ops, repeats)
 
 
-def otel_span(ops: int = 20_000, repeats: int = 7) -> float:
+def otel_span_median(ops: int = 20_000, repeats: int = 7) -> float:
     """The reference: an OpenTelemetry SDK span with 3 attributes, kept in memory."""
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("bench")
-
-    def body(count: int) -> float:
-        exporter.clear()
-        start = time.perf_counter()
-        for i in range(count):
-            with tracer.start_as_current_span("step") as span:
-                span.set_attribute("loss", 0.5)
-                span.set_attribute("rows", i)
-                span.set_attribute("split", "train")
-        return time.perf_counter() - start
-
-    return median_per_op(body, ops, repeats)
+    return median_per_op(otel_span(), ops, repeats)
 
 
 def rows(ops: int = 20_000, repeats: int = 7) -> list[tuple[str, float]]:
@@ -171,7 +146,7 @@ def main() -> None:
         )
         return
     table = rows(args.ops, args.repeats)
-    reference = otel_span(args.ops, args.repeats)
+    reference = otel_span_median(args.ops, args.repeats)
     table.append(("OpenTelemetry SDK span + 3 attributes", reference))
     for name, seconds in table:
         print(f"{name:<45} {seconds * 1e6:9.2f} µs  {seconds / reference:6.2f}x OTel")
