@@ -20,7 +20,7 @@ from zenmeta import (
     pipeline_run,
     track_step,
 )
-from zenmeta._client import RunList
+from zenmeta._client import RunList, StepList
 from zenmeta.testing import InMemoryStore
 
 
@@ -223,6 +223,23 @@ def test_run_list_is_a_list_that_renders_as_a_table(client: Client) -> None:
     html = runs._repr_html_()
     assert html.startswith("<table") and "&lt;first&gt;" in html
     assert "no runs" in RunList()._repr_html_()
+
+
+def test_step_list_renders_as_a_table_with_escaped_metadata(client: Client) -> None:
+    """Client.list_steps returns a list that Jupyter shows as one table."""
+
+    @track_step
+    def tagged() -> None:
+        log_metadata({"<k>": "<script>x</script>", "link": Uri("https://example.org")})
+
+    with pipeline_run("p") as run:
+        tagged()
+    steps = client.list_steps(run.id)
+    assert isinstance(steps, StepList) and len(steps) == 1
+    html = steps._repr_html_()
+    assert html.startswith("<table") and "<script>" not in html and "&lt;k&gt;" in html
+    assert 'href="https://example.org"' in html
+    assert "no steps" in StepList()._repr_html_()
 
 
 def test_export_run_holds_the_run_and_every_step(client: Client) -> None:

@@ -17,7 +17,7 @@ from ._config import settings
 from ._errors import RunNotFoundError, StoreError
 from ._records import RecordedRun, RecordedStep, RecordReader
 
-__all__ = ["Client", "RunList"]
+__all__ = ["Client", "RunList", "StepList"]
 
 
 class RunList(list[RecordedRun]):
@@ -27,6 +27,15 @@ class RunList(list[RecordedRun]):
         from ._html import runs_table_html
 
         return runs_table_html(self)
+
+
+class StepList(list[RecordedStep]):
+    """A plain list of steps, shown as a table in Jupyter."""
+
+    def _repr_html_(self) -> str:
+        from ._html import steps_table_html
+
+        return steps_table_html(self)
 
 
 class Client:
@@ -83,10 +92,10 @@ class Client:
 
     def list_steps(
         self, run: str | UUID | RecordedRun, *, limit: int | None = None, offset: int = 0
-    ) -> list[RecordedStep]:
+    ) -> StepList:
         """A run's steps in execution order, each with its parent step's id."""
         run_id = run.id if isinstance(run, RecordedRun) else self.get_run(run).id
-        return self.reader.list_steps(run_id, limit=limit, offset=offset)
+        return StepList(self.reader.list_steps(run_id, limit=limit, offset=offset))
 
     def get_step(self, step_id: str | UUID) -> RecordedStep:
         """One step by its full id."""

@@ -152,3 +152,26 @@ def runs_table_html(runs: Iterable[RecordedRun]) -> str:
     if not body:
         return "<p><i>no runs</i></p>"
     return f"<table {_TABLE}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def steps_table_html(steps: Iterable[RecordedStep]) -> str:
+    """Steps as one table in execution order, each with its flat metadata."""
+    head = "".join(
+        f"<th {_CELL}>{name}</th>"
+        for name in ("step", "status", "started", "duration", "error", "metadata")
+    )
+    body = "".join(
+        f"<tr><td {_CELL}>{escape(step.name)}</td><td {_CELL}>{_status(step.status)}</td>"
+        f"<td {_CELL}>{escape(step.start_time.isoformat(sep=' ', timespec='seconds'))}</td>"
+        f"<td {_CELL}>{escape(human_duration(step.duration))}</td>"
+        f"<td {_CELL}>{escape(step.error_type or '')}</td>"
+        f"<td {_CELL}>"
+        + "<br>".join(
+            f"{escape(key)}: {value_html(value)}" for key, value in step.flat_metadata.items()
+        )
+        + "</td></tr>"
+        for step in steps
+    )
+    if not body:
+        return "<p><i>no steps</i></p>"
+    return f"<table {_TABLE}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
