@@ -54,6 +54,12 @@ __all__ = ["PipelineRun", "pipeline_run", "start_run", "status_for"]
 F = TypeVar("F", bound=Callable[..., Any])
 _NEW, _OPEN, _ENDED = "new", "running", "ended"
 
+# This process's id, refreshed after fork: a global read per step, where
+# os.getpid() would be a system call.
+_process_id = [os.getpid()]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _process_id.__setitem__(0, os.getpid()))
+
 
 def status_for(error: BaseException | None) -> Status:
     """``failed`` for errors; ``interrupted`` for KeyboardInterrupt, SystemExit
@@ -100,6 +106,7 @@ class PipelineRun:
         self._faults: list[ComponentFault] = []
         self._dropped: list[DroppedValue] = []
         self._step_counts: dict[str, itertools.count[int]] = {}
+        self._pid = _process_id[0]
         self.stack: Stack
         self.store: RecordStore
         self.info: PipelineRunInfo
@@ -232,7 +239,13 @@ class PipelineRun:
             report_store_fault(f"cannot write a step of {self.name!r} to {self.store.url!r}", error)
 
     def next_invocation(self, step_name: str) -> str:
-        """``train``, then ``train_2``, ``train_3``… unique within this run."""
+        """``train``, then ``train_2``, ``train_3``… unique within this run.
+
+        A forked worker counts on its own copy of the run, so its steps are
+        named ``train@<pid>``, ``train@<pid>_2``… and never collide.
+        """
+        if self._pid != _process_id[0]:
+            step_name = f"{step_name}@{_process_id[0]}"
         counter = self._step_counts.get(step_name)
         if counter is None:
             counter = self._step_counts.setdefault(step_name, itertools.count(1))
