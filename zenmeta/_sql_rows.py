@@ -112,32 +112,46 @@ def add_step_rows(
     """Append the rows of finished steps; the writer thread's hot loop.
 
     Written out flat, without a call per field: whenever this loop and the
-    user's steps compete for the interpreter lock, its time is theirs.
+    user's steps compete for the interpreter lock, its time is theirs. A
+    record is unpacked in one go rather than read field by field, a run's
+    hex id is reused while consecutive steps share the run (a ``UUID`` hashes
+    in Python), and a source's type map is checked against its previous one
+    before the shared cache is consulted.
     """
-    json_text = _json
+    join = "".join
+    encode = _json_chunks
     type_maps = _type_maps
+    last_types: dict[str, tuple[dict[str, str], str]] = {}
     plain = step_rows.setdefault(PLAIN_STEP, [])
-    for record in records:
-        run_id = record.run_id
-        owner = run_hex.get(run_id)
-        if owner is None:
-            owner = run_hex[run_id] = run_id.hex
-        entity = f"{record.step_run_id.int:032x}"
-        name, step_name = record.name, record.step_name
+    last_run: UUID | None = None
+    owner = ""
+    for (
+        step_run_id,
+        run_id,
+        parent,
+        name,
+        step_name,
+        status,
+        start_ns,
+        end_ns,
+        error_type,
+        error_message,
+        sets,
+        faults,
+        dropped,
+    ) in records:
+        if run_id is not last_run:
+            last_run = run_id
+            owner = run_hex.get(run_id)  # type: ignore[assignment]
+            if owner is None:
+                owner = run_hex[run_id] = run_id.hex
+        entity = f"{step_run_id.int:032x}"
         if not name.isascii():
             name = text(name)
         if not step_name.isascii():
             step_name = text(step_name)
-        parent = record.parent_step_run_id
-        if (
-            parent is None
-            and record.error_type is None
-            and not record.faults
-            and not record.dropped
-        ):
-            plain.append(
-                (entity, owner, name, step_name, record.status, record.start_ns, record.end_ns)
-            )
+        if parent is None and error_type is None and not faults and not dropped:
+            plain.append((entity, owner, name, step_name, status, start_ns, end_ns))
         else:
             shape, values = shape_of(
                 (
@@ -146,31 +160,37 @@ def add_step_rows(
                     None if parent is None else f"{parent.int:032x}",
                     name,
                     step_name,
-                    record.status,
-                    record.start_ns,
-                    record.end_ns,
-                    _text(record.error_type),
-                    _text(record.error_message),
-                    _faults_json(record.faults),
-                    _dropped_json(record.dropped),
+                    status,
+                    start_ns,
+                    end_ns,
+                    _text(error_type),
+                    _text(error_message),
+                    _faults_json(faults),
+                    _dropped_json(dropped),
                 )
             )
             step_rows.setdefault(shape, []).append(values)
-        sets = record.metadata
         if not sets:
             continue
         position = 0
         for source, metadata_set in sets.items():
-            if not metadata_set:
+            document = metadata_set.values
+            if not document:
                 continue
             # A component gives the same keys and types at every step: the
             # type map's JSON is looked up, not rebuilt.
-            shape_key = tuple(metadata_set.types.items())
-            types = type_maps.get(shape_key)
-            if types is None:
-                if len(type_maps) >= _TYPE_MAPS_KEPT:
-                    type_maps.clear()
-                types = type_maps[shape_key] = json_text(metadata_set.types)
+            kinds = metadata_set.types
+            seen = last_types.get(source)
+            if seen is not None and seen[0] == kinds:
+                types = seen[1]
+            else:
+                shape_key = tuple(kinds.items())
+                types = type_maps.get(shape_key)  # type: ignore[assignment]
+                if types is None:
+                    if len(type_maps) >= _TYPE_MAPS_KEPT:
+                        type_maps.clear()
+                    types = type_maps[shape_key] = _json(kinds)
+                last_types[source] = (dict(kinds), types)
             meta_rows.append(
                 (
                     entity,
@@ -178,7 +198,7 @@ def add_step_rows(
                     "step",
                     owner,
                     position,
-                    json_text(metadata_set.values),
+                    join(encode(document, 0)),
                     types,
                 )
             )
@@ -201,14 +221,22 @@ def metadata_rows(
     return rows
 
 
-def _json_encoder() -> Callable[[Any], str]:
+def _json_encoder() -> tuple[Callable[[Any], str], Callable[[Any, int], Iterable[str]]]:
     """The codec's exact JSON (compact, ASCII, no NaN token), about twice as
     fast as ``json.dumps`` per call: the encoder is built once, and CPython's
-    C encoder is called directly when it is there and gives the same text."""
+    C encoder is called directly when it is there and gives the same text.
+
+    Returned twice: as a function giving the text, and as the bare encoder
+    giving its pieces (``"".join`` them), which the hot loop calls without
+    a Python frame in between."""
     slow = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False).encode
+
+    def slow_chunks(value: Any, _level: int) -> Iterable[str]:  # pragma: no cover - not CPython
+        return (slow(value),)
+
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # pragma: no cover - not CPython
-        return slow
+        return slow, slow_chunks
     try:
         encode = make(
             None,
@@ -227,13 +255,13 @@ def _json_encoder() -> Callable[[Any], str]:
 
         sample = {"a": [1, 0.5, "\u00e9\ud800", None, True], "$b": {"c": -2}}
         if fast(sample) == slow(sample) == json.dumps(sample, separators=(",", ":")):
-            return fast
+            return fast, encode
     except Exception:  # pragma: no cover - a CPython whose C encoder differs
         pass
-    return slow  # pragma: no cover
+    return slow, slow_chunks  # pragma: no cover
 
 
-_json = _json_encoder()
+_json, _json_chunks = _json_encoder()
 
 
 def group_metadata(rows: Iterable[Sequence[Any]]) -> Grouped:
