@@ -13,6 +13,10 @@ driver directly; measured on this project's 2-core benchmark machine
   and a busy step loop in another thread then holds it for up to the 5 ms
   switch interval before giving it back: 280 µs a row. One multi-row
   ``INSERT`` per block of up to ``ROWS_PER_STATEMENT`` rows gives it up once;
+- a row kept as a tuple until its batch is written is a tracked object that
+  makes the step loop's garbage collections come sooner, and the block's
+  values must then be chained into one list: rows are appended to one flat
+  list of values per shape instead, and a block is one slice of it;
 - ``sqlite3`` binds ``None`` through its adapter lookup, ~0.3 µs each, so
   rows come grouped by *shape* (the columns they fill) and NULLs are literals.
 """
@@ -21,7 +25,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
-from itertools import chain
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, Table
@@ -33,6 +36,7 @@ __all__ = [
     "ROWS_PER_STATEMENT",
     "Row",
     "Shape",
+    "Shaped",
     "Session",
     "open_session",
     "shape_of",
@@ -41,6 +45,9 @@ __all__ = [
 Row = tuple[Any, ...]
 Shape = tuple[int, ...]
 """The indexes, in column order, of the columns a row gives values for."""
+
+Shaped = dict[Shape, list[Any]]
+"""Rows by shape, each shape's rows as one flat list: ``len(shape)`` values a row."""
 
 ROWS_PER_STATEMENT = 2048
 """The largest block of rows one statement inserts (fewer if SQLite's limit
@@ -70,7 +77,8 @@ class Session(Protocol):
     def delete_runs(self, ids: Sequence[str]) -> None:
         """Remove runs and their run-level metadata, to be written anew."""
 
-    def insert(self, table: Table, shaped: Mapping[Shape, list[Row]]) -> None: ...
+    def insert(self, table: Table, shaped: Mapping[Shape, list[Any]]) -> None:
+        """Insert rows given as flat value lists by shape (see ``Shaped``)."""
 
     def beat(self, ids: Sequence[str], now_ns: int) -> None:
         """Refresh the heartbeat of those runs that are still running."""
@@ -108,15 +116,19 @@ class CoreSession:
             )
         )
 
-    def insert(self, table: Table, shaped: Mapping[Shape, list[Row]]) -> None:
+    def insert(self, table: Table, shaped: Mapping[Shape, list[Any]]) -> None:
         names = [column.name for column in table.columns]
-        for shape, rows in shaped.items():
-            if rows:
+        for shape, values in shaped.items():
+            if values:
                 blank = dict.fromkeys(names)
                 picked = [names[index] for index in shape]
+                width = len(picked)
                 self._connection.execute(
                     table.insert(),
-                    [{**blank, **dict(zip(picked, row, strict=True))} for row in rows],
+                    [
+                        {**blank, **dict(zip(picked, values[start : start + width], strict=True))}
+                        for start in range(0, len(values), width)
+                    ],
                 )
 
     def beat(self, ids: Sequence[str], now_ns: int) -> None:
@@ -165,17 +177,20 @@ class SQLiteSession:
                 (run_id,),
             )
 
-    def insert(self, table: Table, shaped: Mapping[Shape, list[Row]]) -> None:
+    def insert(self, table: Table, shaped: Mapping[Shape, list[Any]]) -> None:
         execute = self._cursor.execute
-        for shape, rows in shaped.items():
-            total = len(rows)
-            size = self._block_size(len(shape))
+        for shape, values in shaped.items():
+            width = len(shape)
+            total = len(values) // width
+            size = self._block_size(width)
             done = 0
             while done < total:
                 while size > total - done:
                     size //= 2
-                block = rows[done : done + size]
-                execute(_insert_sql(table, shape, size), list(chain.from_iterable(block)))
+                execute(
+                    _insert_sql(table, shape, size),
+                    values[done * width : (done + size) * width],
+                )
                 done += size
 
     def beat(self, ids: Sequence[str], now_ns: int) -> None:

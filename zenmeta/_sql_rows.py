@@ -28,7 +28,7 @@ from ._records import (
     Status,
     StepRecord,
 )
-from ._sql_batch import Row, Shape, shape_of
+from ._sql_batch import Row, Shape, Shaped, shape_of
 from ._types import MetadataType
 
 __all__ = [
@@ -105,11 +105,13 @@ FULL_METADATA: Shape = tuple(range(7))
 
 def add_step_rows(
     records: Iterable[StepRecord],
-    step_rows: dict[Shape, list[Row]],
-    meta_rows: list[Row],
+    step_rows: Shaped,
+    meta_rows: list[Any],
     run_hex: dict[UUID, str],
 ) -> None:
-    """Append the rows of finished steps; the writer thread's hot loop.
+    """Append the rows of finished steps, flat (see ``Shaped``): the step rows
+    by shape, the metadata rows (``FULL_METADATA``) to ``meta_rows``. The
+    writer thread's hot loop.
 
     Written out flat, without a call per field: whenever this loop and the
     user's steps compete for the interpreter lock, its time is theirs. A
@@ -123,7 +125,8 @@ def add_step_rows(
     encode = _json_chunks
     type_maps = _type_maps
     last_types: dict[str, tuple[dict[str, str], str]] = {}
-    plain = step_rows.setdefault(PLAIN_STEP, [])
+    plain = step_rows.setdefault(PLAIN_STEP, []).extend
+    meta = meta_rows.extend
     last_run: UUID | None = None
     owner = ""
     for (
@@ -152,7 +155,7 @@ def add_step_rows(
         if not step_name.isascii():
             step_name = text(step_name)
         if parent is None and error_type is None and not faults and not dropped:
-            plain.append((entity, owner, name, step_name, status, start_ns, end_ns))
+            plain((entity, owner, name, step_name, status, start_ns, end_ns))
         else:
             shape, values = shape_of(
                 (
@@ -170,7 +173,7 @@ def add_step_rows(
                     _dropped_json(dropped),
                 )
             )
-            step_rows.setdefault(shape, []).append(values)
+            step_rows.setdefault(shape, []).extend(values)
         if not sets:
             continue
         position = 0
@@ -192,7 +195,7 @@ def add_step_rows(
                         type_maps.clear()
                     types = type_maps[shape_key] = _json(kinds)
                 last_types[source] = (dict(kinds), types)
-            meta_rows.append(
+            meta(
                 (
                     entity,
                     source if source.isascii() else text(source),

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Engine
@@ -29,7 +30,7 @@ from ._errors import StoreError
 from ._liveness import HEARTBEAT_S
 from ._log import warn
 from ._records import RUNNING, RunRecord, StepRecord
-from ._sql_batch import ROWS_PER_STATEMENT, Row, Session, Shape, open_session, shape_of
+from ._sql_batch import ROWS_PER_STATEMENT, Session, Shaped, open_session, shape_of
 from ._sql_rows import FULL_METADATA, add_step_rows, metadata_rows, run_row
 from ._sql_schema import is_locked_error, metadata_sets, runs, steps
 
@@ -262,19 +263,20 @@ class SQLWriter:
         latest_runs: dict[UUID, RunRecord] = {}
         for run_record in run_records:
             latest_runs[run_record.run_id] = run_record
-        step_rows: dict[Shape, list[Row]] = {}
-        meta_rows: list[Row] = []
+        step_rows: Shaped = {}
+        meta_rows: list[Any] = []
         add_step_rows(step_records, step_rows, meta_rows, {})
         now = time.time_ns()
-        run_rows: dict[Shape, list[Row]] = {}
+        run_rows: Shaped = {}
         run_ids = []
         pid = os.getpid()
         for record in latest_runs.values():
             key = record.run_id.hex
             run_ids.append(key)
             shape, values = shape_of(run_row(record, now))
-            run_rows.setdefault(shape, []).append(values)
-            meta_rows.extend(metadata_rows("run", key, key, record.metadata))
+            run_rows.setdefault(shape, []).extend(values)
+            for row in metadata_rows("run", key, key, record.metadata):
+                meta_rows.extend(row)
             if record.status == RUNNING and record.pid == pid:
                 self._live.add(key)
             else:
