@@ -135,8 +135,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1_000_000, help="steps for --million")
     parser.add_argument("--ops", type=int, default=20_000, help="operations per batch")
     parser.add_argument("--repeats", type=int, default=7, help="batches per row")
+    parser.add_argument("--quiet", action="store_true", help="no version header")
     args = parser.parse_args()
-    print(f"Python {sys.version.split()[0]}, zenmeta {zenmeta.__version__}, pid {os.getpid()}")
+    if not args.quiet:
+        print(f"Python {sys.version.split()[0]}, zenmeta {zenmeta.__version__}, pid {os.getpid()}")
     if args.million:
         rate, growth = million(args.count, with_metadata=args.metadata)
         kind = "steps logging 3 values" if args.metadata else "steps"
