@@ -37,19 +37,27 @@ _tuple_new = tuple.__new__
 class StepState:
     """The mutable side of a running step: what it has collected so far."""
 
-    __slots__ = ("dropped", "faults", "info", "metadata", "run", "stack")
+    __slots__ = ("dropped", "faults", "implicit", "info", "metadata", "run", "stack")
 
-    def __init__(self, info: StepRunInfo, run: PipelineRun, stack: Stack) -> None:
+    def __init__(self, info: StepRunInfo, run: PipelineRun, stack: Stack, implicit: bool) -> None:
         self.info = info
         self.run = run
         self.stack = stack
+        self.implicit = implicit  # the run was opened for this step alone
         self.metadata: dict[str, MetadataSet] = {}
         self.dropped: list[DroppedValue] = []
         self.faults: list[ComponentFault] = []
 
 
-def _begin(config: StepConfig, run: PipelineRun) -> StepState:
-    """Build the step's info, make it current (by the caller), prepare components."""
+def _begin(config: StepConfig) -> StepState | None:
+    """Find the step's run (opening an implicit one if none is current) and
+    build its state; ``None`` when the step is to run untracked."""
+    run = _context.current_run()
+    implicit = run is None
+    if run is None:
+        run = _implicit_run(config)
+        if run is None:
+            return None
     parent = _step_var.get()
     info: StepRunInfo = _tuple_new(  # StepRunInfo(...) minus its Python __new__
         StepRunInfo,
@@ -67,13 +75,13 @@ def _begin(config: StepConfig, run: PipelineRun) -> StepState:
     stack = run.stack
     if config.components is not None:
         stack, missing = stack.select(config.components)
-        state = StepState(info, run, stack)
+        state = StepState(info, run, stack, implicit)
         for name in missing:
             state.faults.append(
                 ComponentFault(name, "select", "LookupError", "not in the run's stack")
             )
         return state
-    return StepState(info, run, stack)
+    return StepState(info, run, stack, implicit)
 
 
 def _prepare(state: StepState) -> None:
@@ -128,29 +136,27 @@ def _implicit_run(config: StepConfig) -> PipelineRun | None:
     return run
 
 
-def _close_implicit(run: PipelineRun | None, error: BaseException | None) -> None:
-    if run is None:
+def _close_implicit(state: StepState, error: BaseException | None) -> None:
+    if not state.implicit:
         return
     try:
-        run._close(error)
+        state.run._close(error)
     except Exception:
         if error is None:
             raise
 
 
-def _end(
-    state: StepState, token: Any, implicit: PipelineRun | None, error: BaseException | None
-) -> None:
+def _end(state: StepState, token: Any, error: BaseException | None) -> None:
     """Finish the step, restore the context, close an implicit run: all three
     happen even when strict mode makes ``_finish`` raise."""
     try:
         _finish(state, error)
     except BaseException as strict_error:
         _context.reset(_step_var, token)
-        _close_implicit(implicit, strict_error)
+        _close_implicit(state, strict_error)
         raise
     _context.reset(_step_var, token)
-    _close_implicit(implicit, error)
+    _close_implicit(state, error)
 
 
 # -- one wrapper per kind of callable ------------------------------------
@@ -158,21 +164,17 @@ def _end(
 
 def _sync_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
     def call_step(*args: Any, **kwargs: Any) -> Any:
-        run = _context.current_run()
-        implicit = None
-        if run is None:
-            implicit = run = _implicit_run(config)
-            if run is None:
-                return wrapped(*args, **kwargs)
-        state = _begin(config, run)
+        state = _begin(config)
+        if state is None:
+            return wrapped(*args, **kwargs)
         token = _step_var.set(state)
         try:
             _prepare(state)
             result = wrapped(*args, **kwargs)
         except BaseException as error:
-            _end(state, token, implicit, error)
+            _end(state, token, error)
             raise
-        _end(state, token, implicit, None)
+        _end(state, token, None)
         return result
 
     return call_step
@@ -180,21 +182,17 @@ def _sync_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[.
 
 def _async_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
     async def call_step(*args: Any, **kwargs: Any) -> Any:
-        run = _context.current_run()
-        implicit = None
-        if run is None:
-            implicit = run = _implicit_run(config)
-            if run is None:
-                return await wrapped(*args, **kwargs)
-        state = _begin(config, run)
+        state = _begin(config)
+        if state is None:
+            return await wrapped(*args, **kwargs)
         token = _step_var.set(state)
         try:
             _prepare(state)
             result = await wrapped(*args, **kwargs)
         except BaseException as error:
-            _end(state, token, implicit, error)
+            _end(state, token, error)
             raise
-        _end(state, token, implicit, None)
+        _end(state, token, None)
         return result
 
     return call_step
@@ -202,19 +200,15 @@ def _async_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[
 
 def _generator_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
     def call_step(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-        run = _context.current_run()
-        implicit = None
-        if run is None:
-            implicit = run = _implicit_run(config)
-            if run is None:
-                return (yield from wrapped(*args, **kwargs))
-        state = _begin(config, run)
+        state = _begin(config)
+        if state is None:
+            return (yield from wrapped(*args, **kwargs))
         token = _step_var.set(state)
         try:
             _prepare(state)
             inner = wrapped(*args, **kwargs)
         except BaseException as error:
-            _end(state, token, implicit, error)
+            _end(state, token, error)
             raise
         _step_var.reset(token)
         sent: Any = None
@@ -239,14 +233,14 @@ def _generator_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Calla
                         outcome = None
                     except BaseException as error:
                         outcome = error
-                    _end(state, token, implicit, outcome)
+                    _end(state, token, outcome)
                     if outcome is not None:
                         raise outcome from None
                     raise closing
                 except BaseException as error:
                     sent, thrown = None, error
                 continue
-            _end(state, token, implicit, outcome)
+            _end(state, token, outcome)
             if outcome is not None:
                 raise outcome
             return result
@@ -256,21 +250,17 @@ def _generator_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Calla
 
 def _async_generator_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
     async def call_step(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-        run = _context.current_run()
-        implicit = None
-        if run is None:
-            implicit = run = _implicit_run(config)
-            if run is None:
-                async for item in wrapped(*args, **kwargs):
-                    yield item
-                return
-        state = _begin(config, run)
+        state = _begin(config)
+        if state is None:
+            async for item in wrapped(*args, **kwargs):
+                yield item
+            return
         token = _step_var.set(state)
         try:
             _prepare(state)
             inner = wrapped(*args, **kwargs)
         except BaseException as error:
-            _end(state, token, implicit, error)
+            _end(state, token, error)
             raise
         _context.reset(_step_var, token)
         sent: Any = None
@@ -297,14 +287,14 @@ def _async_generator_wrapper(wrapped: Callable[..., Any], config: StepConfig) ->
                         outcome = None
                     except BaseException as error:
                         outcome = error
-                    _end(state, token, implicit, outcome)
+                    _end(state, token, outcome)
                     if outcome is not None:
                         raise outcome from None
                     raise closing
                 except BaseException as error:
                     sent, thrown = None, error
                 continue
-            _end(state, token, implicit, outcome)
+            _end(state, token, outcome)
             if outcome is not None:
                 raise outcome
             return
