@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["host_name", "process_start_time"]
+__all__ = ["CURRENT_PID", "host_name", "process_start_time"]
+
+CURRENT_PID = [os.getpid()]
+"""This process's id, refreshed after fork: readers pay a list read on the
+step path, where ``os.getpid()`` would be a system call."""
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: CURRENT_PID.__setitem__(0, os.getpid()))
 
 _cache: dict[int, float | None] = {}
 _host: list[str] = []
@@ -28,11 +34,12 @@ def host_name() -> str:
 
 def process_start_time(pid: int | None = None) -> float | None:
     """Seconds since the epoch when ``pid`` started; ``None`` where unknown."""
-    pid = os.getpid() if pid is None else pid
-    if pid in _cache and pid == os.getpid():
+    own = CURRENT_PID[0]
+    pid = own if pid is None else pid
+    if pid == own and pid in _cache:
         return _cache[pid]
     value = _read_start_time(pid)
-    if pid == os.getpid():
+    if pid == own:
         _cache[pid] = value
     return value
 

@@ -12,7 +12,6 @@ import atexit
 import contextlib
 import functools
 import itertools
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -32,7 +31,7 @@ from ._errors import RunStateError
 from ._ids import new_run_id
 from ._info import PipelineInfo, PipelineRunInfo, utc_from_ns
 from ._metadata import collect_metadata, snapshot
-from ._process import host_name, process_start_time
+from ._process import CURRENT_PID, host_name, process_start_time
 from ._records import (
     COMPLETED,
     FAILED,
@@ -53,12 +52,6 @@ __all__ = ["PipelineRun", "pipeline_run", "start_run", "status_for"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NEW, _OPEN, _ENDED = "new", "running", "ended"
-
-# This process's id, refreshed after fork: a global read per step, where
-# os.getpid() would be a system call.
-_process_id = [os.getpid()]
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: _process_id.__setitem__(0, os.getpid()))
 
 
 def status_for(error: BaseException | None) -> Status:
@@ -106,7 +99,7 @@ class PipelineRun:
         self._faults: list[ComponentFault] = []
         self._dropped: list[DroppedValue] = []
         self._step_counts: dict[str, itertools.count[int]] = {}
-        self._pid = _process_id[0]
+        self._pid = CURRENT_PID[0]
         self.stack: Stack
         self.store: RecordStore
         self.info: PipelineRunInfo
@@ -219,7 +212,7 @@ class PipelineRun:
                 start_ns=self.start_ns,
                 end_ns=self.end_ns,
                 host=host_name(),
-                pid=os.getpid(),
+                pid=CURRENT_PID[0],
                 process_start=process_start_time(),
                 error_type=self.error_type,
                 error_message=self.error_message,
@@ -244,8 +237,8 @@ class PipelineRun:
         A forked worker counts on its own copy of the run, so its steps are
         named ``train@<pid>``, ``train@<pid>_2``… and never collide.
         """
-        if self._pid != _process_id[0]:
-            step_name = f"{step_name}@{_process_id[0]}"
+        if self._pid != CURRENT_PID[0]:
+            step_name = f"{step_name}@{CURRENT_PID[0]}"
         counter = self._step_counts.get(step_name)
         if counter is None:
             counter = self._step_counts.setdefault(step_name, itertools.count(1))
