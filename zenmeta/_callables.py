@@ -1,4 +1,4 @@
-"""What kind of callable a function is, read from its code flags.
+"""What kind of callable a function is, and what it accepts, read from its code.
 
 The same test ``inspect`` makes, without importing ``inspect`` (and with it
 ``ast``, ``dis`` and ``tokenize``) when zenmeta is imported.
@@ -7,15 +7,17 @@ The same test ``inspect`` makes, without importing ``inspect`` (and with it
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, Literal
 
-__all__ = ["Kind", "kind_of"]
+__all__ = ["Kind", "accepts_keyword", "kind_of"]
 
 Kind = Literal["function", "coroutine", "generator", "async_generator"]
 
 _CO_GENERATOR = 0x20
 _CO_COROUTINE = 0x80
 _CO_ASYNC_GENERATOR = 0x200
+_CO_VARKEYWORDS = 0x08
 
 
 def kind_of(func: Any) -> Kind:
@@ -39,3 +41,13 @@ def kind_of(func: Any) -> Kind:
     if flags & _CO_GENERATOR:
         return "generator"
     return "function"
+
+
+def accepts_keyword(fn: Callable[..., Any], keyword: str) -> bool:
+    """Whether ``fn`` takes ``keyword``, read from its code (no ``inspect``)."""
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    if code is None:
+        return False
+    if code.co_flags & _CO_VARKEYWORDS:  # takes **kwargs
+        return True
+    return keyword in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from uuid import UUID
 
+from ._callables import accepts_keyword
 from ._config import settings
 from ._errors import ComponentError, ConfigurationError, MetadataError
 from ._flavors import configured_components, reset_flavors
@@ -102,16 +103,6 @@ def _hook(component: object, hook: str) -> Callable[..., Any] | None:
     if getattr(type(component), hook, None) is getattr(StackComponent, hook):
         return None
     return method  # type: ignore[no-any-return]
-
-
-def accepts_keyword(fn: Callable[..., Any], keyword: str) -> bool:
-    """Whether ``fn`` takes ``keyword``, read from its code (no ``inspect``)."""
-    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
-    if code is None:
-        return False
-    if code.co_flags & 0x08:  # CO_VARKEYWORDS: takes **kwargs
-        return True
-    return keyword in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
 
 
 class Stack:
