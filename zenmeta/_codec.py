@@ -33,6 +33,7 @@ __all__ = [
     "encode_metadata",
     "join_documents",
     "decode_documents",
+    "round_trip_sets",
 ]
 
 MAX_DEPTH = 32
@@ -380,13 +381,15 @@ def _safe_repr(key: object) -> str:
         return f"<{type(key).__name__} key>"
 
 
-def join_documents(values: MetadataSet | Mapping[str, Encoded]) -> tuple[str, str]:
+def join_documents(values: MetadataSet) -> tuple[str, str]:
     """One metadata set as a JSON object of values and one of type names."""
-    if isinstance(values, MetadataSet):
-        return _dumps(values.values), _dumps(values.types)
-    document = _dumps({key: item.value for key, item in values.items()})
-    types = _dumps({key: item.type_name for key, item in values.items()})
-    return document, types
+    return _dumps(values.values), _dumps(values.types)
+
+
+def round_trip_sets(sets: Mapping[str, MetadataSet]) -> dict[str, dict[str, MetadataType]]:
+    """Metadata sets by source, through their stored JSON and back: exactly
+    what a database store would return, for readers that hold sets in memory."""
+    return {source: decode_documents(*join_documents(values)) for source, values in sets.items()}
 
 
 def decode_documents(document: str, types: str) -> dict[str, MetadataType]:

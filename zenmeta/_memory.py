@@ -7,23 +7,17 @@ a test sees exactly the types a database store would give back.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from datetime import datetime
     from uuid import UUID
 
-from ._codec import MetadataSet, decode_documents, join_documents
+from ._codec import round_trip_sets
 from ._info import utc_from_ns
 from ._records import RecordedRun, RecordedStep, RunRecord, StepRecord
-from ._types import MetadataType
 
 __all__ = ["InMemoryStore"]
-
-
-def _decode(sets: Mapping[str, MetadataSet]) -> dict[str, dict[str, MetadataType]]:
-    return {source: decode_documents(*join_documents(values)) for source, values in sets.items()}
 
 
 class InMemoryStore:
@@ -118,7 +112,7 @@ class InMemoryStore:
             pid=r.pid,
             error_type=r.error_type,
             error_message=r.error_message,
-            metadata=_decode(r.metadata),
+            metadata=round_trip_sets(r.metadata),
             faults=r.faults,
             dropped=r.dropped,
             step_count=len(self._steps.get(r.run_id, ())),
@@ -137,7 +131,7 @@ class InMemoryStore:
             end_time=utc_from_ns(s.end_ns),
             error_type=s.error_type,
             error_message=s.error_message,
-            metadata=_decode(s.metadata),
+            metadata=round_trip_sets(s.metadata),
             faults=s.faults,
             dropped=s.dropped,
         )

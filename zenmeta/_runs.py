@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 from . import _context
 from ._callables import kind_of
-from ._codec import MetadataSet
+from ._codec import MetadataSet, round_trip_sets
 from ._components import Stack, call_hook, raise_if_strict, stack_of
 from ._errors import RunStateError
 from ._ids import new_run_id
@@ -117,13 +117,9 @@ class PipelineRun:
     @property
     def metadata(self) -> dict[str, dict[str, MetadataType]]:
         """The run's metadata so far, by source, with types restored."""
-        from ._codec import decode_documents, join_documents
-
         with self._lock:
             sets = snapshot(self._metadata)
-        return {
-            source: decode_documents(*join_documents(values)) for source, values in sets.items()
-        }
+        return round_trip_sets(sets)
 
     @property
     def faults(self) -> tuple[ComponentFault, ...]:
