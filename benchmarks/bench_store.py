@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from _timing import Timer, median_per_op, otel_span
 
 import zenmeta
-from zenmeta._stores import close_stores
+from zenmeta._store import close_stores
 
 
 @zenmeta.track_step

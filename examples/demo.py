@@ -86,7 +86,7 @@ def evaluate(weights: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
 
 def show(run_id: str) -> None:
     """Print the recorded run: with zenmeta's CLI when it exists, else via ``Client``."""
-    cli = ("zenmeta._cli", "zenmeta.__main__")
+    cli = ("zenmeta._ui.cli", "zenmeta.__main__")
     if all(importlib.util.find_spec(module) is not None for module in cli):
         command = [sys.executable, "-m", "zenmeta", "runs", "show", run_id]
         print(f"\n$ python -m zenmeta runs show {run_id}")

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 import zenmeta
-from zenmeta import _components, _context, _stores
+from zenmeta import _store
+from zenmeta._tracking import components as _components
+from zenmeta._tracking import context as _context
 from zenmeta.testing import InMemoryStore, recording
 
 _ENV = (
@@ -25,7 +27,7 @@ def _reset() -> None:
     _components.clear_components()
     for run in _context.detached_runs():
         _context.remove_detached(run)
-    _stores.close_stores()
+    _store.close_stores()
 
 
 @pytest.fixture(autouse=True)

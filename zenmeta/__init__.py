@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._client import Client
-from ._components import StackComponent, register_component, unregister_component
 from ._config import configure, reset_configuration
-from ._context import carry_context, get_run_context, get_step_context
 from ._errors import (
     ComponentError,
     ConfigurationError,
@@ -25,11 +22,14 @@ from ._errors import (
     ZenmetaError,
 )
 from ._info import PipelineInfo, PipelineRunInfo, StepConfig, StepRunInfo
+from ._read.client import Client
 from ._records import ComponentFault, DroppedValue, RecordedRun, RecordedStep
-from ._runs import PipelineRun, pipeline_run, start_run
-from ._steps import log_metadata, track_step
-from ._stores import flush
-from ._types import DType, MetadataType, Path, StorageSize, Uri
+from ._store import flush
+from ._tracking.components import StackComponent, register_component, unregister_component
+from ._tracking.context import carry_context, get_run_context, get_step_context
+from ._tracking.runs import PipelineRun, pipeline_run, start_run
+from ._tracking.steps import log_metadata, track_step
+from ._values import DType, MetadataType, Path, StorageSize, Uri
 
 __version__ = "0.1.0"
 
@@ -77,13 +77,13 @@ __all__ = [
 
 
 if TYPE_CHECKING:
-    from ._executor import ContextThreadPoolExecutor
+    from ._tracking.executor import ContextThreadPoolExecutor
 
 
 def __getattr__(name: str) -> Any:
     """Load ``ContextThreadPoolExecutor`` (and ``concurrent.futures``) on first use."""
     if name == "ContextThreadPoolExecutor":
-        from ._executor import ContextThreadPoolExecutor
+        from ._tracking.executor import ContextThreadPoolExecutor
 
         return ContextThreadPoolExecutor
     raise AttributeError(f"module 'zenmeta' has no attribute {name!r}")

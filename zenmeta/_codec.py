@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, NamedTuple
 
-from ._types import DType, MetadataType, Path, StorageSize, Uri
+from ._values import DType, MetadataType, Path, StorageSize, Uri
 
 __all__ = [
     "MAX_DEPTH",

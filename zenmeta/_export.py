@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ._types import DType, Path, StorageSize, Uri
+from ._values import DType, Path, StorageSize, Uri
 
 __all__ = ["json_safe", "type_name", "export_metadata"]
 

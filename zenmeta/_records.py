@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 from ._codec import MetadataSet
 from ._export import export_metadata
-from ._types import MetadataType
+from ._values import MetadataType
 
 __all__ = [
     "Status",
@@ -37,6 +37,8 @@ __all__ = [
     "RecordReader",
     "RecordedRun",
     "RecordedStep",
+    "RunList",
+    "StepList",
     "flatten_metadata",
 ]
 
@@ -189,7 +191,7 @@ class RecordedStep(NamedTuple):
         }
 
     def _repr_html_(self) -> str:
-        from ._html import step_html
+        from ._ui.notebook import step_html
 
         return step_html(self)
 
@@ -256,9 +258,27 @@ class RecordedRun(NamedTuple):
         }
 
     def _repr_html_(self) -> str:
-        from ._html import run_html
+        from ._ui.notebook import run_html
 
         return run_html(self)
+
+
+class RunList(list[RecordedRun]):
+    """A plain list of runs, shown as a table in Jupyter."""
+
+    def _repr_html_(self) -> str:
+        from ._ui.notebook import runs_table_html
+
+        return runs_table_html(self)
+
+
+class StepList(list[RecordedStep]):
+    """A plain list of steps, shown as a table in Jupyter."""
+
+    def _repr_html_(self) -> str:
+        from ._ui.notebook import steps_table_html
+
+        return steps_table_html(self)
 
 
 @runtime_checkable

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from . import _config
-from ._memory import InMemoryStore
+from ._store.memory import InMemoryStore
 
 __all__ = ["InMemoryStore", "recording"]
 

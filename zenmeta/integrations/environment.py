@@ -18,8 +18,8 @@ import threading
 from collections.abc import Sequence
 from uuid import UUID
 
-from .._components import StackComponent
-from .._types import MetadataType, Path, Uri
+from .._tracking.components import StackComponent
+from .._values import MetadataType, Path, Uri
 from ._urls import without_credentials
 
 __all__ = ["EnvironmentComponent", "git_info", "DEFAULT_PACKAGES"]

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 from uuid import UUID
 
-from .._components import StackComponent
 from .._config import settings
 from .._errors import ConfigurationError, MissingExtraError
 from .._info import PipelineRunInfo, StepRunInfo
 from .._log import warn
-from .._types import MetadataType, Uri
+from .._tracking.components import StackComponent
+from .._values import MetadataType, Uri
 from . import _mlflow_context, _mlflow_environment
 from ._urls import without_credentials
 

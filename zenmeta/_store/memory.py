@@ -1,0 +1,137 @@
+"""A store that keeps records in memory, for tests and throwaway sessions.
+
+It still encodes every metadata set to JSON text and decodes it on read, so
+a test sees exactly the types a database store would give back.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from uuid import UUID
+
+from .._codec import round_trip_sets
+from .._info import utc_from_ns
+from .._records import RecordedRun, RecordedStep, RunRecord, StepRecord
+
+__all__ = ["InMemoryStore"]
+
+
+class InMemoryStore:
+    """Records runs and steps in this process's memory; readable at once."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._runs: dict[UUID, RunRecord] = {}
+        self._steps: dict[UUID, list[StepRecord]] = {}
+        self._lock = threading.Lock()
+
+    # writing -----------------------------------------------------------
+    def save_run(self, record: RunRecord) -> None:
+        with self._lock:
+            self._runs[record.run_id] = record
+            self._steps.setdefault(record.run_id, [])
+
+    def save_step(self, record: StepRecord) -> None:
+        with self._lock:
+            self._steps.setdefault(record.run_id, []).append(record)
+
+    def flush(self) -> None:
+        """Nothing is queued: every record is stored when it is saved."""
+
+    def close(self) -> None:
+        """Memory needs no closing; records stay readable."""
+
+    def clear(self) -> None:
+        with self._lock:
+            self._runs.clear()
+            self._steps.clear()
+
+    # reading -----------------------------------------------------------
+    def list_runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[RecordedRun]:
+        with self._lock:
+            records = list(self._runs.values())
+        records.sort(key=lambda r: r.start_ns, reverse=True)
+        chosen = [
+            r
+            for r in records
+            if (pipeline is None or r.pipeline_name == pipeline)
+            and (status is None or r.status == status)
+            and (since is None or utc_from_ns(r.start_ns) >= since)
+        ]
+        end = None if limit is None else offset + limit
+        return [self._run(r) for r in chosen[offset:end]]
+
+    def find_runs(self, ref: str) -> list[RecordedRun]:
+        with self._lock:
+            records = list(self._runs.values())
+        exact = [r for r in records if str(r.run_id) == ref or r.name == ref]
+        if exact:
+            return [self._run(r) for r in exact]
+        prefix = ref.lower().replace("-", "")
+        return [self._run(r) for r in records if prefix and r.run_id.hex.startswith(prefix)]
+
+    def list_steps(
+        self, run_id: UUID, *, limit: int | None = None, offset: int = 0
+    ) -> list[RecordedStep]:
+        with self._lock:
+            records = sorted(self._steps.get(run_id, []), key=lambda s: s.start_ns)
+        end = None if limit is None else offset + limit
+        return [self._step(s) for s in records[offset:end]]
+
+    def get_step(self, step_run_id: UUID) -> RecordedStep | None:
+        with self._lock:
+            for steps in self._steps.values():
+                for step in steps:
+                    if step.step_run_id == step_run_id:
+                        return self._step(step)
+        return None
+
+    def _run(self, r: RunRecord) -> RecordedRun:
+        return RecordedRun(
+            id=r.run_id,
+            name=r.name,
+            pipeline_name=r.pipeline_name,
+            parent_run_id=r.parent_run_id,
+            tags=r.tags,
+            status=r.status,
+            start_time=utc_from_ns(r.start_ns),
+            end_time=None if r.end_ns is None else utc_from_ns(r.end_ns),
+            host=r.host,
+            pid=r.pid,
+            error_type=r.error_type,
+            error_message=r.error_message,
+            metadata=round_trip_sets(r.metadata),
+            faults=r.faults,
+            dropped=r.dropped,
+            step_count=len(self._steps.get(r.run_id, ())),
+        )
+
+    @staticmethod
+    def _step(s: StepRecord) -> RecordedStep:
+        return RecordedStep(
+            id=s.step_run_id,
+            run_id=s.run_id,
+            parent_step_run_id=s.parent_step_run_id,
+            name=s.name,
+            step_name=s.step_name,
+            status=s.status,
+            start_time=utc_from_ns(s.start_ns),
+            end_time=utc_from_ns(s.end_ns),
+            error_type=s.error_type,
+            error_message=s.error_message,
+            metadata=round_trip_sets(s.metadata),
+            faults=s.faults,
+            dropped=s.dropped,
+        )

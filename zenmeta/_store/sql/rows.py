@@ -1,0 +1,336 @@
+"""Records to table rows and back.
+
+Row builders run in the writer thread, never in the user's step, and build
+plain tuples in the tables' column order so that the hot insert can hand
+them straight to the database driver. Readers rebuild ``RecordedRun`` and
+``RecordedStep`` exactly as the in-memory store does, with types restored.
+"""
+
+from __future__ import annotations
+
+import json
+import json.encoder
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from ..._codec import MetadataSet, decode_documents
+from ..._info import utc_from_ns
+from ..._records import (
+    CRASHED,
+    RUNNING,
+    ComponentFault,
+    DroppedValue,
+    RecordedRun,
+    RecordedStep,
+    RunRecord,
+    Status,
+    StepRecord,
+)
+from ..._values import MetadataType
+from ..liveness import writer_is_gone
+from .sessions import Row, Shape, Shaped, shape_of
+
+__all__ = [
+    "text",
+    "run_row",
+    "add_step_rows",
+    "PLAIN_STEP",
+    "FULL_METADATA",
+    "metadata_rows",
+    "recorded_run",
+    "recorded_step",
+    "group_metadata",
+]
+
+Grouped = dict[str, dict[str, dict[str, MetadataType]]]
+
+
+def text(value: str) -> str:
+    """Text every database accepts: lone surrogates (from a bad decode in an
+    error message, say) become visible ``\\udcxx`` escapes instead of failing
+    the whole batch."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else text(value)
+
+
+def _faults_json(faults: Sequence[ComponentFault]) -> str | None:
+    if not faults:
+        return None
+    return json.dumps([[f.component, f.hook, f.error_type, f.message] for f in faults])
+
+
+def _dropped_json(dropped: Sequence[DroppedValue]) -> str | None:
+    if not dropped:
+        return None
+    return json.dumps([[d.source, d.key, d.reason] for d in dropped])
+
+
+def run_row(record: RunRecord, heartbeat_ns: int) -> Row:
+    """A ``zenmeta_runs`` row, in column order."""
+    return (
+        record.run_id.hex,
+        text(record.name),
+        text(record.pipeline_name),
+        None if record.parent_run_id is None else record.parent_run_id.hex,
+        json.dumps(list(record.tags)),
+        record.status,
+        record.start_ns,
+        record.end_ns,
+        text(record.host),
+        record.pid,
+        record.process_start,
+        heartbeat_ns,
+        _text(record.error_type),
+        _text(record.error_message),
+        _faults_json(record.faults),
+        _dropped_json(record.dropped),
+    )
+
+
+PLAIN_STEP: Shape = (0, 1, 3, 4, 5, 6, 7)
+"""The columns of a top-level step that succeeded: no parent, error, fault or loss."""
+
+FULL_METADATA: Shape = tuple(range(7))
+
+
+def add_step_rows(
+    records: Iterable[StepRecord],
+    step_rows: Shaped,
+    meta_rows: list[Any],
+    run_hex: dict[UUID, str],
+) -> None:
+    """Append the rows of finished steps, flat (see ``Shaped``): the step rows
+    by shape, the metadata rows (``FULL_METADATA``) to ``meta_rows``. The
+    writer thread's hot loop.
+
+    Written out flat, without a call per field: whenever this loop and the
+    user's steps compete for the interpreter lock, its time is theirs. A
+    record is unpacked in one go rather than read field by field, a run's
+    hex id is reused while consecutive steps share the run (a ``UUID`` hashes
+    in Python), ids are hexed through ``bytes.hex`` (twice as fast as
+    formatting), and a source's type map is checked against its previous one
+    before the shared cache is consulted.
+    """
+    join = "".join
+    encode = _json_chunks
+    type_maps = _type_maps
+    last_types: dict[str, tuple[dict[str, str], str]] = {}
+    plain = step_rows.setdefault(PLAIN_STEP, []).extend
+    meta = meta_rows.extend
+    last_run: UUID | None = None
+    owner = ""
+    for (
+        step_run_id,
+        run_id,
+        parent,
+        name,
+        step_name,
+        status,
+        start_ns,
+        end_ns,
+        error_type,
+        error_message,
+        sets,
+        faults,
+        dropped,
+    ) in records:
+        if run_id is not last_run:
+            last_run = run_id
+            owner = run_hex.get(run_id)  # type: ignore[assignment]
+            if owner is None:
+                owner = run_hex[run_id] = run_id.hex
+        entity = step_run_id.int.to_bytes(16, "big").hex()
+        if not name.isascii():
+            name = text(name)
+        if not step_name.isascii():
+            step_name = text(step_name)
+        if parent is None and error_type is None and not faults and not dropped:
+            plain((entity, owner, name, step_name, status, start_ns, end_ns))
+        else:
+            shape, values = shape_of(
+                (
+                    entity,
+                    owner,
+                    None if parent is None else parent.int.to_bytes(16, "big").hex(),
+                    name,
+                    step_name,
+                    status,
+                    start_ns,
+                    end_ns,
+                    _text(error_type),
+                    _text(error_message),
+                    _faults_json(faults),
+                    _dropped_json(dropped),
+                )
+            )
+            step_rows.setdefault(shape, []).extend(values)
+        if not sets:
+            continue
+        position = 0
+        for source, metadata_set in sets.items():
+            document = metadata_set.values
+            if not document:
+                continue
+            # A component gives the same keys and types at every step: the
+            # type map's JSON is looked up, not rebuilt.
+            kinds = metadata_set.types
+            seen = last_types.get(source)
+            if seen is not None and seen[0] == kinds:
+                types = seen[1]
+            else:
+                shape_key = tuple(kinds.items())
+                types = type_maps.get(shape_key)  # type: ignore[assignment]
+                if types is None:
+                    if len(type_maps) >= _TYPE_MAPS_KEPT:
+                        type_maps.clear()
+                    types = type_maps[shape_key] = _json(kinds)
+                last_types[source] = (dict(kinds), types)
+            meta(
+                (
+                    entity,
+                    source if source.isascii() else text(source),
+                    "step",
+                    owner,
+                    position,
+                    join(encode(document, 0)),
+                    types,
+                )
+            )
+            position += 1
+
+
+_type_maps: dict[tuple[tuple[str, str], ...], str] = {}
+_TYPE_MAPS_KEPT = 4096
+
+
+def metadata_rows(
+    kind: str, entity_hex: str, run_hex: str, sets: Mapping[str, MetadataSet]
+) -> list[Row]:
+    """One ``zenmeta_metadata`` row per source: its values as one JSON document."""
+    rows: list[Row] = []
+    for source, metadata_set in sets.items():
+        if metadata_set:
+            document, types = _json(metadata_set.values), _json(metadata_set.types)
+            rows.append((entity_hex, text(source), kind, run_hex, len(rows), document, types))
+    return rows
+
+
+def _json_encoder() -> tuple[Callable[[Any], str], Callable[[Any, int], Iterable[str]]]:
+    """The codec's exact JSON (compact, ASCII, no NaN token), about twice as
+    fast as ``json.dumps`` per call: the encoder is built once, and CPython's
+    C encoder is called directly when it is there and gives the same text.
+
+    Returned twice: as a function giving the text, and as the bare encoder
+    giving its pieces (``"".join`` them), which the hot loop calls without
+    a Python frame in between."""
+    slow = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False).encode
+
+    def slow_chunks(value: Any, _level: int) -> Iterable[str]:  # pragma: no cover - not CPython
+        return (slow(value),)
+
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - not CPython
+        return slow, slow_chunks
+    try:
+        encode = make(
+            None,
+            json.JSONEncoder().default,  # raises TypeError, as json.dumps would
+            json.encoder.encode_basestring_ascii,
+            None,
+            ":",
+            ",",
+            False,
+            False,
+            False,
+        )
+
+        def fast(value: Any) -> str:
+            return "".join(encode(value, 0))
+
+        sample = {"a": [1, 0.5, "\u00e9\ud800", None, True], "$b": {"c": -2}}
+        if fast(sample) == slow(sample) == json.dumps(sample, separators=(",", ":")):
+            return fast, encode
+    except Exception:  # pragma: no cover - a CPython whose C encoder differs
+        pass
+    return slow, slow_chunks  # pragma: no cover
+
+
+_json, _json_chunks = _json_encoder()
+
+
+def group_metadata(rows: Iterable[Sequence[Any]]) -> Grouped:
+    """``(entity_id, source, document, types)`` rows, ordered by entity then
+    position, decoded into ``{entity_id: {source: {key: value}}}``."""
+    grouped: Grouped = {}
+    for entity_id, source, document, types in rows:
+        grouped.setdefault(entity_id, {})[source] = decode_documents(document, types)
+    return grouped
+
+
+def _faults(raw: str | None) -> tuple[ComponentFault, ...]:
+    return () if not raw else tuple(ComponentFault(*item) for item in json.loads(raw))
+
+
+def _dropped(raw: str | None) -> tuple[DroppedValue, ...]:
+    return () if not raw else tuple(DroppedValue(*item) for item in json.loads(raw))
+
+
+def _uuid(raw: str | None) -> UUID | None:
+    return None if raw is None else UUID(hex=raw)
+
+
+def recorded_run(
+    row: Any, metadata: Mapping[str, Mapping[str, MetadataType]], step_count: int, now_ns: int
+) -> RecordedRun:
+    """A run as readers see it: ``crashed`` when its writer died while it ran."""
+    status: Status = row.status
+    if status == RUNNING and writer_is_gone(
+        row.host, row.pid, row.process_start, row.heartbeat_ns, now_ns
+    ):
+        status = CRASHED
+    return RecordedRun(
+        id=UUID(hex=row.id),
+        name=row.name,
+        pipeline_name=row.pipeline_name,
+        parent_run_id=_uuid(row.parent_run_id),
+        tags=tuple(json.loads(row.tags)),
+        status=status,
+        start_time=utc_from_ns(row.start_ns),
+        end_time=None if row.end_ns is None else utc_from_ns(row.end_ns),
+        host=row.host,
+        pid=row.pid,
+        error_type=row.error_type,
+        error_message=row.error_message,
+        metadata=metadata,
+        faults=_faults(row.faults),
+        dropped=_dropped(row.dropped),
+        step_count=step_count,
+    )
+
+
+def recorded_step(row: Any, metadata: Mapping[str, Mapping[str, MetadataType]]) -> RecordedStep:
+    return RecordedStep(
+        id=UUID(hex=row.id),
+        run_id=UUID(hex=row.run_id),
+        parent_step_run_id=_uuid(row.parent_step_id),
+        name=row.name,
+        step_name=row.step_name,
+        status=row.status,
+        start_time=utc_from_ns(row.start_ns),
+        end_time=utc_from_ns(row.end_ns),
+        error_type=row.error_type,
+        error_message=row.error_message,
+        metadata=metadata,
+        faults=_faults(row.faults),
+        dropped=_dropped(row.dropped),
+    )

@@ -1,0 +1,229 @@
+"""The versioned SQL schema, and opening an engine that is safe to share.
+
+Written with SQLAlchemy Core so that PostgreSQL is a different URL, not a
+different store. Ids are 32-character hex text (run and step ids are
+time-ordered UUIDs, so their indexes grow at the end); times are integer
+nanoseconds since the epoch, as the core takes them. Each (entity, source)
+metadata set is one row holding one JSON document and its type map, which
+SQLite's and PostgreSQL's JSON functions can query:
+``SELECT json_extract(document, '$.accuracy') FROM zenmeta_metadata``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from ..._errors import StoreError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "tables",
+    "runs",
+    "steps",
+    "metadata_sets",
+    "schema_info",
+    "open_engine",
+    "sqlite_path",
+    "is_locked_error",
+]
+
+SCHEMA_VERSION = 1
+"""Bumped whenever a table changes; a store newer than this code is refused."""
+
+BUSY_TIMEOUT_S = 30.0
+"""How long SQLite waits for another writer's lock before reporting busy."""
+
+tables = MetaData()
+
+schema_info = Table(
+    "zenmeta_schema",
+    tables,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+runs = Table(
+    "zenmeta_runs",
+    tables,
+    Column("id", String(32), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("pipeline_name", Text, nullable=False),
+    Column("parent_run_id", String(32)),
+    Column("tags", Text, nullable=False),  # a JSON array
+    Column("status", String(16), nullable=False),
+    Column("start_ns", BigInteger, nullable=False),
+    Column("end_ns", BigInteger),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("process_start", Float),
+    Column("heartbeat_ns", BigInteger),
+    Column("error_type", Text),
+    Column("error_message", Text),
+    Column("faults", Text),  # JSON arrays, NULL when empty
+    Column("dropped", Text),
+    Index("ix_zenmeta_runs_start", "start_ns"),
+    Index("ix_zenmeta_runs_pipeline", "pipeline_name", "start_ns"),
+    Index("ix_zenmeta_runs_name", "name"),
+)
+
+steps = Table(
+    "zenmeta_steps",
+    tables,
+    Column("id", String(32), primary_key=True),
+    Column("run_id", String(32), nullable=False),
+    Column("parent_step_id", String(32)),
+    Column("name", Text, nullable=False),
+    Column("step_name", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("start_ns", BigInteger, nullable=False),
+    Column("end_ns", BigInteger, nullable=False),
+    Column("error_type", Text),
+    Column("error_message", Text),
+    Column("faults", Text),
+    Column("dropped", Text),
+    Index("ix_zenmeta_steps_run", "run_id", "start_ns"),
+)
+
+metadata_sets = Table(
+    "zenmeta_metadata",
+    tables,
+    Column("entity_id", String(32), primary_key=True),
+    Column("source", Text, primary_key=True),
+    Column("entity_kind", String(8), nullable=False),  # "run" or "step"
+    Column("run_id", String(32), nullable=False),
+    Column("position", Integer, nullable=False),  # keeps sources in recorded order
+    Column("document", Text, nullable=False),  # {"key": JSON value, ...}
+    Column("types", Text, nullable=False),  # {"key": "type name", ...}
+)
+
+
+def sqlite_path(url: str) -> str | None:
+    """The database file of a SQLite URL; ``None`` for other databases and memory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return database
+
+
+def is_locked_error(error: BaseException) -> bool:
+    """SQLite's 'database is locked' / 'busy': worth waiting and retrying."""
+    text = str(getattr(error, "orig", error)).lower()
+    return "locked" in text or "busy" in text
+
+
+def open_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
+    """An engine for ``url`` with the schema in place, checked against this code.
+
+    For SQLite: the folder is created, the database runs in WAL mode (readers
+    never block the writer), every connection waits up to 30 s for a lock,
+    and a write transaction takes the lock up front (``BEGIN IMMEDIATE``)
+    so that it can never fail half-way with "database is locked".
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = sqlite_path(url)
+        if path is None:
+            raise StoreError(f"{url!r} names no database file; use memory:// for a store in memory")
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise StoreError(f"cannot write to the store folder {folder!r}")
+        engine = create_engine(
+            url,
+            connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
+        )
+        _tune_sqlite(engine, synchronous)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    try:
+        _ensure_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def _tune_sqlite(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            _retry_locked(lambda: cursor.execute("PRAGMA journal_mode=WAL"))
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        writing = connection.get_execution_options().get("zenmeta_writer", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+
+def _retry_locked(action: Any, deadline_s: float = BUSY_TIMEOUT_S) -> Any:
+    """Switching to WAL needs a moment alone with the file; wait for it."""
+    give_up = time.monotonic() + deadline_s
+    delay = 0.01
+    while True:
+        try:
+            return action()
+        except Exception as error:
+            if not is_locked_error(error) or time.monotonic() > give_up:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+def _ensure_schema(engine: Engine) -> None:
+    """Create the tables once; refuse a store written by a newer zenmeta."""
+    for attempt in range(3):
+        try:
+            writing = engine.connect().execution_options(zenmeta_writer=True)
+            with writing as connection, connection.begin():
+                if not inspect(connection).has_table(schema_info.name):
+                    tables.create_all(connection)
+                    connection.execute(
+                        schema_info.insert().values(name="version", value=str(SCHEMA_VERSION))
+                    )
+                    return
+                found = connection.execute(
+                    select(schema_info.c.value).where(schema_info.c.name == "version")
+                ).scalar()
+            break
+        except DBAPIError:
+            # Two processes creating one PostgreSQL schema at once: the loser retries.
+            if attempt == 2:
+                raise
+    version = int(found or 0)
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"the store {engine.url!r} has schema version {version}, newer than this "
+            f"zenmeta understands ({SCHEMA_VERSION}); upgrade zenmeta to read it"
+        )
+    if version < SCHEMA_VERSION:  # pragma: no cover - there is no older version yet
+        raise StoreError(f"the store has schema version {version}; no migration is known")

@@ -1,0 +1,345 @@
+"""The write path: a bounded write-behind queue and the thread that drains it.
+
+A step's only cost here is appending its record to a deque. A background
+thread wakes at least every ``INTERVAL_S`` (or at once for a flush or a full
+queue), turns what it finds into rows, and writes them in one transaction.
+A full queue makes the caller wait: records are never dropped to keep up.
+In immediate mode the caller writes its own record before returning, and
+the thread only refreshes the heartbeat of this process's open runs.
+
+A batch that cannot be written (unwritable file, disk full, a lock held
+for minutes) is reported once as a warning on the ``zenmeta`` logger and
+remembered, so that ``flush()`` in strict mode raises ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Engine
+
+from ..._config import settings
+from ..._errors import StoreError
+from ..._log import warn
+from ..._records import RUNNING, RunRecord, StepRecord
+from ..liveness import HEARTBEAT_S
+from .rows import FULL_METADATA, add_step_rows, metadata_rows, run_row
+from .schema import is_locked_error, metadata_sets, runs, steps
+from .sessions import ROWS_PER_STATEMENT, Session, Shaped, open_session, shape_of
+
+__all__ = ["SQLWriter", "INTERVAL_S", "QUEUE_SIZE"]
+
+INTERVAL_S = 0.25
+"""The longest a batched record waits in memory; a kill -9 loses at most this
+much (plus the time to write it)."""
+
+QUEUE_SIZE = 8192
+"""Records held before callers wait; bounds memory whatever the step rate.
+Kept small on purpose: queued records outlive the garbage collector's young
+generations, and every one of them makes its full collections longer."""
+
+BATCH_SIZE = 8 * ROWS_PER_STATEMENT
+"""Records per transaction: large enough to amortize the commit."""
+
+WAKE_AT = ROWS_PER_STATEMENT
+"""Queued records that wake the writer before its interval is up, so that it
+writes alongside a fast step loop instead of in one long pause after it."""
+
+LOCKED_RETRY_S = 120.0
+"""How long a batch keeps retrying a locked database before it is reported."""
+
+Record = RunRecord | StepRecord
+
+
+class SQLWriter:
+    """Writes records to one database through one connection."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        url: str,
+        *,
+        immediate: bool,
+        queue_size: int = QUEUE_SIZE,
+        interval_s: float = INTERVAL_S,
+    ) -> None:
+        self.engine = engine
+        self.url = url
+        self.immediate = immediate
+        self.limit = max(1, queue_size)
+        self.nudge_at = min(self.limit, WAKE_AT)
+        self._interval = interval_s
+        self.pending: deque[Record | threading.Event] = deque()
+        self._lock = threading.Lock()  # one user of the connection at a time
+        self._wake = threading.Event()
+        self._room = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._urgent = False  # a flush waits: write everything, not whole blocks
+        self._session: Session | None = None
+        self._live: set[str] = set()  # this process's running runs, for the heartbeat
+        self._beat_ns = 0
+        self._fault: str | None = None
+        self._warned: set[str] = set()
+        self._fast = engine.dialect.name == "sqlite"
+
+    # -- the caller's side -------------------------------------------------
+    def put(self, record: Record) -> None:
+        """Queue a record; wait only when the queue is full."""
+        pending = self.pending
+        pending.append(record)
+        if len(pending) >= self.nudge_at:
+            self.nudge()
+        elif self._thread is None:
+            self.start()
+
+    def nudge(self) -> None:
+        """The queue is long: wake the writer; if it is full, wait for room."""
+        if len(self.pending) >= self.limit:
+            self.wait_for_room()
+        elif not self._wake.is_set():
+            if self._thread is None:
+                self.start()
+            self._wake.set()
+
+    def write_now(self, record: Record) -> None:
+        """Write one record before returning (immediate mode); errors propagate."""
+        if self._thread is None:
+            self.start()
+        with self._lock:
+            self._write([record], report=False)
+
+    def flush(self) -> None:
+        """Return once every record queued before the call is written."""
+        if self._thread is not None and self._thread.is_alive():
+            done = threading.Event()
+            self.pending.append(done)
+            self._urgent = True
+            self._wake.set()
+            while not done.wait(0.5):
+                if not self._thread.is_alive():
+                    break
+        if self.pending:  # no thread (never started, or stopped): write here
+            self._drain()
+        fault, self._fault = self._fault, None
+        if fault is not None and settings.strict():
+            raise StoreError(fault)
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread, release the connection."""
+        thread = self._thread
+        if thread is not None:
+            self._stopping = True
+            self._wake.set()
+            thread.join()
+            self._thread = None
+        self._drain()
+        with self._lock:
+            self._discard_session()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's queue, thread and connection.
+
+        The inherited connection is not closed, since closing a SQLite handle
+        the parent still uses can disturb the parent's locks; it is left alone.
+        """
+        _inherited.append(self._session)
+        self.pending = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._room = threading.Condition()
+        self._thread = None
+        self._stopping = False
+        self._session = None
+        self._live = set()
+
+    def start(self) -> None:
+        with self._room:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"zenmeta-writer {self.url}", daemon=True
+                )
+                self._thread.start()
+
+    def wait_for_room(self) -> None:
+        """Called by a producer that found the queue full: wait, never drop."""
+        if self._thread is None:
+            self.start()
+        with self._room:
+            while len(self.pending) >= self.limit:
+                thread = self._thread
+                if thread is None or not thread.is_alive():
+                    break
+                self._wake.set()
+                self._room.wait(0.1)
+        if len(self.pending) >= self.limit:  # the thread is gone: write here
+            self._drain()
+
+    # -- the writer thread -------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping:
+            woken = self._wake.wait(self._interval)
+            self._wake.clear()
+            urgent, self._urgent = self._urgent, False
+            try:
+                # Woken early by a long queue, write whole blocks only: a block
+                # is one statement and one wait for the interpreter lock, while
+                # a remainder is cut into many. The interval writes the rest.
+                self._drain(whole_blocks=woken and not urgent and not self._stopping)
+                self._heartbeat_if_due()
+            except Exception as error:  # the thread must outlive any fault
+                cause = f"{type(error).__name__}: {error}"
+                self._report(f"the writer for {self.url!r} failed: {cause}", cause)
+
+    def _drain(self, *, whole_blocks: bool = False) -> None:
+        """Write what is queued, a batch per transaction; then wake waiters."""
+        pending = self.pending
+        left = len(pending)
+        if whole_blocks and left >= ROWS_PER_STATEMENT:
+            left -= left % ROWS_PER_STATEMENT
+        while pending and left > 0:
+            step_records: list[StepRecord] = []
+            run_records: list[RunRecord] = []
+            done: list[threading.Event] = []
+            pop = pending.popleft
+            keep = step_records.append
+            take = min(left, BATCH_SIZE)
+            left -= take
+            try:
+                for _ in range(take):
+                    item = pop()
+                    kind = type(item)
+                    if kind is StepRecord:
+                        keep(item)  # type: ignore[arg-type]
+                    elif kind is threading.Event:
+                        done.append(item)  # type: ignore[arg-type]
+                    else:
+                        run_records.append(item)  # type: ignore[arg-type]
+            except IndexError:
+                pass
+            with self._room:
+                self._room.notify_all()
+            if step_records or run_records:
+                with self._lock:
+                    self._store(step_records, run_records, report=True)
+            for event in done:
+                event.set()
+
+    def _heartbeat_if_due(self) -> None:
+        now = time.time_ns()
+        if not self._live or now - self._beat_ns < HEARTBEAT_S * 1e9:
+            return
+        with self._lock:
+            self._transaction(lambda session: self._beat(session, now), report=True)
+
+    def _beat(self, session: Session, now: int) -> None:
+        if self._live:
+            session.beat(sorted(self._live), now)
+        self._beat_ns = now
+
+    # -- writing -------------------------------------------------------------
+    def _write(self, batch: list[Record], *, report: bool) -> None:
+        """Turn records into rows (here, not in the step) and store them."""
+        step_records: list[StepRecord] = []
+        run_records: list[RunRecord] = []
+        for record in batch:
+            if type(record) is StepRecord:
+                step_records.append(record)
+            else:
+                run_records.append(record)  # type: ignore[arg-type]
+        self._store(step_records, run_records, report=report)
+
+    def _store(
+        self, step_records: list[StepRecord], run_records: list[RunRecord], *, report: bool
+    ) -> None:
+        """Write steps and runs (drained in one pass) in one transaction."""
+        latest_runs: dict[UUID, RunRecord] = {}
+        for run_record in run_records:
+            latest_runs[run_record.run_id] = run_record
+        step_rows: Shaped = {}
+        meta_rows: list[Any] = []
+        add_step_rows(step_records, step_rows, meta_rows, {})
+        now = time.time_ns()
+        run_rows: Shaped = {}
+        run_ids = []
+        pid = os.getpid()
+        for record in latest_runs.values():
+            key = record.run_id.hex
+            run_ids.append(key)
+            shape, values = shape_of(run_row(record, now))
+            run_rows.setdefault(shape, []).extend(values)
+            for row in metadata_rows("run", key, key, record.metadata):
+                meta_rows.extend(row)
+            if record.status == RUNNING and record.pid == pid:
+                self._live.add(key)
+            else:
+                self._live.discard(key)
+
+        def store(session: Session) -> None:
+            if run_ids:  # a run's record is a full snapshot: replace it
+                session.delete_runs(run_ids)
+                session.insert(runs, run_rows)
+            session.insert(steps, step_rows)
+            session.insert(metadata_sets, {FULL_METADATA: meta_rows})
+            if now - self._beat_ns >= HEARTBEAT_S * 1e9:
+                self._beat(session, now)
+
+        self._transaction(store, report=report, count=len(step_records) + len(run_records))
+
+    def _transaction(
+        self, work: Callable[[Session], None], *, report: bool, count: int = 0
+    ) -> None:
+        """Run ``work`` in one write transaction; wait out locks, report the rest."""
+        give_up = time.monotonic() + LOCKED_RETRY_S
+        delay = 0.05
+        while True:
+            try:
+                session = self._session
+                if session is None:
+                    session = self._session = open_session(self.engine)
+                session.begin()
+                try:
+                    work(session)
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
+                return
+            except Exception as error:
+                if is_locked_error(error) and time.monotonic() < give_up:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                self._discard_session()
+                if not report:
+                    raise
+                cause = f"{type(error).__name__}: {getattr(error, 'orig', None) or error}"
+                self._report(
+                    f"cannot write {count} records to {self.url!r}: {cause}; they are lost, "
+                    "the steps went on",
+                    cause,
+                )
+                return
+
+    def _discard_session(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            with contextlib.suppress(Exception):  # a broken one may fail to close
+                session.close()
+
+    def _report(self, message: str, cause: str) -> None:
+        """Warn once per cause (a full disk fails every batch), remember for flush."""
+        self._fault = f"zenmeta: {message}"
+        if cause not in self._warned:
+            self._warned.add(cause)
+            warn("zenmeta: %s", message)
+
+
+_inherited: list[object] = []

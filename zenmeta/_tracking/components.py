@@ -1,0 +1,257 @@
+"""Stack components: the hook interface, the default stack, safe hook calls.
+
+Components are duck-typed, as a ZenML component would be: any object with
+some of the six hook methods works. A stack is resolved into per-hook lists
+once, so a step only loops over the components that really implement a hook.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+from .._config import settings
+from .._errors import ComponentError, ConfigurationError, MetadataError
+from .._info import PipelineRunInfo, StepRunInfo
+from .._log import warn
+from .._records import ComponentFault, DroppedValue
+from .._values import MetadataType
+from .callables import accepts_keyword
+from .flavors import configured_components, reset_flavors
+
+__all__ = [
+    "StackComponent",
+    "Stack",
+    "HOOKS",
+    "component_name",
+    "register_component",
+    "unregister_component",
+    "registered_components",
+    "clear_components",
+    "call_hook",
+    "raise_if_strict",
+]
+
+
+HOOKS = (
+    "prepare_pipeline_run",
+    "get_pipeline_run_metadata",
+    "prepare_step_run",
+    "get_step_run_metadata",
+    "cleanup_step_run",
+    "cleanup_pipeline_run",
+)
+
+
+class StackComponent:
+    """Base class for components; every hook is a no-op until overridden.
+
+    ``name`` is the source under which the component's metadata is recorded
+    and the name a step selects it by; it defaults to ``flavor``, then to the
+    class name in lower case.
+    """
+
+    flavor: str = ""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or self.flavor or type(self).__name__.lower()
+
+    def prepare_pipeline_run(self, info: PipelineRunInfo) -> None:
+        """Called when a run starts, before its metadata is collected."""
+
+    def get_pipeline_run_metadata(self, run_id: UUID) -> dict[str, MetadataType]:
+        """Called once at the beginning of a pipeline run."""
+        return {}
+
+    def prepare_step_run(self, info: StepRunInfo) -> None:
+        """Called before the step function runs."""
+
+    def get_step_run_metadata(self, info: StepRunInfo) -> dict[str, MetadataType]:
+        """Called after the step has finished, on success and on failure."""
+        return {}
+
+    def cleanup_step_run(self, info: StepRunInfo, step_failed: bool) -> None:
+        """Called after the step's metadata has been collected."""
+
+    def cleanup_pipeline_run(self, info: PipelineRunInfo, run_failed: bool) -> None:
+        """Called when the run ends, whatever its outcome.
+
+        An override may add a keyword parameter ``status``: it then also gets
+        ``"completed"``, ``"failed"`` or ``"interrupted"``.
+        """
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def component_name(component: object) -> str:
+    name = getattr(component, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return type(component).__name__.lower()
+
+
+def _hook(component: object, hook: str) -> Callable[..., Any] | None:
+    """The bound hook, or ``None`` when it is missing or the base no-op."""
+    method = getattr(component, hook, None)
+    if method is None or not callable(method):
+        return None
+    if getattr(type(component), hook, None) is getattr(StackComponent, hook):
+        return None
+    return method  # type: ignore[no-any-return]
+
+
+class Stack:
+    """The components of one run, resolved into per-hook call lists."""
+
+    __slots__ = ("_hooks", "_selections", "components", "names", "status_takers")
+
+    def __init__(self, components: Sequence[object]) -> None:
+        self.components = tuple(components)
+        self.names = tuple(component_name(c) for c in self.components)
+        duplicates = {n for n in self.names if self.names.count(n) > 1}
+        if duplicates:
+            raise ConfigurationError(
+                f"two components share the name {sorted(duplicates)[0]!r}; give each a unique name"
+            )
+        self._hooks: dict[str, tuple[tuple[str, Callable[..., Any]], ...]] = {
+            hook: tuple(
+                (name, fn)
+                for name, c in zip(self.names, self.components, strict=True)
+                if (fn := _hook(c, hook)) is not None
+            )
+            for hook in HOOKS
+        }
+        # cleanup_pipeline_run(info, run_failed) cannot tell failed from
+        # interrupted; a component that also accepts ``status=`` is told.
+        self.status_takers = frozenset(
+            name
+            for name, fn in self._hooks["cleanup_pipeline_run"]
+            if accepts_keyword(fn, "status")
+        )
+        self._selections: dict[tuple[str, ...], Stack] = {}
+
+    def hooks(self, hook: str) -> tuple[tuple[str, Callable[..., Any]], ...]:
+        return self._hooks[hook]
+
+    def select(self, names: tuple[str, ...] | None) -> tuple[Stack, tuple[str, ...]]:
+        """The sub-stack a step asked for, and the names it asked for but lacks."""
+        if names is None:
+            return self, ()
+        missing = tuple(n for n in names if n not in self.names)
+        selected = self._selections.get(names)
+        if selected is None:
+            selected = Stack(
+                [c for n, c in zip(self.names, self.components, strict=True) if n in names]
+            )
+            self._selections[names] = selected
+        return selected, missing
+
+
+_registered: list[object] = []
+_lock = threading.Lock()
+_default: list[tuple[tuple[object, ...], Stack]] = []  # (configured flavors, stack)
+
+
+def register_component(component: object) -> None:
+    """Add a component to the process-wide default stack."""
+    if not any(callable(getattr(component, hook, None)) for hook in HOOKS):
+        raise ConfigurationError(
+            f"{component!r} has none of the component hooks ({', '.join(HOOKS)})"
+        )
+    name = component_name(component)
+    with _lock:
+        if any(component_name(c) == name for c in _registered):
+            raise ConfigurationError(f"a component named {name!r} is already registered")
+        _registered.append(component)
+        _default.clear()
+
+
+def unregister_component(component: object | str) -> None:
+    """Remove a component (or the one with that name) from the default stack."""
+    with _lock:
+        for index, existing in enumerate(_registered):
+            if existing is component or component_name(existing) == component:
+                del _registered[index]
+                _default.clear()
+                return
+    raise ConfigurationError(f"{component!r} is not registered")
+
+
+def registered_components() -> list[object]:
+    with _lock:
+        return list(_registered)
+
+
+def clear_components() -> None:
+    with _lock:
+        _registered.clear()
+        _default.clear()
+    reset_flavors()
+
+
+def default_stack() -> Stack:
+    """The registered components plus the configured flavors (``_flavors``),
+    rebuilt only after a change. A registered component wins over a
+    configured flavor of the same name: code is more specific than config."""
+    configured = configured_components()
+    with _lock:
+        if not _default or _default[0][0] is not configured:
+            names = {component_name(c) for c in _registered}
+            extra = [c for c in configured if component_name(c) not in names]
+            _default[:] = [(configured, Stack([*_registered, *extra]))]
+        return _default[0][1]
+
+
+def stack_of(components: Iterable[object] | None) -> Stack:
+    return default_stack() if components is None else Stack(list(components))
+
+
+def call_hook(
+    component: str,
+    hook: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    faults: list[ComponentFault],
+) -> Any:
+    """Call one hook; a raising hook is logged and recorded, never propagated.
+
+    Strict mode is applied by the caller once the whole lifecycle step is
+    done, so that one failing component never skips another's cleanup.
+    """
+    try:
+        return fn(*args)
+    except Exception as error:
+        faults.append(ComponentFault(component, hook, type(error).__name__, str(error)))
+        warn(
+            "zenmeta: component %r failed in %s: %s: %s",
+            component,
+            hook,
+            type(error).__name__,
+            error,
+        )
+        return None
+
+
+def raise_if_strict(faults: list[ComponentFault], dropped: list[DroppedValue]) -> None:
+    """In strict mode, turn the first recorded fault or drop into an error."""
+    if not (faults or dropped) or not settings.strict():
+        return
+    if faults:
+        fault = faults[0]
+        raise ComponentError(
+            f"component {fault.component!r} failed in {fault.hook}: "
+            f"{fault.error_type}: {fault.message}",
+            component=fault.component,
+            hook=fault.hook,
+        )
+    drop = dropped[0]
+    raise MetadataError(
+        f"metadata {drop.key!r} from {drop.source!r} was dropped: {drop.reason}",
+        key=drop.key,
+        source=drop.source,
+    )

@@ -1,0 +1,385 @@
+"""Pipeline runs: the ``with`` form, the decorator form and the notebook form.
+
+A run is created, made current, recorded, and only then are its
+components' hooks called, so a run whose hooks hang or crash the process is
+still on disk. Ending a run calls the cleanup hooks, records the final
+status and flushes the store.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import Token
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from uuid import UUID
+
+from .._codec import MetadataSet, round_trip_sets
+from .._errors import RunStateError
+from .._info import PipelineInfo, PipelineRunInfo, utc_from_ns
+from .._process import CURRENT_PID, host_name, process_start_time
+from .._records import (
+    COMPLETED,
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    USER_SOURCE,
+    ComponentFault,
+    DroppedValue,
+    RecordStore,
+    RunRecord,
+    Status,
+    StepRecord,
+)
+from .._store import flush, report_store_fault, resolve_store
+from .._values import MetadataType
+from . import context as _context
+from .callables import kind_of
+from .components import Stack, call_hook, raise_if_strict, stack_of
+from .ids import new_run_id
+from .metadata import collect_metadata, snapshot
+
+__all__ = ["PipelineRun", "pipeline_run", "start_run", "status_for"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_NEW, _OPEN, _ENDED = "new", "running", "ended"
+
+
+def status_for(error: BaseException | None) -> Status:
+    """``failed`` for errors; ``interrupted`` for KeyboardInterrupt, SystemExit
+    and cancellation (``BaseException``s that are not ``Exception``s)."""
+    if error is None:
+        return COMPLETED
+    return FAILED if isinstance(error, Exception) else INTERRUPTED
+
+
+class PipelineRun:
+    """A handle on one run: enter it with ``with``/``async with``, or use
+    ``zenmeta.start_run()`` and ``run.end()`` when a run spans notebook cells.
+    A run object can be entered once; use ``pipeline_run`` as a decorator to
+    get a new run per call.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        run_name: str | None = None,
+        components: Iterable[object] | None = None,
+        tags: Iterable[str] | None = None,
+        implicit: bool = False,
+    ) -> None:
+        self.id: UUID = new_run_id()
+        self.pipeline_name = name or "pipeline"
+        self._requested_name = run_name
+        self.name = run_name or ""
+        self._components = None if components is None else list(components)
+        self.tags = tuple(tags or ())
+        self.implicit = implicit
+        self.status: Status = RUNNING
+        self.parent_run_id: UUID | None = None
+        self.start_ns = 0
+        self.end_ns: int | None = None
+        self.error_type: str | None = None
+        self.error_message: str | None = None
+        self._phase = _NEW
+        self._detached = False
+        self._lock = threading.Lock()
+        self._token: Token[PipelineRun | None] | None = None
+        self._metadata: dict[str, MetadataSet] = {}
+        self._faults: list[ComponentFault] = []
+        self._dropped: list[DroppedValue] = []
+        self._step_counts: dict[str, itertools.count[int]] = {}
+        self._pid = CURRENT_PID[0]
+        self.stack: Stack
+        self.store: RecordStore
+        self.info: PipelineRunInfo
+        self.pipeline: PipelineInfo
+
+    # -- public view ------------------------------------------------------
+    @property
+    def start_time(self) -> datetime:
+        return utc_from_ns(self.start_ns)
+
+    @property
+    def end_time(self) -> datetime | None:
+        return None if self.end_ns is None else utc_from_ns(self.end_ns)
+
+    @property
+    def metadata(self) -> dict[str, dict[str, MetadataType]]:
+        """The run's metadata so far, by source, with types restored."""
+        with self._lock:
+            sets = snapshot(self._metadata)
+        return round_trip_sets(sets)
+
+    @property
+    def faults(self) -> tuple[ComponentFault, ...]:
+        return tuple(self._faults)
+
+    @property
+    def dropped(self) -> tuple[DroppedValue, ...]:
+        return tuple(self._dropped)
+
+    def __repr__(self) -> str:
+        return f"<PipelineRun {self.name or self.pipeline_name!r} {self.status} id={self.id}>"
+
+    # -- lifecycle --------------------------------------------------------
+    def _open(self) -> None:
+        self.stack = stack_of(self._components)
+        with self._lock:
+            if self._phase != _NEW:
+                raise RunStateError(
+                    f"run {self.name!r} ({self.id}) was already entered; a run object "
+                    "is entered once: create a new pipeline_run(...) for another run",
+                    run_id=self.id,
+                )
+            self._phase = _OPEN
+        parent = _context.current_run()
+        self.parent_run_id = None if parent is None else parent.id
+        self.start_ns = time.time_ns()
+        if not self.name:
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.start_ns // 1_000_000_000))
+            self.name = f"{self.pipeline_name}-{stamp}-{self.id.hex[:6]}"
+        self.pipeline = PipelineInfo(self.pipeline_name)
+        self.info = PipelineRunInfo(
+            self.id, self.name, self.pipeline, self.parent_run_id, self.tags, self.start_ns
+        )
+        self.store = resolve_store()
+
+    def _start_hooks(self) -> None:
+        """Record the run, then collect its components' run metadata."""
+        self._save()
+        for name, fn in self.stack.hooks("prepare_pipeline_run"):
+            call_hook(name, "prepare_pipeline_run", fn, (self.info,), self._faults)
+        hooks = self.stack.hooks("get_pipeline_run_metadata")
+        for name, fn in hooks:
+            result = call_hook(name, "get_pipeline_run_metadata", fn, (self.id,), self._faults)
+            if result is not None:
+                with self._lock:
+                    collect_metadata(self._metadata, self._dropped, name, result)
+        if hooks or self._faults or self._dropped:
+            self._save()
+        try:
+            raise_if_strict(self._faults, self._dropped)
+        except Exception as error:
+            self._close(error)
+            raise
+
+    def _close(self, error: BaseException | None) -> None:
+        with self._lock:
+            if self._phase != _OPEN:
+                raise RunStateError(f"run {self.name!r} has already ended", run_id=self.id)
+            self._phase = _ENDED
+        status = status_for(error)
+        faults_before = len(self._faults)
+        takers = self.stack.status_takers
+        for name, fn in self.stack.hooks("cleanup_pipeline_run"):
+            hook = functools.partial(fn, status=status) if name in takers else fn
+            args = (self.info, status != COMPLETED)
+            call_hook(name, "cleanup_pipeline_run", hook, args, self._faults)
+        self.end_ns = time.time_ns()
+        self.status = status
+        if error is not None:
+            self.error_type = type(error).__name__
+            self.error_message = str(error)
+        self._save()
+        flush()
+        if error is None:
+            raise_if_strict(self._faults[faults_before:], [])
+
+    def _save(self) -> None:
+        with self._lock:
+            record = RunRecord(
+                run_id=self.id,
+                name=self.name,
+                pipeline_name=self.pipeline_name,
+                parent_run_id=self.parent_run_id,
+                tags=self.tags,
+                status=self.status,
+                start_ns=self.start_ns,
+                end_ns=self.end_ns,
+                host=host_name(),
+                pid=CURRENT_PID[0],
+                process_start=process_start_time(),
+                error_type=self.error_type,
+                error_message=self.error_message,
+                metadata=snapshot(self._metadata),
+                faults=tuple(self._faults),
+                dropped=tuple(self._dropped),
+            )
+        try:
+            self.store.save_run(record)
+        except Exception as error:
+            report_store_fault(f"cannot write run {self.name!r} to {self.store.url!r}", error)
+
+    def save_step(self, record: StepRecord) -> None:
+        try:
+            self.store.save_step(record)
+        except Exception as error:
+            report_store_fault(f"cannot write a step of {self.name!r} to {self.store.url!r}", error)
+
+    def next_invocation(self, step_name: str) -> str:
+        """``train``, then ``train_2``, ``train_3``… unique within this run.
+
+        A forked worker counts on its own copy of the run, so its steps are
+        named ``train@<pid>``, ``train@<pid>_2``… and never collide.
+        """
+        if self._pid != CURRENT_PID[0]:
+            step_name = f"{step_name}@{CURRENT_PID[0]}"
+        counter = self._step_counts.get(step_name)
+        if counter is None:
+            counter = self._step_counts.setdefault(step_name, itertools.count(1))
+        number = next(counter)
+        return step_name if number == 1 else f"{step_name}_{number}"
+
+    def log_metadata(self, metadata: Mapping[str, Any], *, source: str = USER_SOURCE) -> None:
+        """Attach metadata to this run; a re-logged key replaces its value."""
+        with self._lock:
+            if self._phase != _OPEN:
+                raise RunStateError(f"run {self.name!r} is not running", run_id=self.id)
+            collect_metadata(self._metadata, self._dropped, source, metadata)
+        self._save()
+        raise_if_strict([], self._dropped[-1:] if self._dropped else [])
+
+    # -- the with form ----------------------------------------------------
+    def __enter__(self) -> PipelineRun:
+        self._open()
+        self._token = _context.set_run(self)
+        try:
+            self._start_hooks()
+        except BaseException:
+            _context.reset(_context._current_run, self._token)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            _context.reset(_context._current_run, self._token)
+            self._token = None
+        try:
+            self._close(exc)
+        except Exception:
+            if exc is None:
+                raise  # strict mode; never replaces the user's own exception
+
+    async def __aenter__(self) -> PipelineRun:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -- the decorator form ------------------------------------------------
+    def _fresh(self) -> PipelineRun:
+        return PipelineRun(
+            self.pipeline_name if self.pipeline_name != "pipeline" else None,
+            run_name=self._requested_name,
+            components=self._components,
+            tags=self.tags,
+        )
+
+    def __call__(self, func: F) -> F:
+        """Decorate a function so that each call runs inside a new run."""
+        if self.pipeline_name == "pipeline":
+            self.pipeline_name = func.__name__
+        if kind_of(func) == "coroutine":
+
+            @functools.wraps(func)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                async with self._fresh():
+                    return await func(*args, **kwargs)
+
+            return run_async  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def run_sync(*args: Any, **kwargs: Any) -> Any:
+            with self._fresh():
+                return func(*args, **kwargs)
+
+        return run_sync  # type: ignore[return-value]
+
+    # -- the notebook form --------------------------------------------------
+    def end(self, status: Status = COMPLETED) -> None:
+        """End a run started with ``start_run()``: ``completed`` unless told."""
+        if not self._detached:
+            raise RunStateError(
+                "this run was entered with `with`; it ends when the block exits", run_id=self.id
+            )
+        _context.remove_detached(self)
+        error: BaseException | None = None
+        if status == FAILED:
+            error = RuntimeError("ended as failed by run.end()")
+        elif status == INTERRUPTED:
+            error = KeyboardInterrupt("ended as interrupted by run.end()")
+        elif status != COMPLETED:
+            raise RunStateError(f"a run ends as completed, failed or interrupted, not {status!r}")
+        self._close(error)
+
+
+def pipeline_run(
+    name: str | None = None,
+    *,
+    run_name: str | None = None,
+    components: Iterable[object] | None = None,
+    tags: Iterable[str] | None = None,
+) -> PipelineRun:
+    """Open a pipeline run: ``with pipeline_run("training") as run: ...``.
+
+    ``components`` replaces the default stack for this run. Also usable as
+    ``async with`` and as a decorator (a new run per call).
+    """
+    return PipelineRun(name, run_name=run_name, components=components, tags=tags)
+
+
+def start_run(
+    name: str | None = None,
+    *,
+    run_name: str | None = None,
+    components: Iterable[object] | None = None,
+    tags: Iterable[str] | None = None,
+) -> PipelineRun:
+    """Start a run that stays open until ``run.end()``, across notebook cells.
+
+    It is kept in a process-level list, not only in a ContextVar, because a
+    Jupyter cell may run in a fresh context; steps called with no ``with``
+    run around them join the newest such run.
+    """
+    run = PipelineRun(name, run_name=run_name, components=components, tags=tags)
+    run._detached = True
+    run._open()
+    _context.add_detached(run)
+    try:
+        run._start_hooks()
+    except BaseException:
+        _context.remove_detached(run)
+        raise
+    return run
+
+
+def _end_detached_at_exit() -> None:
+    """Like MLflow, end runs still open at exit as completed, so none is
+    left reading ``running``; their steps were recorded as they finished."""
+    for run in reversed(_context.detached_runs()):
+        with contextlib.suppress(Exception):  # at exit nobody is left to raise to
+            run.end()
+
+
+atexit.register(_end_detached_at_exit)

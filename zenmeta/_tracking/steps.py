@@ -1,0 +1,388 @@
+"""``@track_step``: the step lifecycle around every kind of callable.
+
+The per-call path is kept lean on purpose: the step's static parts
+(``StepConfig``) are built once at decoration, hooks come pre-sorted from
+the run's ``Stack``, and a step with no components does no hook work at all.
+Generators are driven by hand so the step's context is set only while the
+generator's own code runs, never while it is suspended at a ``yield``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, TypeVar, overload
+
+from .._codec import MetadataSet
+from .._config import settings
+from .._errors import NoActiveContextError
+from .._info import StepConfig, StepRunInfo
+from .._records import COMPLETED, USER_SOURCE, ComponentFault, DroppedValue, StepRecord
+from . import context as _context
+from .callables import kind_of
+from .components import Stack, call_hook, raise_if_strict
+from .ids import new_id
+from .metadata import collect_metadata
+from .runs import PipelineRun, status_for
+
+__all__ = ["track_step", "log_metadata", "StepState"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_step_var = _context._current_step
+_tuple_new = tuple.__new__
+
+
+class StepState:
+    """The mutable side of a running step: what it has collected so far."""
+
+    __slots__ = ("dropped", "faults", "implicit", "info", "metadata", "run", "stack")
+
+    def __init__(self, info: StepRunInfo, run: PipelineRun, stack: Stack, implicit: bool) -> None:
+        self.info = info
+        self.run = run
+        self.stack = stack
+        self.implicit = implicit  # the run was opened for this step alone
+        self.metadata: dict[str, MetadataSet] = {}
+        self.dropped: list[DroppedValue] = []
+        self.faults: list[ComponentFault] = []
+
+
+def _begin(config: StepConfig) -> StepState | None:
+    """Find the step's run (opening an implicit one if none is current) and
+    build its state; ``None`` when the step is to run untracked."""
+    run = _context.current_run()
+    implicit = run is None
+    if run is None:
+        run = _implicit_run(config)
+        if run is None:
+            return None
+    parent = _step_var.get()
+    info: StepRunInfo = _tuple_new(  # StepRunInfo(...) minus its Python __new__
+        StepRunInfo,
+        (
+            new_id(),
+            run.id,
+            run.name,
+            run.next_invocation(config.name),
+            config,
+            run.pipeline,
+            None if parent is None else parent.info.step_run_id,
+            time.time_ns(),
+        ),
+    )
+    stack = run.stack
+    if config.components is not None:
+        stack, missing = stack.select(config.components)
+        state = StepState(info, run, stack, implicit)
+        for name in missing:
+            state.faults.append(
+                ComponentFault(name, "select", "LookupError", "not in the run's stack")
+            )
+        return state
+    return StepState(info, run, stack, implicit)
+
+
+def _prepare(state: StepState) -> None:
+    for name, fn in state.stack.hooks("prepare_step_run"):
+        call_hook(name, "prepare_step_run", fn, (state.info,), state.faults)
+
+
+def _finish(state: StepState, error: BaseException | None) -> None:
+    """Collect, clean up and record the step; raises only in strict mode
+    and only when the user's own code succeeded."""
+    end_ns = time.time_ns()
+    info = state.info
+    stack = state.stack
+    for name, fn in stack.hooks("get_step_run_metadata"):
+        result = call_hook(name, "get_step_run_metadata", fn, (info,), state.faults)
+        if result is not None:
+            collect_metadata(state.metadata, state.dropped, name, result)
+    for name, fn in stack.hooks("cleanup_step_run"):
+        call_hook(name, "cleanup_step_run", fn, (info, error is not None), state.faults)
+    if error is None:
+        status, error_type, message = COMPLETED, None, None
+    else:
+        status, error_type, message = status_for(error), type(error).__name__, str(error)
+    state.run.save_step(
+        StepRecord(
+            info.step_run_id,
+            info.run_id,
+            info.parent_step_run_id,
+            info.pipeline_step_name,
+            info.config.name,
+            status,
+            info.start_time_ns,
+            end_ns,
+            error_type,
+            message,
+            state.metadata,  # the state dies with the step: no copy needed
+            tuple(state.faults),
+            tuple(state.dropped),
+        )
+    )
+    if error is None and (state.faults or state.dropped):
+        raise_if_strict(state.faults, state.dropped)
+
+
+def _implicit_run(config: StepConfig) -> PipelineRun | None:
+    """A one-step run for a step called outside any run, unless disabled."""
+    if not settings.implicit_runs():
+        return None
+    run = PipelineRun(config.name, tags=("implicit",), implicit=True)
+    run._open()
+    run._start_hooks()
+    return run
+
+
+def _close_implicit(state: StepState, error: BaseException | None) -> None:
+    if not state.implicit:
+        return
+    try:
+        state.run._close(error)
+    except Exception:
+        if error is None:
+            raise
+
+
+def _end(state: StepState, token: Any, error: BaseException | None) -> None:
+    """Finish the step, restore the context, close an implicit run: all three
+    happen even when strict mode makes ``_finish`` raise."""
+    try:
+        _finish(state, error)
+    except BaseException as strict_error:
+        _context.reset(_step_var, token)
+        _close_implicit(state, strict_error)
+        raise
+    _context.reset(_step_var, token)
+    _close_implicit(state, error)
+
+
+# -- one wrapper per kind of callable ------------------------------------
+
+
+def _sync_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
+    def call_step(*args: Any, **kwargs: Any) -> Any:
+        state = _begin(config)
+        if state is None:
+            return wrapped(*args, **kwargs)
+        token = _step_var.set(state)
+        try:
+            _prepare(state)
+            result = wrapped(*args, **kwargs)
+        except BaseException as error:
+            _end(state, token, error)
+            raise
+        _end(state, token, None)
+        return result
+
+    return call_step
+
+
+def _async_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
+    async def call_step(*args: Any, **kwargs: Any) -> Any:
+        state = _begin(config)
+        if state is None:
+            return await wrapped(*args, **kwargs)
+        token = _step_var.set(state)
+        try:
+            _prepare(state)
+            result = await wrapped(*args, **kwargs)
+        except BaseException as error:
+            _end(state, token, error)
+            raise
+        _end(state, token, None)
+        return result
+
+    return call_step
+
+
+def _generator_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
+    def call_step(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        state = _begin(config)
+        if state is None:
+            return (yield from wrapped(*args, **kwargs))
+        token = _step_var.set(state)
+        try:
+            _prepare(state)
+            inner = wrapped(*args, **kwargs)
+        except BaseException as error:
+            _end(state, token, error)
+            raise
+        _step_var.reset(token)
+        sent: Any = None
+        thrown: BaseException | None = None
+        while True:
+            token = _step_var.set(state)
+            try:
+                item = inner.send(sent) if thrown is None else inner.throw(thrown)
+            except StopIteration as stop:
+                outcome: BaseException | None = None
+                result = stop.value
+            except BaseException as error:
+                outcome = error
+            else:
+                _step_var.reset(token)
+                try:
+                    sent, thrown = (yield item), None
+                except GeneratorExit as closing:
+                    token = _step_var.set(state)
+                    try:
+                        inner.close()
+                        outcome = None
+                    except BaseException as error:
+                        outcome = error
+                    _end(state, token, outcome)
+                    if outcome is not None:
+                        raise outcome from None
+                    raise closing
+                except BaseException as error:
+                    sent, thrown = None, error
+                continue
+            _end(state, token, outcome)
+            if outcome is not None:
+                raise outcome
+            return result
+
+    return call_step
+
+
+def _async_generator_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
+    async def call_step(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        state = _begin(config)
+        if state is None:
+            async for item in wrapped(*args, **kwargs):
+                yield item
+            return
+        token = _step_var.set(state)
+        try:
+            _prepare(state)
+            inner = wrapped(*args, **kwargs)
+        except BaseException as error:
+            _end(state, token, error)
+            raise
+        _context.reset(_step_var, token)
+        sent: Any = None
+        thrown: BaseException | None = None
+        while True:
+            token = _step_var.set(state)
+            try:
+                if thrown is None:
+                    item = await inner.asend(sent)
+                else:
+                    item = await inner.athrow(thrown)
+            except StopAsyncIteration:
+                outcome: BaseException | None = None
+            except BaseException as error:
+                outcome = error
+            else:
+                _context.reset(_step_var, token)
+                try:
+                    sent, thrown = (yield item), None
+                except GeneratorExit as closing:
+                    token = _step_var.set(state)
+                    try:
+                        await inner.aclose()
+                        outcome = None
+                    except BaseException as error:
+                        outcome = error
+                    _end(state, token, outcome)
+                    if outcome is not None:
+                        raise outcome from None
+                    raise closing
+                except BaseException as error:
+                    sent, thrown = None, error
+                continue
+            _end(state, token, outcome)
+            if outcome is not None:
+                raise outcome
+            return
+
+    return call_step
+
+
+def _wrap(func: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
+    """A wrapper of the same kind as ``func`` (so ``inspect`` answers alike),
+    carrying its name, doc, ``__wrapped__`` and so its signature."""
+    kind = kind_of(func)
+    if kind == "async_generator":
+        wrapper = _async_generator_wrapper(func, config)
+    elif kind == "generator":
+        wrapper = _generator_wrapper(func, config)
+    elif kind == "coroutine":
+        wrapper = _async_wrapper(func, config)
+    else:
+        wrapper = _sync_wrapper(func, config)
+    return functools.update_wrapper(wrapper, func)
+
+
+@overload
+def track_step(func: F, /) -> F: ...
+
+
+@overload
+def track_step(
+    *,
+    name: str | None = None,
+    components: Sequence[str] | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> Callable[[F], F]: ...
+
+
+def track_step(
+    func: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    components: Sequence[str] | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> Any:
+    """Track every call of a function as a step of the current run.
+
+    Bare (``@track_step``) or with arguments: ``name`` overrides the step
+    name, ``components`` selects components of the run's stack by name
+    (like ZenML's ``experiment_tracker=``), ``settings`` is handed to
+    components as ``info.config.settings``. Works on functions, async
+    functions, generators, async generators and methods of every kind.
+    """
+
+    def decorate(target: Any) -> Any:
+        if isinstance(target, (classmethod, staticmethod)):
+            # Wrap the function inside and rebuild the descriptor, so binding
+            # stays Python's own: no proxy object on the call path.
+            return type(target)(decorate(target.__func__))
+        step_name = name or getattr(target, "__name__", None) or "step"
+        config = StepConfig(
+            step_name,
+            MappingProxyType(dict(settings or {})),
+            None if components is None else tuple(components),
+        )
+        return _wrap(target, config)
+
+    if func is None:
+        return decorate
+    if not callable(func) and not isinstance(func, (classmethod, staticmethod)):
+        raise TypeError(f"@track_step decorates a function, not {type(func).__name__}")
+    return decorate(func)
+
+
+def log_metadata(metadata: Mapping[str, Any]) -> None:
+    """Attach metadata to the current step, else to the current run.
+
+    Values are coerced per key; a value that cannot be kept is dropped with
+    a warning and a record of why, never raising into the step (except in
+    strict mode). A re-logged key replaces its value.
+    """
+    state = _step_var.get()
+    if state is not None:
+        if collect_metadata(state.metadata, state.dropped, USER_SOURCE, metadata):
+            raise_if_strict([], state.dropped[-1:])
+        return
+    run = _context.current_run()
+    if run is None:
+        raise NoActiveContextError(
+            "log_metadata() was called outside any step or run; call it inside a "
+            "@track_step function or a `with pipeline_run()` block"
+        )
+    run.log_metadata(metadata)

@@ -1,0 +1,343 @@
+"""The ``zenmeta`` command: runs and the store, from a terminal.
+
+A thin click layer over ``Client``, the public read API, like sqlite-utils'
+``cli.py`` over its ``db.py``. Tables are drawn with rich; every logged
+string is printed as text (never as rich markup) and made printable, since
+a name or value may hold anything. ``--json`` output parses back with any
+JSON library: NaN and infinities are strings (see ``RecordedRun.to_dict``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .._errors import MissingExtraError, StoreError, ZenmetaError
+from .._export import type_name
+from .._read.client import Client
+from .._records import RecordedRun, RecordedStep
+from .text import human_duration, human_size, value_text
+
+__all__ = ["cli", "main"]
+
+_STATUSES = ("running", "completed", "failed", "interrupted", "crashed")
+_STYLES = {
+    "completed": "green",
+    "failed": "red",
+    "crashed": "bold red",
+    "interrupted": "yellow",
+    "running": "cyan",
+}
+
+
+def _fail(error: Exception) -> NoReturn:
+    """A known problem (no such run, no store): one line and exit code 1."""
+    raise click.ClickException(str(error)) from None
+
+
+def store_option(context: click.Context, own: str | None = None) -> str | None:
+    """The store a command reads: its own --store, else the group's; a plain
+    path to a database file becomes a SQLite URL."""
+    store = own or context.find_root().params.get("store")
+    if store and "://" not in store and not store.startswith("memory:"):
+        store = "sqlite:///" + os.path.abspath(store)
+    return store
+
+
+def _client(context: click.Context) -> Client:
+    store = store_option(context)
+    try:
+        return Client(store)
+    except ZenmetaError as error:
+        _fail(error)
+
+
+def _printable(text: str) -> str:
+    """Text any terminal can take: lone surrogates become ``\\udcxx``."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:  # pragma: no cover - an unknown codec name
+        return text
+    return text
+
+
+def _text(value: object, style: str = "") -> Text:
+    return Text(_printable(str(value)), style=style)
+
+
+def _echo_json(data: Any) -> None:
+    """Readable JSON when the terminal can show every character, ASCII otherwise."""
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False, indent=2)
+    if _printable(text) != text:
+        text = json.dumps(data, ensure_ascii=True, allow_nan=False, indent=2)
+    click.echo(text)
+
+
+def _console() -> Console:
+    # Piped or captured output has no width to fit; do not cut ids and names at 80.
+    width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
+    return Console(soft_wrap=False, highlight=False, width=width)
+
+
+def _when(run_or_step: RecordedRun | RecordedStep) -> str:
+    return run_or_step.start_time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _status(status: str) -> Text:
+    return Text(status, style=_STYLES.get(status, ""))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--store",
+    metavar="URL",
+    default=None,
+    help=(
+        "The store to read: sqlite:///path/zenmeta.db, postgresql://..., or a path to a "
+        "SQLite file. Default: ZENMETA_STORE, else .zenmeta/zenmeta.db in this folder."
+    ),
+)
+@click.version_option(package_name="zenmeta", prog_name="zenmeta")
+def cli(store: str | None) -> None:
+    """Look at the runs, steps and metadata zenmeta recorded."""
+
+
+@cli.group()
+def runs() -> None:
+    """List, show and export recorded runs."""
+
+
+@runs.command("list")
+@click.option("--pipeline", default=None, help="Only runs of this pipeline.")
+@click.option(
+    "--status",
+    type=click.Choice(_STATUSES),
+    default=None,
+    help="Only runs with this status ('crashed': the process died mid-run).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Show at most this many runs, newest first.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON array.")
+@click.pass_context
+def list_runs(
+    context: click.Context, pipeline: str | None, status: str | None, limit: int, as_json: bool
+) -> None:
+    """List runs, newest first."""
+    client = _client(context)
+    try:
+        found = client.list_runs(pipeline=pipeline, status=status, limit=limit)
+    except ZenmetaError as error:
+        _fail(error)
+    if as_json:
+        _echo_json([run.to_dict() for run in found])
+        return
+    if not found:
+        click.echo("No runs recorded" + (" matching the filters." if pipeline or status else "."))
+        return
+    table = Table("run", "pipeline", "status", "started (UTC)", "duration", "steps", "id")
+    for run in found:
+        table.add_row(
+            _text(run.name),
+            _text(run.pipeline_name),
+            _status(run.status),
+            _when(run),
+            human_duration(run.duration),
+            str(run.step_count),
+            run.id.hex[:12],  # run ids are random: 12 digits are unique in practice
+        )
+    _console().print(table)
+
+
+@runs.command("show")
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="Print the run and its steps as JSON.")
+@click.pass_context
+def show_run(context: click.Context, run: str, as_json: bool) -> None:
+    """Show RUN (an id, a unique id prefix or a name): its metadata by
+    component, its steps with status and duration, and each step's metadata."""
+    client = _client(context)
+    try:
+        found = client.get_run(run)
+        steps = client.list_steps(found)
+    except ZenmetaError as error:
+        _fail(error)
+    if as_json:
+        exported = found.to_dict()
+        exported["steps"] = [step.to_dict() for step in steps]
+        _echo_json(exported)
+        return
+    console = _console()
+    console.print(_run_fields(found))
+    _print_metadata(console, "Run metadata", found.metadata)
+    _print_problems(console, found)
+    if not steps:
+        console.print(Text("No steps recorded."))
+        return
+    table = Table("#", "step", "status", "started (UTC)", "duration", "metadata", title="Steps")
+    for number, step in enumerate(steps, 1):
+        keys = sum(len(values) for values in step.metadata.values())
+        table.add_row(
+            str(number),
+            _text(step.name),
+            _status(step.status),
+            _when(step),
+            human_duration(step.duration),
+            str(keys),
+        )
+    console.print(table)
+    for step in steps:
+        if step.metadata or step.faults or step.dropped or step.error_type:
+            title = f"Step {step.name}"
+            if step.error_type:
+                title += f" ({step.error_type}: {step.error_message})"
+            _print_metadata(console, title, step.metadata)
+            _print_problems(console, step)
+
+
+def _run_fields(run: RecordedRun) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    rows: list[tuple[str, Text | str]] = [
+        ("run", _text(run.name)),
+        ("id", str(run.id)),
+        ("pipeline", _text(run.pipeline_name)),
+        ("status", _status(run.status)),
+        ("started", _when(run) + " UTC"),
+        ("duration", human_duration(run.duration)),
+        ("steps", str(run.step_count)),
+        ("host", _text(f"{run.host} (pid {run.pid})")),
+    ]
+    if run.tags:
+        rows.append(("tags", _text(", ".join(run.tags))))
+    if run.parent_run_id is not None:
+        rows.append(("parent run", str(run.parent_run_id)))
+    if run.error_type:
+        rows.append(("error", _text(f"{run.error_type}: {run.error_message}", "red")))
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def _print_metadata(console: Console, title: str, grouped: Mapping[str, Mapping[str, Any]]) -> None:
+    """One table per source, so each component's metadata stays together."""
+    if not any(grouped.values()):
+        return
+    console.print(_text(title, "bold"))
+    for source, values in grouped.items():
+        table = Table("key", "value", "type", title=_printable(source), title_justify="left")
+        for key, value in values.items():
+            table.add_row(_text(key), _text(value_text(value)), type_name(value))
+        console.print(table)
+
+
+def _print_problems(console: Console, entity: RecordedRun | RecordedStep) -> None:
+    for fault in entity.faults:
+        message = f"{fault.component}.{fault.hook} raised {fault.error_type}: {fault.message}"
+        console.print(_text(message, "yellow"))
+    for drop in entity.dropped:
+        console.print(_text(f"dropped {drop.source}/{drop.key}: {drop.reason}", "yellow"))
+
+
+@runs.command("export")
+@click.argument("run")
+@click.pass_context
+def export_run(context: click.Context, run: str) -> None:
+    """Print RUN and all its steps as one JSON document."""
+    client = _client(context)
+    try:
+        _echo_json(client.export_run(run))
+    except ZenmetaError as error:
+        _fail(error)
+
+
+@cli.group()
+def store() -> None:
+    """Inspect the store."""
+
+
+@store.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as a JSON object.")
+@click.pass_context
+def store_info(context: click.Context, as_json: bool) -> None:
+    """Where the store is, its schema version and what it holds."""
+    client = _client(context)
+    try:
+        info = client.store_info()
+    except ZenmetaError as error:
+        _fail(error)
+    if as_json:
+        _echo_json(info)
+        return
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in _info_rows(info):
+        table.add_row(key, _text(value))
+    _console().print(table)
+
+
+def _info_rows(info: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+    for key, value in info.items():
+        if key == "size_bytes" and isinstance(value, int):
+            key, value = "size", human_size(value)
+        elif isinstance(value, Mapping):
+            value = ", ".join(f"{name}: {count}" for name, count in value.items()) or "-"
+        yield key.replace("_", " "), "-" if value is None else str(value)
+
+
+@cli.command("ui")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind. Anything but loopback exposes every run to the network.",
+)
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on.",
+)
+@click.option(
+    "--store",
+    "store",
+    default=None,
+    metavar="URL",
+    help="Store to read, e.g. sqlite:///path/zenmeta.db or a path to a database file "
+    "[default: zenmeta --store, else the configured store].",
+)
+@click.pass_context
+def ui(context: click.Context, host: str, port: int, store: str | None) -> None:
+    """Serve a read-only dashboard of every run and its metadata."""
+    store = store_option(context, store)
+    try:  # the web stack loads only when this command runs
+        from .dashboard import serve
+    except MissingExtraError as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        serve(host=host, port=port, store=store)
+    except (MissingExtraError, StoreError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+def main() -> None:
+    """The console script and ``python -m zenmeta``."""
+    cli(prog_name="zenmeta")

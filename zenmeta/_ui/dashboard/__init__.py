@@ -1,0 +1,348 @@
+"""The local dashboard: read-only pages over ``Client``, served by uvicorn.
+
+Three pages — the runs, one run with its steps, one step — built only from
+the public read API, so the dashboard shows exactly what ``Client`` and the
+CLI show. It is a local tool that may hold secrets in metadata, so it is
+hardened like a public site: every value is escaped by Jinja2's autoescape
+and the typed renderers, each response carries a Content-Security-Policy
+that allows no script at all, anything unexpected answers a 404 page, and
+steps are read one page at a time so a huge run costs what one page costs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+from uuid import UUID
+
+from ..._errors import MissingExtraError, RunNotFoundError, StoreError
+from ..._read.client import Client
+
+try:
+    import jinja2
+    from starlette.applications import Starlette
+    from starlette.datastructures import MutableHeaders
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from . import render
+except ImportError as error:  # pragma: no cover - exercised by a test that hides starlette
+    raise MissingExtraError((error.name or "starlette").split(".")[0], "dashboard") from error
+
+__all__ = ["create_app", "serve", "is_loopback", "RUNS_PER_PAGE", "STEPS_PER_PAGE"]
+
+logger = logging.getLogger("zenmeta")
+_T = TypeVar("_T")
+
+RUNS_PER_PAGE = 50
+STEPS_PER_PAGE = 100
+_MAX_PARAM = 256
+_MAX_PAGE_DIGITS = 9
+_STATUSES = ("running", "completed", "failed", "interrupted", "crashed")
+_REFRESH_SECONDS = 5
+
+# No script of any kind is needed (auto-refresh is a <meta> tag), so the
+# policy forbids all of it, inline or not; styles come only from our CSS.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'; img-src 'self' data:"
+)
+SECURITY_HEADERS: Mapping[str, str] = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+class _SecurityHeaders:
+    """Adds the security headers to every response that passes through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader(__name__, "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters.update(
+        value=render.render_value,
+        type_label=render.type_label,
+        time=render.render_time,
+        status=render.render_status,
+        duration=render.readable_duration,
+        elapsed=render.elapsed_since,
+    )
+    return environment
+
+
+def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) -> Starlette:
+    """The dashboard as an ASGI app reading through ``client``.
+
+    ``allowed_hosts`` limits the ``Host`` header the app answers (``serve``
+    passes the loopback names when bound to loopback, which stops a web page
+    from reading the dashboard through DNS rebinding); ``None`` accepts any.
+    """
+    environment = _environment()
+    stylesheet = resources.files(__name__).joinpath("static/dashboard.css").read_bytes()
+
+    def page(
+        template: str,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        **context: Any,
+    ) -> Response:
+        html = environment.get_template(template).render(store_url=client.url, **context)
+        # Stored text may hold lone surrogates, which UTF-8 cannot carry; the
+        # markup is already escaped, so backslash escapes are safe and visible.
+        body = html.encode("utf-8", "backslashreplace")
+        return Response(
+            body,
+            status_code=status_code,
+            media_type="text/html; charset=utf-8",
+            headers={"Cache-Control": "no-store", **(headers or {})},
+        )
+
+    def runs_page(request: Request) -> Response:
+        page_number = _page_number(request)
+        pipeline = _text_param(request, "pipeline")
+        status = _text_param(request, "status")
+        if status is not None and status not in _STATUSES:
+            raise HTTPException(404, f"there is no run status {status!r}")
+        offset = (page_number - 1) * RUNS_PER_PAGE
+        runs = _read(
+            lambda: client.list_runs(
+                pipeline=pipeline, status=status, limit=RUNS_PER_PAGE + 1, offset=offset
+            )
+        )
+        if page_number > 1 and not runs:
+            raise HTTPException(404, f"there is no page {page_number} of runs")
+        filters = {"pipeline": pipeline, "status": status}
+        return page(
+            "runs.html",
+            runs=runs[:RUNS_PER_PAGE],
+            pipeline=pipeline or "",
+            status=status or "",
+            statuses=_STATUSES,
+            page_number=page_number,
+            offset=offset,
+            previous_url=_page_url("/", filters, page_number - 1) if page_number > 1 else None,
+            next_url=_page_url("/", filters, page_number + 1)
+            if len(runs) > RUNS_PER_PAGE
+            else None,
+            refresh=_REFRESH_SECONDS if any(r.status == "running" for r in runs) else None,
+        )
+
+    def run_page(request: Request) -> Response:
+        run_id = _uuid_param(request, "run_id", "run")
+        page_number = _page_number(request)
+        run = _read(lambda: client.get_run(run_id))
+        offset = (page_number - 1) * STEPS_PER_PAGE
+        steps = _read(lambda: client.list_steps(run, limit=STEPS_PER_PAGE + 1, offset=offset))
+        if page_number > 1 and not steps:
+            raise HTTPException(404, f"run {run.name} has no page {page_number} of steps")
+        # step_count is the store's total; never show fewer than we can see.
+        total = max(run.step_count, offset + len(steps))
+        path = f"/runs/{run.id}"
+        return page(
+            "run.html",
+            run=run,
+            rows=render.step_tree(steps[:STEPS_PER_PAGE]),
+            step_total=total,
+            first_step=offset + 1,
+            last_step=offset + min(len(steps), STEPS_PER_PAGE),
+            page_number=page_number,
+            page_count=max(1, -(-total // STEPS_PER_PAGE)),
+            previous_url=_page_url(path, {}, page_number - 1) if page_number > 1 else None,
+            next_url=_page_url(path, {}, page_number + 1) if len(steps) > STEPS_PER_PAGE else None,
+            last_url=_page_url(path, {}, max(1, -(-total // STEPS_PER_PAGE))),
+            refresh=_REFRESH_SECONDS if run.status == "running" else None,
+        )
+
+    def step_page(request: Request) -> Response:
+        step_id = _uuid_param(request, "step_id", "step")
+        step = _read(lambda: client.get_step(step_id))
+        run = _read_optional(lambda: client.get_run(step.run_id))
+        parent = None
+        if step.parent_step_run_id is not None:
+            parent_id = step.parent_step_run_id
+            parent = _read_optional(lambda: client.get_step(parent_id))
+        return page("step.html", step=step, run=run, parent=parent)
+
+    def stylesheet_file(request: Request) -> Response:
+        return Response(
+            stylesheet, media_type="text/css", headers={"Cache-Control": "max-age=3600"}
+        )
+
+    def error_page(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):
+            status_code, detail = exc.status_code, exc.detail
+        else:  # pragma: no cover - Starlette routes only HTTPException here
+            status_code, detail = 500, None
+        headers = dict(getattr(exc, "headers", None) or {})
+        if status_code == 404:
+            title = "Not found"
+            detail = detail if detail and detail != "Not Found" else "There is no page here."
+        else:
+            title = detail or "Error"
+        return page(
+            "error.html", status_code, headers, title=title, code=status_code, detail=detail
+        )
+
+    def server_error_page(request: Request, exc: Exception) -> Response:
+        # The traceback goes to the server log, never into the page.
+        logger.error("dashboard failed on %s", request.url.path, exc_info=exc)
+        response = page(
+            "error.html",
+            500,
+            title="The dashboard failed",
+            code=500,
+            detail="Something went wrong while reading the store; the server log has the details.",
+        )
+        # This handler runs outside the middleware stack, so add the headers here.
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    middleware = [Middleware(_SecurityHeaders)]
+    if allowed_hosts is not None:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
+    handlers: dict[Any, Callable[[Request, Exception], Response | Awaitable[Response]]] = {
+        HTTPException: error_page,
+        500: server_error_page,
+    }
+    return Starlette(
+        routes=[
+            Route("/", runs_page, methods=["GET"]),
+            Route("/runs", runs_page, methods=["GET"]),
+            Route("/runs/{run_id}", run_page, methods=["GET"]),
+            Route("/steps/{step_id}", step_page, methods=["GET"]),
+            Route("/static/dashboard.css", stylesheet_file, methods=["GET"]),
+        ],
+        middleware=middleware,
+        exception_handlers=handlers,
+    )
+
+
+def _read(reading: Callable[[], _T]) -> _T:
+    """Run one read; a miss is a 404 and a store failure a 503, both as pages."""
+    try:
+        return reading()
+    except RunNotFoundError as error:
+        raise HTTPException(404, str(error)) from None
+    except StoreError as error:
+        logger.error("dashboard could not read the store: %s", error)
+        raise HTTPException(503, "The store could not be read right now.") from None
+
+
+def _read_optional(reading: Callable[[], _T]) -> _T | None:
+    try:
+        return _read(reading)
+    except HTTPException as error:
+        if error.status_code == 404:
+            return None
+        raise
+
+
+def _text_param(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name)
+    if value is None or not value.strip():
+        return None
+    if len(value) > _MAX_PARAM:
+        raise HTTPException(404, f"the {name} filter is longer than {_MAX_PARAM} characters")
+    return value.strip()
+
+
+def _page_number(request: Request) -> int:
+    text = request.query_params.get("page")
+    if text is None or text == "":
+        return 1
+    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_PAGE_DIGITS or int(text) < 1:
+        raise HTTPException(404, "pages are numbered 1, 2, 3 and so on")
+    return int(text)
+
+
+def _uuid_param(request: Request, name: str, what: str) -> UUID:
+    text = str(request.path_params[name])
+    try:
+        if len(text) > 64:
+            raise ValueError(text)
+        return UUID(text)
+    except ValueError:
+        raise HTTPException(404, f"that is not a {what} id") from None
+
+
+def _page_url(path: str, filters: Mapping[str, str | None], page_number: int) -> str:
+    query = {key: value for key, value in filters.items() if value}
+    if page_number > 1:
+        query["page"] = str(page_number)
+    return f"{path}?{urlencode(query)}" if query else path
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the dashboard on this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(host: str = "127.0.0.1", port: int = 8765, store: str | None = None) -> None:
+    """Serve the dashboard over ``store`` (a URL; the configured store if ``None``)."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise MissingExtraError("uvicorn", "dashboard") from None
+    client = Client(store)
+    if is_loopback(host):
+        allowed: list[str] | None = ["localhost", "127.0.0.1", "[::1]", _host_header(host)]
+    else:
+        allowed = None
+        print(
+            f"warning: serving on {host}, not on loopback: anyone who can reach this "
+            "machine can read every run and its metadata; the dashboard has no login.",
+            file=sys.stderr,
+        )
+    app = create_app(client, allowed_hosts=allowed)
+    print(
+        f"zenmeta dashboard on http://{_host_header(host)}:{port}/ reading {client.url} "
+        "(Ctrl+C stops it)",
+        file=sys.stderr,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False, ws="none")
+
+
+def _host_header(host: str) -> str:
+    """How ``host`` appears in a URL and a Host header (IPv6 in brackets)."""
+    bare = host.strip("[]")
+    return f"[{bare}]" if ":" in bare else host.lower()
