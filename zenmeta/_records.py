@@ -28,6 +28,7 @@ __all__ = [
     "FAILED",
     "INTERRUPTED",
     "CRASHED",
+    "STATUSES",
     "USER_SOURCE",
     "ComponentFault",
     "DroppedValue",
@@ -48,6 +49,8 @@ COMPLETED: Status = "completed"
 FAILED: Status = "failed"
 INTERRUPTED: Status = "interrupted"
 CRASHED: Status = "crashed"
+STATUSES: tuple[Status, ...] = (RUNNING, COMPLETED, FAILED, INTERRUPTED, CRASHED)
+"""Every status a run or step can read, in the order screens list them."""
 
 USER_SOURCE = "user"
 """The source name of metadata logged by user code with ``log_metadata``."""
