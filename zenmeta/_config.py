@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from ._errors import ConfigurationError
-from ._records import RecordStore
 
-__all__ = ["configure", "reset_configuration", "settings", "Durability"]
+if TYPE_CHECKING:
+    from ._records import RecordStore
+
+__all__ = [
+    "Configuration",
+    "Durability",
+    "configure",
+    "get_configuration",
+    "reset_configuration",
+    "settings",
+]
 
 Durability = Literal["batched", "immediate"]
 _TRUE = {"1", "true", "yes", "on"}
@@ -131,3 +140,28 @@ class settings:  # noqa: N801 - a namespace of readers, used like a module
 def default_store_url() -> str:
     """A project-local SQLite file: ``.zenmeta/zenmeta.db`` under the working directory."""
     return "sqlite:///" + os.path.join(os.getcwd(), ".zenmeta", "zenmeta.db")
+
+
+class Configuration(NamedTuple):
+    """The settings in effect, as ``zenmeta.get_configuration()`` reports them."""
+
+    store: str
+    """The store URL new runs write to (a configured store object's ``url``)."""
+    strict: bool
+    implicit_runs: bool
+    durability: Durability
+
+
+def get_configuration() -> Configuration:
+    """The settings in effect now, from ``configure()``, the environment or the defaults.
+
+    For integrations and tools, so they never read zenmeta's private modules;
+    a bad environment value raises ``ConfigurationError`` naming it.
+    """
+    store = settings.store()
+    return Configuration(
+        store if isinstance(store, str) else store.url,
+        settings.strict(),
+        settings.implicit_runs(),
+        settings.durability(),
+    )

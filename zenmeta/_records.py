@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     from datetime import datetime
     from uuid import UUID
 
+    from ._values import MetadataType
+
 from ._codec import MetadataSet
 from ._export import export_metadata
-from ._values import MetadataType
 
 __all__ = [
     "Status",

@@ -18,10 +18,32 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import _config
+from . import _config, _store
 from ._store.memory import InMemoryStore
+from ._tracking import components, context, metadata
 
-__all__ = ["InMemoryStore", "recording"]
+__all__ = ["InMemoryStore", "recording", "reset"]
+
+
+def reset() -> None:
+    """Return all of zenmeta's process state to its defaults, in this order:
+
+    1. runs started with ``start_run()`` and not ended are forgotten (not ended:
+       ending them would write to a store the next test may not want);
+    2. every open store is flushed and closed, and its remembered faults forgotten;
+    3. registered components and the instances of configured flavors are dropped;
+    4. remembered warnings are forgotten, so the next dropped value warns again;
+    5. everything given to ``zenmeta.configure()`` is undone.
+
+    Stores come before configuration so that queued records still reach the
+    store they were queued for. This package's tests call it around every
+    test, and so does the pytest plugin.
+    """
+    context.forget_detached()
+    _store.close_stores()
+    components.clear_components()
+    metadata.forget_warnings()
+    _config.reset_configuration()
 
 
 @contextmanager

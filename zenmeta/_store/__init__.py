@@ -12,11 +12,14 @@ import atexit
 import os
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from .._config import settings
 from .._errors import StoreError
 from .._log import warn
-from .._records import RecordStore, RunRecord, StepRecord
+
+if TYPE_CHECKING:
+    from .._records import RecordStore, RunRecord, StepRecord
 
 __all__ = ["resolve_store", "open_store", "flush", "close_stores", "report_store_fault"]
 
@@ -122,6 +125,7 @@ def close_stores() -> None:
         stores = list(_open.values())
         _open.clear()
         _used.clear()
+        _reported.clear()
     for store in stores:
         try:
             store.close()

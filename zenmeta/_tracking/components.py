@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from uuid import UUID
 
+    from .._info import PipelineRunInfo, StepRunInfo
+    from .._values import MetadataType
+
 from .._config import settings
 from .._errors import ComponentError, ConfigurationError, MetadataError
-from .._info import PipelineRunInfo, StepRunInfo
 from .._log import warn
 from .._records import ComponentFault, DroppedValue
-from .._values import MetadataType
 from .callables import accepts_keyword
 from .flavors import configured_components, reset_flavors
 

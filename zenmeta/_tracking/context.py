@@ -18,10 +18,10 @@ from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from .._errors import NoActiveContextError
-from .._info import PipelineRunInfo, StepRunInfo
 from .._log import warn
 
 if TYPE_CHECKING:
+    from .._info import PipelineRunInfo, StepRunInfo
     from .runs import PipelineRun
     from .steps import StepState
 
@@ -77,6 +77,12 @@ def remove_detached(run: PipelineRun) -> None:
     with _detached_lock:
         if run in _detached:
             _detached.remove(run)
+
+
+def forget_detached() -> None:
+    """Drop every run started without ``with``, ending none (``testing.reset``)."""
+    with _detached_lock:
+        _detached.clear()
 
 
 def detached_runs() -> list[PipelineRun]:

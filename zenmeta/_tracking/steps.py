@@ -13,9 +13,8 @@ import functools
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from .._codec import MetadataSet
 from .._config import settings
 from .._errors import NoActiveContextError
 from .._info import StepConfig, StepRunInfo
@@ -26,6 +25,9 @@ from .components import Stack, call_hook, raise_if_strict
 from .ids import new_id
 from .metadata import collect_metadata
 from .runs import PipelineRun, status_for
+
+if TYPE_CHECKING:
+    from .._codec import MetadataSet
 
 __all__ = ["track_step", "log_metadata", "StepState"]
 
@@ -65,14 +67,14 @@ def _begin(config: StepConfig) -> StepState | None:
             new_id(),
             run.id,
             run.name,
-            run.next_invocation(config.name),
+            run._next_invocation(config.name),
             config,
             run.pipeline,
             None if parent is None else parent.info.step_run_id,
             time.time_ns(),
         ),
     )
-    stack = run.stack
+    stack = run._stack
     if config.components is not None:
         stack, missing = stack.select(config.components)
         state = StepState(info, run, stack, implicit)
@@ -105,7 +107,7 @@ def _finish(state: StepState, error: BaseException | None) -> None:
         status, error_type, message = COMPLETED, None, None
     else:
         status, error_type, message = status_for(error), type(error).__name__, str(error)
-    state.run.save_step(
+    state.run._save_step(
         StepRecord(
             info.step_run_id,
             info.run_id,

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._records import ComponentFault, DroppedValue, RecordedRun, RecordedStep
 from .._values import StorageSize, Uri
 from .text import human_duration, human_size, link_target, type_label, value_text
+
+if TYPE_CHECKING:
+    from .._records import ComponentFault, DroppedValue, RecordedRun, RecordedStep
 
 __all__ = ["run_html", "step_html", "runs_table_html", "value_html"]
 
