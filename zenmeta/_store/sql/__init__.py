@@ -100,6 +100,8 @@ class SQLStore:
         pending.append(record)
         if len(pending) >= writer.nudge_at:
             writer.nudge()
+        elif writer._thread is None:  # a worker attached to a run may write only steps
+            writer.start()
 
     def flush(self) -> None:
         """Block until every accepted record is stored; strict mode raises
