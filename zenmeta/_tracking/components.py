@@ -31,7 +31,6 @@ __all__ = [
     "component_name",
     "register_component",
     "unregister_component",
-    "registered_components",
     "clear_components",
     "call_hook",
     "raise_if_strict",
@@ -181,11 +180,6 @@ def unregister_component(component: object | str) -> None:
                 _default.clear()
                 return
     raise ConfigurationError(f"{component!r} is not registered")
-
-
-def registered_components() -> list[object]:
-    with _lock:
-        return list(_registered)
 
 
 def clear_components() -> None:

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from .steps import StepState
 
 __all__ = [
-    "current_step",
     "current_run",
     "get_step_context",
     "get_run_context",
@@ -42,10 +41,6 @@ _current_run: ContextVar[PipelineRun | None] = ContextVar("zenmeta_run", default
 
 _detached: list[PipelineRun] = []
 _detached_lock = threading.Lock()
-
-
-def current_step() -> StepState | None:
-    return _current_step.get()
 
 
 def current_run() -> PipelineRun | None:

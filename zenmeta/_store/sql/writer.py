@@ -89,7 +89,6 @@ class SQLWriter:
         self._beat_ns = 0
         self._fault: str | None = None
         self._warned: set[str] = set()
-        self._fast = engine.dialect.name == "sqlite"
 
     # -- the caller's side -------------------------------------------------
     def put(self, record: Record) -> None:
