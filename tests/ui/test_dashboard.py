@@ -452,7 +452,7 @@ class ExplodingReader:
 
     url = "exploding://"
 
-    def list_runs(self, **filters: Any) -> list[RecordedRun]:
+    def list_runs(self, query: Any = None) -> list[RecordedRun]:
         raise RuntimeError("secret connection string postgres://admin:hunter2@db")
 
     def find_runs(self, ref: str) -> list[RecordedRun]:
