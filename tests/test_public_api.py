@@ -19,7 +19,7 @@ EXPECTED = {
     "Uri", "Path", "DType", "StorageSize", "MetadataType", "RecordedRun", "RecordedStep",
     "ComponentFault", "DroppedValue", "ZenmetaError", "NoActiveContextError", "RunStateError",
     "ComponentError", "MetadataError", "ConfigurationError", "StoreError", "RunNotFoundError",
-    "MissingExtraError", "__version__", "get_configuration",
+    "MissingExtraError", "__version__", "get_configuration", "QueryError",
 }  # fmt: skip
 
 

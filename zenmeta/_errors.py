@@ -7,7 +7,8 @@
     ├── MetadataError          a value could not be kept (strict mode only)
     ├── ConfigurationError     a bad setting, an unknown component flavor
     ├── StoreError             the store could not be written or read
-    └── RunNotFoundError       no run matches an id, prefix or name (also a LookupError)
+    ├── RunNotFoundError       no run matches an id, prefix or name (also a LookupError)
+    └── QueryError             a ``where`` filter that does not parse (also a ValueError)
 
 Tracking never raises into the user's step except for misuse of the API, or
 in strict mode, which exists so that tests see every fault as an exception.
@@ -30,6 +31,7 @@ __all__ = [
     "StoreError",
     "RunNotFoundError",
     "MissingExtraError",
+    "QueryError",
 ]
 
 
@@ -88,3 +90,11 @@ class MissingExtraError(ZenmetaError, ImportError):
         )
         self.library = library
         self.extra = extra
+
+
+class QueryError(ZenmetaError, ValueError):
+    """A ``where`` filter that cannot be read; ``position`` is where, from 0."""
+
+    def __init__(self, message: str, position: int) -> None:
+        super().__init__(f"{message} (at position {position})")
+        self.position = position

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from datetime import datetime
     from uuid import UUID
 
+    from ._filters import Filter
     from ._values import MetadataType
 
 from ._codec import MetadataSet
@@ -221,6 +222,9 @@ class RecordedRun(NamedTuple):
     faults: tuple[ComponentFault, ...]
     dropped: tuple[DroppedValue, ...]
     step_count: int = 0
+    steps: Mapping[str, RecordedStep] = MappingProxyType({})
+    """Its steps by invocation name, in execution order (``run.steps["train"]``,
+    as in ZenML); read from the store on first use. ``Client`` fills it in."""
 
     @property
     def duration(self) -> float | None:
@@ -301,6 +305,8 @@ class RunQuery(NamedTuple):
     since: datetime | None = None
     limit: int | None = None
     offset: int = 0
+    where: Filter | None = None
+    """A parsed ``where`` filter (``Client`` parses the text)."""
 
 
 ALL_RUNS = RunQuery()
@@ -318,9 +324,19 @@ class RecordReader(Protocol):
         """Runs whose id, id prefix or name match ``ref``."""
 
     def list_steps(
-        self, run_id: UUID, *, limit: int | None = None, offset: int = 0
+        self,
+        run_id: UUID,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        where: Filter | None = None,
     ) -> list[RecordedStep]:
         """A run's steps in execution (start) order."""
+
+    def find_steps(
+        self, where: Filter | None = None, *, limit: int | None = None, offset: int = 0
+    ) -> list[RecordedStep]:
+        """Steps of every run, newest first."""
 
     def get_step(self, step_run_id: UUID) -> RecordedStep | None:
         """One step by id."""

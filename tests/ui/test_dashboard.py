@@ -464,6 +464,9 @@ class ExplodingReader:
     def get_step(self, step_run_id: uuid.UUID) -> RecordedStep | None:
         raise RuntimeError("unreachable")
 
+    def find_steps(self, where: Any = None, **page: Any) -> list[RecordedStep]:
+        raise RuntimeError("unreachable")
+
 
 def test_an_unexpected_failure_is_a_plain_500_page_without_details(
     caplog: pytest.LogCaptureFixture,
@@ -579,10 +582,10 @@ def test_a_50000_step_run_renders_within_two_seconds(
     original = store.list_steps
 
     def recording_list_steps(
-        run: uuid.UUID, *, limit: int | None = None, offset: int = 0
+        run: uuid.UUID, *, limit: int | None = None, offset: int = 0, where: Any = None
     ) -> list[RecordedStep]:
         limits.append(limit)
-        return original(run, limit=limit, offset=offset)
+        return original(run, limit=limit, offset=offset, where=where)
 
     monkeypatch.setattr(store, "list_steps", recording_list_steps)
     app = app_for(store)

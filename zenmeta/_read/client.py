@@ -7,6 +7,7 @@ the same restored types.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -15,9 +16,62 @@ if TYPE_CHECKING:
 
 from .._config import settings
 from .._errors import RunNotFoundError, StoreError
+from .._filters import Compare, Field, Filter
 from .._records import RecordedRun, RecordedStep, RecordReader, RunList, RunQuery, StepList
+from .query import parse_filter
 
 __all__ = ["Client"]
+
+
+RunRef = Any
+"""A run: its id (``UUID`` or text), a unique id prefix, its name, a
+``RecordedRun``, or the handle a ``with pipeline_run()`` block gave."""
+
+
+class RunSteps(Mapping[str, RecordedStep]):
+    """A run's steps by invocation name, read when first asked for.
+
+    One step by name is one query; iterating reads them all once, in
+    execution order, and keeps them.
+    """
+
+    def __init__(self, reader: RecordReader, run_id: UUID, count: int) -> None:
+        self._reader, self._run_id, self._count = reader, run_id, count
+        self._all: dict[str, RecordedStep] | None = None
+
+    def _load(self) -> dict[str, RecordedStep]:
+        if self._all is None:
+            self._all = {step.name: step for step in self._reader.list_steps(self._run_id)}
+        return self._all
+
+    def __getitem__(self, name: str) -> RecordedStep:
+        if self._all is not None:
+            return self._all[name]
+        found = self._reader.list_steps(self._run_id, where=_named(name), limit=1)
+        if not found:
+            raise KeyError(name)
+        return found[0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._all) if self._all is not None else self._count
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RunSteps):
+            return self._run_id == other._run_id and self._reader is other._reader
+        return Mapping.__eq__(self, other)
+
+    def __hash__(self) -> int:
+        return hash(self._run_id)
+
+    def __repr__(self) -> str:
+        return f"<steps of run {self._run_id}: {len(self)}>"
+
+
+def _named(name: str) -> Filter:
+    return Compare(Field("name"), "=", name)
 
 
 class Client:
@@ -41,21 +95,30 @@ class Client:
     def list_runs(
         self,
         *,
+        where: str | None = None,
         pipeline: str | None = None,
         status: str | None = None,
         since: datetime | None = None,
         limit: int | None = None,
         offset: int = 0,
     ) -> RunList:
-        """Runs newest first, optionally filtered by pipeline, status and start.
+        """Runs newest first, optionally filtered.
 
-        ``status="crashed"`` finds runs whose process died while they ran.
+        ``where`` is the filter language (``"user.accuracy >= 0.9 and
+        environment.git_commit = 'abc123'"``, see the guide), run by the store
+        itself; ``status="crashed"`` finds runs whose process died mid-run. A
+        filter that does not parse raises ``QueryError`` naming the position.
         """
-        query = RunQuery(pipeline, status, since, limit, offset)
-        return RunList(self.reader.list_runs(query))
+        parsed = None if where is None else parse_filter(where)
+        query = RunQuery(pipeline, status, since, limit, offset, parsed)
+        return RunList(self._with_steps(run) for run in self.reader.list_runs(query))
 
-    def get_run(self, ref: str | UUID) -> RecordedRun:
-        """A run by id, unique id prefix or name; ambiguous references raise."""
+    def get_run(self, ref: RunRef) -> RecordedRun:
+        """A run by id, unique id prefix or name (or a run object); ambiguity raises."""
+        from uuid import UUID  # loaded on first read, not with zenmeta
+
+        if isinstance(ref, RecordedRun) or isinstance(getattr(ref, "id", None), UUID):
+            ref = ref.id  # a run as read, or the handle a `with pipeline_run()` gave
         text = str(ref).strip()
         if not text:
             raise RunNotFoundError("an empty run reference matches nothing")
@@ -67,29 +130,53 @@ class Client:
             raise RunNotFoundError(
                 f"{text!r} matches {len(matches)} runs: {shown}; give more of the id"
             )
-        return matches[0]
+        return self._with_steps(matches[0])
 
     def list_steps(
-        self, run: str | UUID | RecordedRun, *, limit: int | None = None, offset: int = 0
+        self,
+        run: RunRef,
+        *,
+        where: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> StepList:
-        """A run's steps in execution order, each with its parent step's id."""
+        """A run's steps in execution order, each with its parent step's id;
+        ``where`` filters them (``"status = 'failed' or user.loss > 1"``)."""
         run_id = run.id if isinstance(run, RecordedRun) else self.get_run(run).id
-        return StepList(self.reader.list_steps(run_id, limit=limit, offset=offset))
+        parsed = None if where is None else parse_filter(where, steps=True)
+        return StepList(self.reader.list_steps(run_id, limit=limit, offset=offset, where=parsed))
 
-    def get_step(self, step_id: str | UUID) -> RecordedStep:
-        """One step by its full id."""
+    def find_steps(self, where: str, *, limit: int | None = None, offset: int = 0) -> StepList:
+        """Steps of every run that pass ``where``, newest first: which step wrote
+        MLflow run Y? ``find_steps("mlflow.mlflow_run_id = 'Y'")``."""
+        parsed = parse_filter(where, steps=True)
+        return StepList(self.reader.find_steps(parsed, limit=limit, offset=offset))
+
+    def get_step(self, step: RunRef, name: str | None = None) -> RecordedStep:
+        """One step: by its full id, or by run and invocation name
+        (``get_step(run, "train")``, ``get_step(run, "train_2")``)."""
+        if name is not None:
+            found = self.get_run(step).steps.get(name)
+            if found is None:
+                raise RunNotFoundError(f"run {step!r} has no step named {name!r}")
+            return found
+        from uuid import UUID  # loaded on first read, not with zenmeta
+
+        if isinstance(step, RecordedStep):
+            step = step.id
         try:
-            from uuid import UUID  # loaded on first read, not with zenmeta
-
-            key = step_id if isinstance(step_id, UUID) else UUID(str(step_id))
+            key = step if isinstance(step, UUID) else UUID(str(step))
         except ValueError:
-            raise RunNotFoundError(f"{step_id!r} is not a step id") from None
-        step = self.reader.get_step(key)
-        if step is None:
-            raise RunNotFoundError(f"no step has the id {step_id}")
-        return step
+            raise RunNotFoundError(f"{step!r} is not a step id") from None
+        recorded = self.reader.get_step(key)
+        if recorded is None:
+            raise RunNotFoundError(f"no step has the id {step}")
+        return recorded
 
-    def export_run(self, ref: str | UUID | RecordedRun) -> dict[str, Any]:
+    def _with_steps(self, run: RecordedRun) -> RecordedRun:
+        return run._replace(steps=RunSteps(self.reader, run.id, run.step_count))
+
+    def export_run(self, ref: RunRef) -> dict[str, Any]:
         """A run and all its steps as JSON-ready data (see ``RecordedRun.to_dict``)."""
         run = ref if isinstance(ref, RecordedRun) else self.get_run(ref)
         exported = run.to_dict()

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
 from .._codec import round_trip_sets
+from .._filters import Filter, matches
 from .._info import utc_from_ns
 from .._records import ALL_RUNS, RecordedRun, RecordedStep, RunQuery, RunRecord, StepRecord
 
@@ -62,8 +63,11 @@ class InMemoryStore:
             and (query.status is None or r.status == query.status)
             and (since is None or utc_from_ns(r.start_ns) >= since)
         ]
+        found = [self._run(r) for r in chosen]  # the filter reads restored types
+        if query.where is not None:
+            found = [run for run in found if matches(query.where, run)]
         end = None if query.limit is None else query.offset + query.limit
-        return [self._run(r) for r in chosen[query.offset : end]]
+        return found[query.offset : end]
 
     def find_runs(self, ref: str) -> list[RecordedRun]:
         with self._lock:
@@ -75,12 +79,24 @@ class InMemoryStore:
         return [self._run(r) for r in records if prefix and r.run_id.hex.startswith(prefix)]
 
     def list_steps(
-        self, run_id: UUID, *, limit: int | None = None, offset: int = 0
+        self,
+        run_id: UUID,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        where: Filter | None = None,
     ) -> list[RecordedStep]:
         with self._lock:
             records = sorted(self._steps.get(run_id, []), key=lambda s: s.start_ns)
-        end = None if limit is None else offset + limit
-        return [self._step(s) for s in records[offset:end]]
+        return _page([self._step(s) for s in records], limit, offset, where)
+
+    def find_steps(
+        self, where: Filter | None = None, *, limit: int | None = None, offset: int = 0
+    ) -> list[RecordedStep]:
+        with self._lock:
+            records = [step for steps in self._steps.values() for step in steps]
+        records.sort(key=lambda s: s.start_ns, reverse=True)
+        return _page([self._step(s) for s in records], limit, offset, where)
 
     def get_step(self, step_run_id: UUID) -> RecordedStep | None:
         with self._lock:
@@ -127,3 +143,11 @@ class InMemoryStore:
             faults=s.faults,
             dropped=s.dropped,
         )
+
+
+def _page(
+    found: list[RecordedStep], limit: int | None, offset: int, where: Filter | None
+) -> list[RecordedStep]:
+    if where is not None:
+        found = [step for step in found if matches(where, step)]
+    return found[offset : None if limit is None else offset + limit]

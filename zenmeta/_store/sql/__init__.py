@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Select, func, select
 
 from ..._config import Durability, settings
 from ..._errors import ConfigurationError
+from ..._filters import Filter, matches
 from ..._records import (
     ALL_RUNS,
     CRASHED,
@@ -33,6 +34,7 @@ from ..._records import (
     RunRecord,
     StepRecord,
 )
+from .query import compile_filter
 from .rows import Grouped, group_metadata, recorded_run, recorded_step
 from .schema import (
     SCHEMA_VERSION,
@@ -79,6 +81,7 @@ class SQLStore:
         self._follow_settings = durability is None
         self.durability: str = durability or settings.durability()
         self.engine = open_engine(url)
+        self._dialect = self.engine.dialect.name
         self._writer = SQLWriter(
             self.engine,
             url,
@@ -136,19 +139,29 @@ class SQLStore:
         if query.since is not None:
             statement = statement.where(runs.c.start_ns >= _ns(query.since))
         status, limit, offset = query.status, query.limit, query.offset
-        computed = status in (RUNNING, CRASHED)  # decided on read, not stored
-        if computed:
+        exact = status not in (RUNNING, CRASHED)  # those are decided on read, not stored
+        if not exact:
             statement = statement.where(runs.c.status == RUNNING)
         elif status is not None:
             statement = statement.where(runs.c.status == status)
-        if not computed:
+        if query.where is not None:
+            clause, exact_where = compile_filter(query.where, kind="run", dialect=self._dialect)
+            statement = statement.where(clause)
+            exact = exact and exact_where
+        if exact:
             statement = statement.offset(offset) if offset else statement
             statement = statement.limit(limit) if limit is not None else statement
         with self._reading() as connection:
             found = self._runs(connection, statement)
-        if computed:
-            end = None if limit is None else offset + limit
-            found = [run for run in found if run.status == status][offset:end]
+        if not exact:  # check the candidates as the memory store would
+            where = query.where
+            found = [
+                run
+                for run in found
+                if (status is None or run.status == status)
+                and (where is None or matches(where, run))
+            ]
+            found = found[offset : None if limit is None else offset + limit]
         return found
 
     def find_runs(self, ref: str) -> list[RecordedRun]:
@@ -164,17 +177,32 @@ class SQLStore:
         return found
 
     def list_steps(
-        self, run_id: UUID, *, limit: int | None = None, offset: int = 0
+        self,
+        run_id: UUID,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        where: Filter | None = None,
     ) -> list[RecordedStep]:
-        query = (
-            select(steps)
-            .where(steps.c.run_id == run_id.hex)
-            .order_by(steps.c.start_ns, steps.c.id)
-            .offset(offset or None)
-            .limit(limit)
-        )
+        statement = select(steps).where(steps.c.run_id == run_id.hex)
+        return self._steps(statement.order_by(steps.c.start_ns, steps.c.id), limit, offset, where)
+
+    def find_steps(
+        self, where: Filter | None = None, *, limit: int | None = None, offset: int = 0
+    ) -> list[RecordedStep]:
+        statement = select(steps).order_by(steps.c.start_ns.desc(), steps.c.id.desc())
+        return self._steps(statement, limit, offset, where)
+
+    def _steps(
+        self, statement: Select[Any], limit: int | None, offset: int, where: Filter | None
+    ) -> list[RecordedStep]:
+        if where is not None:  # a step's own status is stored as read: always exact
+            statement = statement.where(
+                compile_filter(where, kind="step", dialect=self._dialect)[0]
+            )
+        statement = statement.offset(offset or None).limit(limit)
         with self._reading() as connection:
-            rows = connection.execute(query).all()
+            rows = connection.execute(statement).all()
             grouped = _metadata(connection, "step", [row.id for row in rows])
         return [recorded_step(row, grouped.get(row.id, {})) for row in rows]
 
