@@ -23,7 +23,15 @@ from ._errors import (
 )
 from ._info import PipelineInfo, PipelineRunInfo, StepConfig, StepRunInfo
 from ._read.client import Client
-from ._records import ComponentFault, DroppedValue, RecordedRun, RecordedStep
+from ._records import (
+    ComponentFault,
+    DroppedValue,
+    RecordedRun,
+    RecordedStep,
+    RecordSink,
+    RunRecord,
+    StepRecord,
+)
 from ._store import flush
 from ._tracking.components import StackComponent, register_component, unregister_component
 from ._tracking.context import carry_context, get_run_context, get_step_context
@@ -63,6 +71,9 @@ __all__ = [
     "RecordedStep",
     "ComponentFault",
     "DroppedValue",
+    "RecordSink",
+    "RunRecord",
+    "StepRecord",
     "ZenmetaError",
     "NoActiveContextError",
     "RunStateError",

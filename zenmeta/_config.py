@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from typing import Literal
 
 from ._errors import ConfigurationError
-from ._records import RecordStore
+from ._records import RecordSink, RecordStore
 
 __all__ = ["configure", "reset_configuration", "settings", "Durability"]
 
@@ -32,13 +33,14 @@ UNSET = _Unset()
 class _Settings:
     """What ``configure()`` was given; ``None`` means "use the default"."""
 
-    __slots__ = ("durability", "implicit_runs", "store", "strict")
+    __slots__ = ("durability", "exporters", "implicit_runs", "store", "strict")
 
     def __init__(self) -> None:
         self.store: str | RecordStore | None = None
         self.strict: bool | None = None
         self.implicit_runs: bool | None = None
         self.durability: Durability | None = None
+        self.exporters: tuple[RecordSink | str, ...] | None = None
 
 
 _configured = _Settings()
@@ -51,6 +53,7 @@ def configure(
     strict: bool | _Unset | None = UNSET,
     implicit_runs: bool | _Unset | None = UNSET,
     durability: Durability | _Unset | None = UNSET,
+    exporters: Iterable[RecordSink | str] | _Unset | None = UNSET,
 ) -> None:
     """Set zenmeta's behaviour for this process; ``None`` restores the default.
 
@@ -64,6 +67,10 @@ def configure(
     - ``durability``: ``"batched"`` (default) writes in the background at
       least every second; ``"immediate"`` writes each record before the step
       returns (``ZENMETA_DURABILITY``).
+    - ``exporters``: record sinks that also receive every finished run and
+      step, such as ``zenmeta.integrations.opentelemetry.OpenTelemetrySink``,
+      or names of installed ones (``"otlp"``); default ``ZENMETA_EXPORTERS``
+      (comma-separated names), else none. Taken when each run starts.
     """
     if durability not in (UNSET, None, "batched", "immediate"):
         raise ConfigurationError(f"durability must be 'batched' or 'immediate', not {durability!r}")
@@ -76,6 +83,10 @@ def configure(
             _configured.implicit_runs = implicit_runs
         if not isinstance(durability, _Unset):
             _configured.durability = durability
+        if not isinstance(exporters, _Unset):
+            if isinstance(exporters, str):
+                exporters = (exporters,)
+            _configured.exporters = None if exporters is None else tuple(exporters)
 
 
 def reset_configuration() -> None:
@@ -120,6 +131,16 @@ class settings:  # noqa: N801 - a namespace of readers, used like a module
         if raw not in ("batched", "immediate"):
             raise ConfigurationError(f"ZENMETA_DURABILITY={raw!r}: use 'batched' or 'immediate'")
         return raw  # type: ignore[return-value]
+
+    @staticmethod
+    def exporters() -> tuple[RecordSink | str, ...]:
+        """Configured sinks, else the names in ``ZENMETA_EXPORTERS``; usually empty."""
+        if _configured.exporters is not None:
+            return _configured.exporters
+        raw = os.environ.get("ZENMETA_EXPORTERS")
+        if not raw:
+            return ()
+        return tuple(dict.fromkeys(raw.replace(",", " ").split()))
 
     @staticmethod
     def store() -> str | RecordStore:

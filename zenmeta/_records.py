@@ -9,7 +9,7 @@ Every store implements ``RecordStore`` (writing) and ``RecordReader``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from datetime import datetime
     from uuid import UUID
 
-from ._codec import MetadataSet
+from ._codec import MetadataSet, round_trip_sets
 from ._export import export_metadata
 from ._values import MetadataType
 
@@ -34,6 +34,7 @@ __all__ = [
     "RunRecord",
     "StepRecord",
     "RecordStore",
+    "RecordSink",
     "RecordReader",
     "RecordedRun",
     "RecordedStep",
@@ -97,6 +98,10 @@ class RunRecord(NamedTuple):
     faults: tuple[ComponentFault, ...] = ()
     dropped: tuple[DroppedValue, ...] = ()
 
+    def decoded_metadata(self) -> dict[str, dict[str, MetadataType]]:
+        """The metadata by source, types restored; decodes, so call it off the step's path."""
+        return round_trip_sets(self.metadata)
+
 
 class StepRecord(NamedTuple):
     """A finished step, written once with everything it collected."""
@@ -114,6 +119,10 @@ class StepRecord(NamedTuple):
     metadata: EncodedSets = _NO_METADATA
     faults: tuple[ComponentFault, ...] = ()
     dropped: tuple[DroppedValue, ...] = ()
+
+    def decoded_metadata(self) -> dict[str, dict[str, MetadataType]]:
+        """The metadata by source, types restored; decodes, so call it off the step's path."""
+        return round_trip_sets(self.metadata)
 
 
 @runtime_checkable
@@ -133,6 +142,26 @@ class RecordStore(Protocol):
 
     def close(self) -> None:
         """Flush and release resources; the store is not used afterwards."""
+
+
+@runtime_checkable
+class RecordSink(Protocol):
+    """Anything that also receives the records a store gets, such as an exporter.
+
+    Three methods, the shape of OpenTelemetry's ``SpanExporter``. ``export``
+    is called on the step's own thread with each record as it is saved (a
+    run several times: at its start, on changes and at its end, with
+    ``end_ns`` set), so it must only hand the records on, never do slow work.
+    """
+
+    def export(self, records: Sequence[RunRecord | StepRecord]) -> None:
+        """Take records; queue them for work elsewhere."""
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Deliver everything taken so far, within the timeout; true on success."""
+
+    def shutdown(self) -> None:
+        """Deliver what is left and release resources; not used afterwards."""
 
 
 class RecordedStep(NamedTuple):

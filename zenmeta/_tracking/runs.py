@@ -40,7 +40,7 @@ from .._records import (
     Status,
     StepRecord,
 )
-from .._store import flush, report_store_fault, resolve_store
+from .._store import flush_stores, report_store_fault, resolve_store
 from .._values import MetadataType
 from . import context as _context
 from .callables import kind_of
@@ -192,7 +192,7 @@ class PipelineRun:
             self.error_type = type(error).__name__
             self.error_message = str(error)
         self._save()
-        flush()
+        flush_stores()
         if error is None:
             raise_if_strict(self._faults[faults_before:], [])
 
