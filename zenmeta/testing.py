@@ -18,10 +18,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import _config
+from . import _config, _store
 from ._store.memory import InMemoryStore
+from ._tracking import components as _components
+from ._tracking import context as _context
 
-__all__ = ["InMemoryStore", "recording"]
+__all__ = ["InMemoryStore", "recording", "reset"]
+
+
+def reset() -> None:
+    """Back to zenmeta's defaults: configuration forgotten, registered
+    components removed, runs left open by ``start_run()`` dropped, every
+    store flushed and closed and every exporter shut down."""
+    _config.reset_configuration()
+    _components.clear_components()
+    for run in _context.detached_runs():
+        _context.remove_detached(run)
+    _store.close_stores()
 
 
 @contextmanager

@@ -91,9 +91,8 @@ def test_failing_sink_is_warned_once_and_recorded_on_the_run(
 def test_failing_sink_raises_in_strict_mode() -> None:
     """Strict mode, meant for tests, turns a sink's failure into a StoreError."""
     zenmeta.configure(store=InMemoryStore(), exporters=[BrokenSink()], strict=True)
-    with pytest.raises(zenmeta.StoreError, match="collector unreachable"):
-        with pipeline_run("p"):
-            pass
+    with pytest.raises(zenmeta.StoreError, match="collector unreachable"), pipeline_run("p"):
+        pass
 
 
 def test_flush_flushes_sinks_and_reset_shuts_them_down() -> None:
