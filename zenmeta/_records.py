@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from datetime import datetime
     from uuid import UUID
 
-from ._codec import MetadataSet, round_trip_sets
+from ._codec import MetadataSet, restore_value, round_trip_sets
 from ._export import export_metadata
 from ._values import MetadataType
 
@@ -41,6 +41,7 @@ __all__ = [
     "RunList",
     "StepList",
     "flatten_metadata",
+    "decode_sets",
 ]
 
 Status = Literal["running", "completed", "failed", "interrupted", "crashed"]
@@ -99,8 +100,8 @@ class RunRecord(NamedTuple):
     dropped: tuple[DroppedValue, ...] = ()
 
     def decoded_metadata(self) -> dict[str, dict[str, MetadataType]]:
-        """The metadata by source, types restored; decodes, so call it off the step's path."""
-        return round_trip_sets(self.metadata)
+        """The metadata by source, types restored, as a store would give it back."""
+        return decode_sets(self.metadata)
 
 
 class StepRecord(NamedTuple):
@@ -121,8 +122,8 @@ class StepRecord(NamedTuple):
     dropped: tuple[DroppedValue, ...] = ()
 
     def decoded_metadata(self) -> dict[str, dict[str, MetadataType]]:
-        """The metadata by source, types restored; decodes, so call it off the step's path."""
-        return round_trip_sets(self.metadata)
+        """The metadata by source, types restored, as a store would give it back."""
+        return decode_sets(self.metadata)
 
 
 @runtime_checkable
@@ -335,6 +336,26 @@ class RecordReader(Protocol):
 
     def get_step(self, step_run_id: UUID) -> RecordedStep | None:
         """One step by id."""
+
+
+_SCALAR_TYPES = (str, int, float, bool, type(None))
+
+
+def decode_sets(sets: EncodedSets) -> dict[str, dict[str, MetadataType]]:
+    """Metadata sets by source with types restored: scalars directly (they are
+    immutable), any set holding a container through its JSON and back, so
+    that the caller never shares a list or dict with the record."""
+    decoded: dict[str, dict[str, MetadataType]] = {}
+    for source, values in sets.items():
+        if all(type(value) in _SCALAR_TYPES for value in values.values.values()):
+            types = values.types
+            decoded[source] = {
+                key: restore_value(value, types.get(key, ""))
+                for key, value in values.values.items()
+            }
+        else:
+            decoded.update(round_trip_sets({source: values}))
+    return decoded
 
 
 def _text_or_none(value: object | None) -> str | None:

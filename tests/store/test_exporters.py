@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import pytest
@@ -129,18 +128,26 @@ def test_configure_takes_an_exporter_name() -> None:
     assert settings.exporters() == ("otlp",)
 
 
-def test_a_queueing_sink_adds_little_to_a_step() -> None:
-    """A sink that only keeps the record leaves a step's time nearly unchanged."""
-    zenmeta.configure(store=InMemoryStore())
+def test_decoded_metadata_is_what_the_store_returns() -> None:
+    """A sink reads each record's metadata with the same types a store gives back."""
+    sink, store = RecordingSink(), InMemoryStore()
+    zenmeta.configure(store=store, exporters=[sink])
+    values = {"uri": zenmeta.Uri("s3://b/k"), "size": zenmeta.StorageSize(3), "pair": (1, 2)}
+    values |= {"far": float("inf"), "nested": {"a": [1]}, "none": None, "flag": True}
 
-    def timed() -> float:
-        with pipeline_run("p"):
-            start = time.perf_counter()
-            for i in range(2000):
-                double(i)
-            return time.perf_counter() - start
+    class Plain(zenmeta.StackComponent):
+        def get_step_run_metadata(self, info: zenmeta.StepRunInfo) -> dict[str, object]:
+            return {"plain": 1.5, "text": zenmeta.Path("/tmp")}  # scalars only
 
-    bare = min(timed() for _ in range(3))
-    zenmeta.configure(exporters=[RecordingSink()])
-    fanned = min(timed() for _ in range(3))
-    assert fanned / bare < 2.0
+    @track_step
+    def rich() -> None:
+        zenmeta.log_metadata(values)
+
+    with pipeline_run("p", components=[Plain()]) as run:
+        rich()
+    [step] = [r for r in sink.records if isinstance(r, StepRecord)]
+    decoded = step.decoded_metadata()
+    assert decoded == store.list_steps(run.id)[0].metadata
+    assert type(decoded["user"]["uri"]) is zenmeta.Uri
+    assert type(decoded["user"]["pair"]) is tuple
+    assert type(decoded["plain"]["text"]) is zenmeta.Path
