@@ -269,7 +269,12 @@ def flush_stores() -> None:
 
 def flush(timeout_millis: int = 30_000) -> None:
     """Block until every record queued by this process is stored, and every
-    exporter has delivered what it was given (each within ``timeout_millis``)."""
+    exporter has delivered what it was given.
+
+    ``timeout_millis`` is passed to each exporter's ``force_flush``; an
+    exporter that is down is bounded by its own timeout (OpenTelemetry's
+    ``BatchSpanProcessor`` waits for the export in progress).
+    """
     flush_stores()
     with _lock:
         sinks = list(_used_sinks)
