@@ -370,3 +370,52 @@ def test_unused_sink_warns_about_nothing(caplog: pytest.LogCaptureFixture) -> No
     assert sink.force_flush()
     sink.shutdown()
     assert not caplog.records
+
+
+EXITING_SCRIPT = """
+import zenmeta
+
+@zenmeta.track_step
+def load():
+    return 1
+
+with zenmeta.pipeline_run("script"):
+    load()
+# no flush: the spans still queued are sent when the interpreter exits
+"""
+
+
+def test_spans_still_queued_are_sent_at_exit(receiver: Receiver, tmp_path: Any) -> None:
+    """A script configured by variables alone delivers its spans as it exits."""
+    import os
+    import subprocess
+
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ZENMETA_", "OTEL_"))},
+        "ZENMETA_EXPORTERS": "otlp",
+        "ZENMETA_STORE": "memory://",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "600000",  # nothing leaves before the exit
+    }
+    subprocess.run(
+        [sys.executable, "-c", EXITING_SCRIPT],
+        env=environment,
+        cwd=tmp_path,
+        check=True,
+        timeout=60,
+    )
+    assert sorted(span.name for _, span in receiver.spans()) == ["load", "script"]
+
+
+def test_importing_the_integration_loads_no_opentelemetry() -> None:
+    """Registering the component or naming the exporter costs nothing until used."""
+    import subprocess
+
+    code = (
+        "import sys, zenmeta.integrations.opentelemetry; "
+        "print([m for m in sys.modules if m.split('.')[0] == 'opentelemetry'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
