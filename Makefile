@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
+# ruff, then the import contracts in pyproject.toml: a wrong-way import fails here.
 lint: $(STAMP)
 	$(BIN)/ruff check zenmeta tests benchmarks
 	$(BIN)/ruff format --check zenmeta tests benchmarks
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict zenmeta

@@ -7,11 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-import zenmeta
-from zenmeta import _store
-from zenmeta._tracking import components as _components
-from zenmeta._tracking import context as _context
-from zenmeta.testing import InMemoryStore, recording
+from zenmeta.testing import InMemoryStore, recording, reset
 
 _ENV = (
     "ZENMETA_STORE",
@@ -23,14 +19,6 @@ _ENV = (
 )
 
 
-def _reset() -> None:
-    zenmeta.reset_configuration()
-    _components.clear_components()
-    for run in _context.detached_runs():
-        _context.remove_detached(run)
-    _store.close_stores()
-
-
 @pytest.fixture(autouse=True)
 def _isolated_zenmeta(
     tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
@@ -39,9 +27,9 @@ def _isolated_zenmeta(
     for name in _ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
-    _reset()
+    reset()
     yield
-    _reset()
+    reset()
 
 
 @pytest.fixture

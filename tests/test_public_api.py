@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+import pickle
 import subprocess
 import sys
+
+import pytest
 
 import zenmeta
 
@@ -15,15 +19,59 @@ EXPECTED = {
     "Uri", "Path", "DType", "StorageSize", "MetadataType", "RecordedRun", "RecordedStep",
     "ComponentFault", "DroppedValue", "ZenmetaError", "NoActiveContextError", "RunStateError",
     "ComponentError", "MetadataError", "ConfigurationError", "StoreError", "RunNotFoundError",
-    "MissingExtraError", "__version__", "RecordSink", "RunRecord", "StepRecord",
+    "MissingExtraError", "__version__", "get_configuration", "RecordSink", "RunRecord",
+    "StepRecord",
 }  # fmt: skip
 
 
-def test_all_is_pinned() -> None:
-    """__all__ lists exactly the public names, and each exists."""
+def test_all_is_pinned_and_sorted() -> None:
+    """__all__ lists exactly the public names, sorted, and each exists."""
     assert set(zenmeta.__all__) == EXPECTED
+    assert zenmeta.__all__ == sorted(zenmeta.__all__)
     for name in zenmeta.__all__:
         assert hasattr(zenmeta, name), name
+
+
+def test_every_public_class_and_function_names_zenmeta_as_its_module() -> None:
+    """Tracebacks say ``zenmeta.StoreError`` and pickles name no private module."""
+    for name in zenmeta.__all__:
+        value = getattr(zenmeta, name)
+        if isinstance(value, type) or inspect.isfunction(value):
+            assert value.__module__ == "zenmeta", name
+    info = zenmeta.PipelineInfo("p")
+    assert b"zenmeta._" not in pickle.dumps(info)
+    assert pickle.loads(pickle.dumps(info)) == info
+
+
+def test_dir_lists_the_lazily_loaded_names_too() -> None:
+    """Tab completion finds ``ContextThreadPoolExecutor`` before it is first used."""
+    code = "import zenmeta; print('ContextThreadPoolExecutor' in dir(zenmeta))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "True"
+    assert set(zenmeta.__all__) <= set(dir(zenmeta))
+
+
+def test_a_pipeline_run_shows_users_only_what_is_theirs() -> None:
+    """Engine methods (saving steps, numbering invocations, the stack, the store) are private."""
+    public = {name for name in dir(zenmeta.PipelineRun) if not name.startswith("_")}
+    assert {"end", "metadata", "start_time", "end_time"} <= public
+    assert not public & {"save_step", "next_invocation", "stack", "store"}
+    with zenmeta.pipeline_run("p") as run:
+        assert {"id", "name", "status"} <= set(vars(run))
+        assert not {"stack", "store"} & set(vars(run))
+
+
+def test_get_configuration_reports_the_settings_in_effect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Integrations read settings through the public API, environment included."""
+    monkeypatch.setenv("ZENMETA_DURABILITY", "immediate")
+    zenmeta.configure(store="memory://", strict=True)
+    found = zenmeta.get_configuration()
+    assert (found.store, found.strict, found.durability) == ("memory://", True, "immediate")
+    assert found.implicit_runs is True
 
 
 def test_errors_share_one_base() -> None:

@@ -7,9 +7,10 @@ framework: integrations and stores import their libraries when first used.
 
 from __future__ import annotations
 
+from types import FunctionType
 from typing import TYPE_CHECKING, Any
 
-from ._config import configure, reset_configuration
+from ._config import configure, get_configuration, reset_configuration
 from ._errors import (
     ComponentError,
     ConfigurationError,
@@ -42,59 +43,80 @@ from ._values import DType, MetadataType, Path, StorageSize, Uri
 __version__ = "0.1.0"
 
 __all__ = [
-    "track_step",
     "Client",
-    "pipeline_run",
-    "start_run",
-    "PipelineRun",
-    "log_metadata",
-    "get_step_context",
-    "get_run_context",
-    "StepRunInfo",
-    "PipelineRunInfo",
-    "StepConfig",
-    "PipelineInfo",
-    "StackComponent",
-    "register_component",
-    "unregister_component",
-    "configure",
-    "reset_configuration",
-    "flush",
+    "ComponentError",
+    "ComponentFault",
+    "ConfigurationError",
     "ContextThreadPoolExecutor",
-    "carry_context",
-    "Uri",
-    "Path",
     "DType",
-    "StorageSize",
+    "DroppedValue",
+    "MetadataError",
     "MetadataType",
+    "MissingExtraError",
+    "NoActiveContextError",
+    "Path",
+    "PipelineInfo",
+    "PipelineRun",
+    "PipelineRunInfo",
+    "RecordSink",
     "RecordedRun",
     "RecordedStep",
-    "ComponentFault",
-    "DroppedValue",
-    "RecordSink",
-    "RunRecord",
-    "StepRecord",
-    "ZenmetaError",
-    "NoActiveContextError",
-    "RunStateError",
-    "ComponentError",
-    "MetadataError",
-    "ConfigurationError",
-    "StoreError",
     "RunNotFoundError",
-    "MissingExtraError",
+    "RunRecord",
+    "RunStateError",
+    "StackComponent",
+    "StepConfig",
+    "StepRecord",
+    "StepRunInfo",
+    "StorageSize",
+    "StoreError",
+    "Uri",
+    "ZenmetaError",
     "__version__",
+    "carry_context",
+    "configure",
+    "flush",
+    "get_configuration",
+    "get_run_context",
+    "get_step_context",
+    "log_metadata",
+    "pipeline_run",
+    "register_component",
+    "reset_configuration",
+    "start_run",
+    "track_step",
+    "unregister_component",
 ]
 
+
+def _name_as_public(value: Any) -> Any:
+    """Say ``zenmeta.X``, not ``zenmeta._store.X``: tracebacks read
+    ``zenmeta.StoreError``, and pickles survive moves of the private modules."""
+    if isinstance(value, (type, FunctionType)):  # not MetadataType: a typing alias
+        value.__module__ = __name__
+    return value
+
+
+for _public in __all__:
+    if _public in globals():
+        _name_as_public(globals()[_public])
+del _public
 
 if TYPE_CHECKING:
     from ._tracking.executor import ContextThreadPoolExecutor
 
+_LAZY = ("ContextThreadPoolExecutor",)
+"""Loaded on first use: ``concurrent.futures`` costs more than the rest of zenmeta."""
+
 
 def __getattr__(name: str) -> Any:
-    """Load ``ContextThreadPoolExecutor`` (and ``concurrent.futures``) on first use."""
     if name == "ContextThreadPoolExecutor":
         from ._tracking.executor import ContextThreadPoolExecutor
 
-        return ContextThreadPoolExecutor
+        return _name_as_public(ContextThreadPoolExecutor)
     raise AttributeError(f"module 'zenmeta' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Every public name, the lazy ones too, so tab completion finds them."""
+    return sorted({*globals(), *_LAZY})

@@ -27,8 +27,6 @@ __all__ = [
     "Encoded",
     "Dropped",
     "MetadataSet",
-    "encode_value",
-    "decode_value",
     "restore_value",
     "encode_metadata",
     "join_documents",
@@ -72,11 +70,6 @@ class Encoded(NamedTuple):
     type_name: str
     note: str | None = None
 
-    @property
-    def text(self) -> str:
-        """The value as JSON text."""
-        return _dumps(self.value)
-
 
 class Dropped(NamedTuple):
     """A key that could not be kept, and why; it is stored with the record."""
@@ -106,14 +99,6 @@ def _float_json(value: float) -> Any:
 def _dumps(value: Any) -> str:
     # ASCII-only JSON: lone surrogates and any text survive every database.
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
-
-
-def encode_value(value: object) -> Encoded | Dropped:
-    """Coerce one value; a ``Dropped`` (with an empty key) if it cannot be kept."""
-    try:
-        return _encode(value)
-    except _Drop as drop:
-        return Dropped("", str(drop))
 
 
 # Strings up to this length cannot exceed the size limit even when every
@@ -401,12 +386,6 @@ def decode_documents(document: str, types: str) -> dict[str, MetadataType]:
         key: restore_value(_untag(value) if tagged else value, type_names.get(key, ""))
         for key, value in values.items()
     }
-
-
-def decode_value(text: str, type_name: str) -> MetadataType:
-    """The inverse of ``encode_value`` for one value."""
-    value = json.loads(text)
-    return restore_value(_untag(value) if '"$' in text else value, type_name)
 
 
 def restore_value(value: Any, type_name: str) -> MetadataType:

@@ -10,12 +10,21 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from ._errors import ConfigurationError
-from ._records import RecordSink, RecordStore
 
-__all__ = ["configure", "reset_configuration", "settings", "Durability"]
+if TYPE_CHECKING:
+    from ._records import RecordSink, RecordStore
+
+__all__ = [
+    "Configuration",
+    "Durability",
+    "configure",
+    "get_configuration",
+    "reset_configuration",
+    "settings",
+]
 
 Durability = Literal["batched", "immediate"]
 _TRUE = {"1", "true", "yes", "on"}
@@ -152,3 +161,38 @@ class settings:  # noqa: N801 - a namespace of readers, used like a module
 def default_store_url() -> str:
     """A project-local SQLite file: ``.zenmeta/zenmeta.db`` under the working directory."""
     return "sqlite:///" + os.path.join(os.getcwd(), ".zenmeta", "zenmeta.db")
+
+
+class Configuration(NamedTuple):
+    """The settings in effect, as ``zenmeta.get_configuration()`` reports them."""
+
+    store: str
+    """The store URL new runs write to (a configured store object's ``url``)."""
+    strict: bool
+    implicit_runs: bool
+    durability: Durability
+    exporters: tuple[str, ...] = ()
+    """The record sinks new runs feed, by name (a sink object's ``name`` or class name)."""
+
+
+def get_configuration() -> Configuration:
+    """The settings in effect now, from ``configure()``, the environment or the defaults.
+
+    For integrations and tools, so they never read zenmeta's private modules;
+    a bad environment value raises ``ConfigurationError`` naming it.
+    """
+    store = settings.store()
+    return Configuration(
+        store if isinstance(store, str) else store.url,
+        settings.strict(),
+        settings.implicit_runs(),
+        settings.durability(),
+        tuple(_sink_name(sink) for sink in settings.exporters()),
+    )
+
+
+def _sink_name(sink: RecordSink | str) -> str:
+    if isinstance(sink, str):
+        return sink
+    name = getattr(sink, "name", None)
+    return name if isinstance(name, str) and name else type(sink).__name__

@@ -16,7 +16,7 @@ from typing import Any
 
 from ._values import DType, Path, StorageSize, Uri
 
-__all__ = ["json_safe", "type_name", "export_metadata"]
+__all__ = ["json_safe", "type_name", "export_metadata", "encodable_text"]
 
 
 def json_safe(value: Any) -> Any:
@@ -67,3 +67,18 @@ def export_metadata(grouped: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str,
         for source, items in grouped.items()
     }
     return values, types
+
+
+def encodable_text(text: str, encoding: str = "utf-8") -> str:
+    """``text`` as ``encoding`` can carry it: what it cannot (lone surrogates
+    from a bad decode, say) becomes visible ``\\udcxx`` escapes.
+
+    The one rule for the store's text columns, the terminal and the dashboard.
+    """
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:  # an unknown codec name: nothing better to do
+        return text
+    return text

@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     from datetime import datetime
     from uuid import UUID
 
+    from ._values import MetadataType
+
 from ._codec import MetadataSet, restore_value, round_trip_sets
 from ._export import export_metadata
-from ._values import MetadataType
 
 __all__ = [
     "Status",
@@ -28,6 +29,7 @@ __all__ = [
     "FAILED",
     "INTERRUPTED",
     "CRASHED",
+    "STATUSES",
     "USER_SOURCE",
     "ComponentFault",
     "DroppedValue",
@@ -36,6 +38,8 @@ __all__ = [
     "RecordStore",
     "RecordSink",
     "RecordReader",
+    "RunQuery",
+    "ALL_RUNS",
     "RecordedRun",
     "RecordedStep",
     "RunList",
@@ -50,6 +54,8 @@ COMPLETED: Status = "completed"
 FAILED: Status = "failed"
 INTERRUPTED: Status = "interrupted"
 CRASHED: Status = "crashed"
+STATUSES: tuple[Status, ...] = (RUNNING, COMPLETED, FAILED, INTERRUPTED, CRASHED)
+"""Every status a run or step can read, in the order screens list them."""
 
 USER_SOURCE = "user"
 """The source name of metadata logged by user code with ``log_metadata``."""
@@ -311,20 +317,32 @@ class StepList(list[RecordedStep]):
         return steps_table_html(self)
 
 
+class RunQuery(NamedTuple):
+    """Which runs a reader wants, as one value every store understands.
+
+    ``Client.list_runs`` builds it from its keyword arguments; stores push it
+    into their own query language. Filters to come (metadata queries) are
+    new fields here, not new parameters in every store's signature.
+    """
+
+    pipeline: str | None = None
+    status: str | None = None
+    """``crashed`` finds runs whose process died while they ran."""
+    since: datetime | None = None
+    limit: int | None = None
+    offset: int = 0
+
+
+ALL_RUNS = RunQuery()
+"""Every run, newest first: the default query."""
+
+
 @runtime_checkable
 class RecordReader(Protocol):
     """The reading side of a store, used by ``Client``, the CLI and the UI."""
 
-    def list_runs(
-        self,
-        *,
-        pipeline: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[RecordedRun]:
-        """Runs newest first."""
+    def list_runs(self, query: RunQuery = ALL_RUNS) -> list[RecordedRun]:
+        """Runs matching ``query``, newest first."""
 
     def find_runs(self, ref: str) -> list[RecordedRun]:
         """Runs whose id, id prefix or name match ``ref``."""

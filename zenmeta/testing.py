@@ -20,21 +20,31 @@ from contextlib import contextmanager
 
 from . import _config, _store
 from ._store.memory import InMemoryStore
-from ._tracking import components as _components
-from ._tracking import context as _context
+from ._tracking import components, context, metadata
 
 __all__ = ["InMemoryStore", "recording", "reset"]
 
 
 def reset() -> None:
-    """Back to zenmeta's defaults: configuration forgotten, registered
-    components removed, runs left open by ``start_run()`` dropped, every
-    store flushed and closed and every exporter shut down."""
-    _config.reset_configuration()
-    _components.clear_components()
-    for run in _context.detached_runs():
-        _context.remove_detached(run)
+    """Return all of zenmeta's process state to its defaults, in this order:
+
+    1. runs started with ``start_run()`` and not ended are forgotten (not ended:
+       ending them would write to a store the next test may not want);
+    2. every open store is flushed and closed, and its remembered faults forgotten;
+       every exporter used is shut down;
+    3. registered components and the instances of configured flavors are dropped;
+    4. remembered warnings are forgotten, so the next dropped value warns again;
+    5. everything given to ``zenmeta.configure()`` is undone.
+
+    Stores come before configuration so that queued records still reach the
+    store they were queued for. This package's tests call it around every
+    test, and so does the pytest plugin.
+    """
+    context.forget_detached()
     _store.close_stores()
+    components.clear_components()
+    metadata.forget_warnings()
+    _config.reset_configuration()
 
 
 @contextmanager

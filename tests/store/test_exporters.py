@@ -66,7 +66,7 @@ def test_no_exporter_leaves_the_store_unwrapped() -> None:
     store = InMemoryStore()
     zenmeta.configure(store=store)
     with pipeline_run("p") as run:
-        assert run.store is store
+        assert run._store is store
 
 
 def test_failing_sink_is_warned_once_and_recorded_on_the_run(

@@ -216,7 +216,7 @@ def test_default_stack_and_per_run_override(store: InMemoryStore) -> None:
     zenmeta.unregister_component("default")
     with pipeline_run("c"):
         add_one(1)
-    assert store.list_runs(pipeline="c")[0].metadata == {}
+    assert zenmeta.Client(store).list_runs(pipeline="c")[0].metadata == {}
 
 
 def test_step_selects_components_by_name(store: InMemoryStore) -> None:

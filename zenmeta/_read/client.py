@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 from .._config import settings
 from .._errors import RunNotFoundError, StoreError
-from .._records import RecordedRun, RecordedStep, RecordReader, RunList, StepList
+from .._records import RecordedRun, RecordedStep, RecordReader, RunList, RunQuery, StepList
 
 __all__ = ["Client"]
 
@@ -51,11 +51,8 @@ class Client:
 
         ``status="crashed"`` finds runs whose process died while they ran.
         """
-        return RunList(
-            self.reader.list_runs(
-                pipeline=pipeline, status=status, since=since, limit=limit, offset=offset
-            )
-        )
+        query = RunQuery(pipeline, status, since, limit, offset)
+        return RunList(self.reader.list_runs(query))
 
     def get_run(self, ref: str | UUID) -> RecordedRun:
         """A run by id, unique id prefix or name; ambiguous references raise."""

@@ -18,11 +18,15 @@ import atexit
 import os
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from .._config import settings
 from .._errors import ConfigurationError, StoreError
 from .._log import warn
-from .._records import ComponentFault, RecordSink, RecordStore, RunRecord, StepRecord
+from .._records import ComponentFault
+
+if TYPE_CHECKING:
+    from .._records import RecordSink, RecordStore, RunRecord, StepRecord
 
 __all__ = [
     "EXPORTERS_ENTRY_POINT_GROUP",
@@ -292,6 +296,7 @@ def close_stores() -> None:
         stores = list(_open.values())
         _open.clear()
         _used.clear()
+        _reported.clear()
         sinks = list(_used_sinks)
         _used_sinks.clear()
         _named_sinks.clear()

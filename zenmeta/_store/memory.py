@@ -10,12 +10,11 @@ import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from datetime import datetime
     from uuid import UUID
 
 from .._codec import round_trip_sets
 from .._info import utc_from_ns
-from .._records import RecordedRun, RecordedStep, RunRecord, StepRecord
+from .._records import ALL_RUNS, RecordedRun, RecordedStep, RunQuery, RunRecord, StepRecord
 
 __all__ = ["InMemoryStore"]
 
@@ -51,27 +50,20 @@ class InMemoryStore:
             self._steps.clear()
 
     # reading -----------------------------------------------------------
-    def list_runs(
-        self,
-        *,
-        pipeline: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[RecordedRun]:
+    def list_runs(self, query: RunQuery = ALL_RUNS) -> list[RecordedRun]:
         with self._lock:
             records = list(self._runs.values())
         records.sort(key=lambda r: r.start_ns, reverse=True)
+        since = query.since
         chosen = [
             r
             for r in records
-            if (pipeline is None or r.pipeline_name == pipeline)
-            and (status is None or r.status == status)
+            if (query.pipeline is None or r.pipeline_name == query.pipeline)
+            and (query.status is None or r.status == query.status)
             and (since is None or utc_from_ns(r.start_ns) >= since)
         ]
-        end = None if limit is None else offset + limit
-        return [self._run(r) for r in chosen[offset:end]]
+        end = None if query.limit is None else query.offset + query.limit
+        return [self._run(r) for r in chosen[query.offset : end]]
 
     def find_runs(self, ref: str) -> list[RecordedRun]:
         with self._lock:

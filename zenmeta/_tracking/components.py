@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from uuid import UUID
 
+    from .._info import PipelineRunInfo, StepRunInfo
+    from .._values import MetadataType
+
 from .._config import settings
 from .._errors import ComponentError, ConfigurationError, MetadataError
-from .._info import PipelineRunInfo, StepRunInfo
 from .._log import warn
 from .._records import ComponentFault, DroppedValue
-from .._values import MetadataType
 from .callables import accepts_keyword
 from .flavors import configured_components, reset_flavors
 
@@ -30,7 +31,6 @@ __all__ = [
     "component_name",
     "register_component",
     "unregister_component",
-    "registered_components",
     "clear_components",
     "call_hook",
     "raise_if_strict",
@@ -180,11 +180,6 @@ def unregister_component(component: object | str) -> None:
                 _default.clear()
                 return
     raise ConfigurationError(f"{component!r} is not registered")
-
-
-def registered_components() -> list[object]:
-    with _lock:
-        return list(_registered)
 
 
 def clear_components() -> None:

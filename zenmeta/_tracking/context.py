@@ -18,15 +18,14 @@ from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from .._errors import NoActiveContextError
-from .._info import PipelineRunInfo, StepRunInfo
 from .._log import warn
 
 if TYPE_CHECKING:
+    from .._info import PipelineRunInfo, StepRunInfo
     from .runs import PipelineRun
     from .steps import StepState
 
 __all__ = [
-    "current_step",
     "current_run",
     "get_step_context",
     "get_run_context",
@@ -42,10 +41,6 @@ _current_run: ContextVar[PipelineRun | None] = ContextVar("zenmeta_run", default
 
 _detached: list[PipelineRun] = []
 _detached_lock = threading.Lock()
-
-
-def current_step() -> StepState | None:
-    return _current_step.get()
 
 
 def current_run() -> PipelineRun | None:
@@ -77,6 +72,12 @@ def remove_detached(run: PipelineRun) -> None:
     with _detached_lock:
         if run in _detached:
             _detached.remove(run)
+
+
+def forget_detached() -> None:
+    """Drop every run started without ``with``, ending none (``testing.reset``)."""
+    with _detached_lock:
+        _detached.clear()
 
 
 def detached_runs() -> list[PipelineRun]:

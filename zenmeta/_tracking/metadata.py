@@ -13,7 +13,7 @@ from .._codec import MetadataSet, encode_metadata
 from .._log import warn
 from .._records import DroppedValue
 
-__all__ = ["collect_metadata"]
+__all__ = ["collect_metadata", "forget_warnings", "snapshot"]
 
 _warned: set[tuple[str, str, str]] = set()
 _WARNED_LIMIT = 10_000
@@ -26,6 +26,11 @@ def _warn_once(source: str, key: str, message: str) -> None:
     if len(_warned) < _WARNED_LIMIT:
         _warned.add(marker)
     warn("zenmeta: metadata %r from %r %s", key, source, message)
+
+
+def forget_warnings() -> None:
+    """Warn again about keys warned about before (``testing.reset``)."""
+    _warned.clear()
 
 
 def collect_metadata(

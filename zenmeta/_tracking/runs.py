@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from datetime import datetime
     from uuid import UUID
 
+    from .._values import MetadataType
+
 from .._codec import MetadataSet, round_trip_sets
 from .._errors import RunStateError
 from .._info import PipelineInfo, PipelineRunInfo, utc_from_ns
@@ -41,7 +43,6 @@ from .._records import (
     StepRecord,
 )
 from .._store import flush_stores, report_store_fault, resolve_store
-from .._values import MetadataType
 from . import context as _context
 from .callables import kind_of
 from .components import Stack, call_hook, raise_if_strict, stack_of
@@ -100,8 +101,8 @@ class PipelineRun:
         self._dropped: list[DroppedValue] = []
         self._step_counts: dict[str, itertools.count[int]] = {}
         self._pid = CURRENT_PID[0]
-        self.stack: Stack
-        self.store: RecordStore
+        self._stack: Stack
+        self._store: RecordStore
         self.info: PipelineRunInfo
         self.pipeline: PipelineInfo
 
@@ -134,7 +135,7 @@ class PipelineRun:
 
     # -- lifecycle --------------------------------------------------------
     def _open(self) -> None:
-        self.stack = stack_of(self._components)
+        self._stack = stack_of(self._components)
         with self._lock:
             if self._phase != _NEW:
                 raise RunStateError(
@@ -153,14 +154,14 @@ class PipelineRun:
         self.info = PipelineRunInfo(
             self.id, self.name, self.pipeline, self.parent_run_id, self.tags, self.start_ns
         )
-        self.store = resolve_store()
+        self._store = resolve_store()
 
     def _start_hooks(self) -> None:
         """Record the run, then collect its components' run metadata."""
         self._save()
-        for name, fn in self.stack.hooks("prepare_pipeline_run"):
+        for name, fn in self._stack.hooks("prepare_pipeline_run"):
             call_hook(name, "prepare_pipeline_run", fn, (self.info,), self._faults)
-        hooks = self.stack.hooks("get_pipeline_run_metadata")
+        hooks = self._stack.hooks("get_pipeline_run_metadata")
         for name, fn in hooks:
             result = call_hook(name, "get_pipeline_run_metadata", fn, (self.id,), self._faults)
             if result is not None:
@@ -181,8 +182,8 @@ class PipelineRun:
             self._phase = _ENDED
         status = status_for(error)
         faults_before = len(self._faults)
-        takers = self.stack.status_takers
-        for name, fn in self.stack.hooks("cleanup_pipeline_run"):
+        takers = self._stack.status_takers
+        for name, fn in self._stack.hooks("cleanup_pipeline_run"):
             hook = functools.partial(fn, status=status) if name in takers else fn
             args = (self.info, status != COMPLETED)
             call_hook(name, "cleanup_pipeline_run", hook, args, self._faults)
@@ -217,17 +218,19 @@ class PipelineRun:
                 dropped=tuple(self._dropped),
             )
         try:
-            self.store.save_run(record)
+            self._store.save_run(record)
         except Exception as error:
-            report_store_fault(f"cannot write run {self.name!r} to {self.store.url!r}", error)
+            report_store_fault(f"cannot write run {self.name!r} to {self._store.url!r}", error)
 
-    def save_step(self, record: StepRecord) -> None:
+    def _save_step(self, record: StepRecord) -> None:
         try:
-            self.store.save_step(record)
+            self._store.save_step(record)
         except Exception as error:
-            report_store_fault(f"cannot write a step of {self.name!r} to {self.store.url!r}", error)
+            report_store_fault(
+                f"cannot write a step of {self.name!r} to {self._store.url!r}", error
+            )
 
-    def next_invocation(self, step_name: str) -> str:
+    def _next_invocation(self, step_name: str) -> str:
         """``train``, then ``train_2``, ``train_3``… unique within this run.
 
         A forked worker counts on its own copy of the run, so its steps are

@@ -10,15 +10,16 @@ generator's own code runs, never while it is suspended at a ``yield``.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from .._codec import MetadataSet
 from .._config import settings
 from .._errors import NoActiveContextError
 from .._info import StepConfig, StepRunInfo
+from .._log import warn
 from .._records import COMPLETED, USER_SOURCE, ComponentFault, DroppedValue, StepRecord
 from . import context as _context
 from .callables import kind_of
@@ -26,6 +27,9 @@ from .components import Stack, call_hook, raise_if_strict
 from .ids import new_id
 from .metadata import collect_metadata
 from .runs import PipelineRun, status_for
+
+if TYPE_CHECKING:
+    from .._codec import MetadataSet
 
 __all__ = ["track_step", "log_metadata", "StepState"]
 
@@ -37,7 +41,7 @@ _tuple_new = tuple.__new__
 class StepState:
     """The mutable side of a running step: what it has collected so far."""
 
-    __slots__ = ("dropped", "faults", "implicit", "info", "metadata", "run", "stack")
+    __slots__ = ("dropped", "ended", "faults", "implicit", "info", "metadata", "run", "stack")
 
     def __init__(self, info: StepRunInfo, run: PipelineRun, stack: Stack, implicit: bool) -> None:
         self.info = info
@@ -47,6 +51,15 @@ class StepState:
         self.metadata: dict[str, MetadataSet] = {}
         self.dropped: list[DroppedValue] = []
         self.faults: list[ComponentFault] = []
+        self.ended = False  # set under _late_writes once its record is built
+
+
+_late_writes = threading.Lock()
+"""Held by ``log_metadata`` while it writes a step's metadata and by the step
+when it ends, so a thread that finishes late (``carry_context``) is refused
+instead of changing a record that is already queued (OpenTelemetry refuses
+attributes on an ended span the same way). One lock for all steps: it is
+taken twice per step and contended only by threads logging at the same time."""
 
 
 def _begin(config: StepConfig) -> StepState | None:
@@ -65,14 +78,14 @@ def _begin(config: StepConfig) -> StepState | None:
             new_id(),
             run.id,
             run.name,
-            run.next_invocation(config.name),
+            run._next_invocation(config.name),
             config,
             run.pipeline,
             None if parent is None else parent.info.step_run_id,
             time.time_ns(),
         ),
     )
-    stack = run.stack
+    stack = run._stack
     if config.components is not None:
         stack, missing = stack.select(config.components)
         state = StepState(info, run, stack, implicit)
@@ -101,11 +114,13 @@ def _finish(state: StepState, error: BaseException | None) -> None:
             collect_metadata(state.metadata, state.dropped, name, result)
     for name, fn in stack.hooks("cleanup_step_run"):
         call_hook(name, "cleanup_step_run", fn, (info, error is not None), state.faults)
+    with _late_writes:
+        state.ended = True  # from here on the record shares state.metadata
     if error is None:
         status, error_type, message = COMPLETED, None, None
     else:
         status, error_type, message = status_for(error), type(error).__name__, str(error)
-    state.run.save_step(
+    state.run._save_step(
         StepRecord(
             info.step_run_id,
             info.run_id,
@@ -376,7 +391,17 @@ def log_metadata(metadata: Mapping[str, Any]) -> None:
     """
     state = _step_var.get()
     if state is not None:
-        if collect_metadata(state.metadata, state.dropped, USER_SOURCE, metadata):
+        with _late_writes:
+            if state.ended:
+                warn(
+                    "zenmeta: log_metadata() reached step %r after it ended; %d key(s) not "
+                    "recorded",
+                    state.info.pipeline_step_name,
+                    len(metadata) if isinstance(metadata, Mapping) else 1,
+                )
+                return
+            dropped = collect_metadata(state.metadata, state.dropped, USER_SOURCE, metadata)
+        if dropped:
             raise_if_strict([], state.dropped[-1:])
         return
     run = _context.current_run()

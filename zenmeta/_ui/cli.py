@@ -21,14 +21,13 @@ from rich.table import Table
 from rich.text import Text
 
 from .._errors import MissingExtraError, StoreError, ZenmetaError
-from .._export import type_name
+from .._export import encodable_text
 from .._read.client import Client
-from .._records import RecordedRun, RecordedStep
-from .text import human_duration, human_size, value_text
+from .._records import STATUSES, RecordedRun, RecordedStep
+from .text import human_duration, human_size, type_label, value_text
 
 __all__ = ["cli", "main"]
 
-_STATUSES = ("running", "completed", "failed", "interrupted", "crashed")
 _STYLES = {
     "completed": "green",
     "failed": "red",
@@ -62,14 +61,7 @@ def _client(context: click.Context) -> Client:
 
 def _printable(text: str) -> str:
     """Text any terminal can take: lone surrogates become ``\\udcxx``."""
-    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
-    try:
-        text.encode(encoding)
-    except UnicodeEncodeError:
-        return text.encode(encoding, "backslashreplace").decode(encoding)
-    except LookupError:  # pragma: no cover - an unknown codec name
-        return text
-    return text
+    return encodable_text(text, getattr(sys.stdout, "encoding", None) or "utf-8")
 
 
 def _text(value: object, style: str = "") -> Text:
@@ -122,7 +114,7 @@ def runs() -> None:
 @click.option("--pipeline", default=None, help="Only runs of this pipeline.")
 @click.option(
     "--status",
-    type=click.Choice(_STATUSES),
+    type=click.Choice(STATUSES),
     default=None,
     help="Only runs with this status ('crashed': the process died mid-run).",
 )
@@ -243,7 +235,7 @@ def _print_metadata(console: Console, title: str, grouped: Mapping[str, Mapping[
     for source, values in grouped.items():
         table = Table("key", "value", "type", title=_printable(source), title_justify="left")
         for key, value in values.items():
-            table.add_row(_text(key), _text(value_text(value)), type_name(value))
+            table.add_row(_text(key), _text(value_text(value)), type_label(value))
         console.print(table)
 
 

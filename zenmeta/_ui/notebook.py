@@ -9,20 +9,18 @@ with the exact byte count in its tooltip.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._export import type_name
-from .._records import ComponentFault, DroppedValue, RecordedRun, RecordedStep
 from .._values import StorageSize, Uri
-from .text import human_duration, human_size, value_text
+from .text import human_duration, human_size, link_target, type_label, value_text
+
+if TYPE_CHECKING:
+    from .._records import ComponentFault, DroppedValue, RecordedRun, RecordedStep
 
 __all__ = ["run_html", "step_html", "runs_table_html", "value_html"]
 
-_LINKABLE = re.compile(r"(?i)(https?://|file:)")
-_CONTROL = re.compile(r"[\x00-\x20\x7f]")  # browsers strip these, which hides a scheme
 _COLORS = {
     "completed": "#1a7f37",
     "failed": "#cf222e",
@@ -38,10 +36,10 @@ _MUTED = 'style="padding:2px 10px 2px 0;vertical-align:top;text-align:left;color
 def value_html(value: Any) -> str:
     """One metadata value, escaped; a safe ``Uri`` as a link."""
     if isinstance(value, Uri):
-        raw = str.__str__(value)
-        text = escape(value_text(raw))
-        if _LINKABLE.match(raw) and not _CONTROL.search(raw):
-            return f'<a href="{escape(raw)}" target="_blank" rel="noopener noreferrer">{text}</a>'
+        href = link_target(value)
+        text = escape(value_text(str.__str__(value)))
+        if href is not None:
+            return f'<a href="{escape(href)}" target="_blank" rel="noopener noreferrer">{text}</a>'
         return text
     if isinstance(value, StorageSize):
         return f'<span title="{int(value)} bytes">{escape(human_size(value))}</span>'
@@ -67,7 +65,7 @@ def _metadata(grouped: Mapping[str, Mapping[str, Any]]) -> str:
     for source, values in grouped.items():
         rows = "".join(
             f"<tr><td {_CELL}><code>{escape(key)}</code></td><td {_CELL}>{value_html(value)}</td>"
-            f"<td {_MUTED}>{escape(type_name(value))}</td></tr>"
+            f"<td {_MUTED}>{escape(type_label(value))}</td></tr>"
             for key, value in values.items()
         )
         parts.append(f"<details open><summary>{escape(source)}</summary>")

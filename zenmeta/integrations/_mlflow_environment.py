@@ -14,7 +14,8 @@ import os
 import threading
 from collections.abc import Mapping
 
-from .._errors import ConfigurationError
+from zenmeta import ConfigurationError
+
 from ._urls import without_credentials
 
 __all__ = ["acquire", "release", "holders"]

@@ -18,8 +18,8 @@ import threading
 from collections.abc import Sequence
 from uuid import UUID
 
-from .._tracking.components import StackComponent
-from .._values import MetadataType, Path, Uri
+from zenmeta import MetadataType, Path, StackComponent, Uri
+
 from ._urls import without_credentials
 
 __all__ = ["EnvironmentComponent", "git_info", "DEFAULT_PACKAGES"]
@@ -181,7 +181,7 @@ class EnvironmentComponent(StackComponent):
 
     def _static_info(self) -> dict[str, MetadataType]:
         if self._static is None:
-            from .. import __version__
+            from zenmeta import __version__
 
             self._static = {
                 "python_version": platform.python_version(),

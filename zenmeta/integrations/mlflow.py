@@ -7,6 +7,7 @@ registering the component costs nothing until a run starts.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 import threading
@@ -17,12 +18,17 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 from uuid import UUID
 
-from .._config import settings
-from .._errors import ConfigurationError, MissingExtraError
-from .._info import PipelineRunInfo, StepRunInfo
-from .._log import warn
-from .._tracking.components import StackComponent
-from .._values import MetadataType, Uri
+from zenmeta import (
+    ConfigurationError,
+    MetadataType,
+    MissingExtraError,
+    PipelineRunInfo,
+    StackComponent,
+    StepRunInfo,
+    Uri,
+    get_configuration,
+)
+
 from . import _mlflow_context, _mlflow_environment
 from ._urls import without_credentials
 
@@ -53,8 +59,8 @@ def _mlflow_installed() -> bool:
 
 def _zenmeta_folder() -> str:
     """The folder of the SQLite store runs write to, else ``./.zenmeta``."""
-    store = settings.store()
-    if isinstance(store, str) and store.startswith("sqlite:///"):
+    store = get_configuration().store
+    if store.startswith("sqlite:///"):
         path = store[len("sqlite:///") :].split("?", 1)[0]
         if path and path != ":memory:":
             return os.path.dirname(os.path.abspath(path))
@@ -206,7 +212,7 @@ class MLFlowExperimentTracker(StackComponent):
             self._active = _mlflow_context.install()
             if self._active is None and not _warned_inactive:
                 _warned_inactive.append(True)
-                warn(
+                logging.getLogger("zenmeta").warning(
                     "zenmeta: this MLflow keeps its active run in an unknown way; step runs "
                     "are created, but mlflow.log_metric() inside a step will not find them"
                 )

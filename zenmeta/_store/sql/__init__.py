@@ -23,7 +23,16 @@ from sqlalchemy import Connection, Select, func, select
 
 from ..._config import Durability, settings
 from ..._errors import ConfigurationError
-from ..._records import CRASHED, RUNNING, RecordedRun, RecordedStep, RunRecord, StepRecord
+from ..._records import (
+    ALL_RUNS,
+    CRASHED,
+    RUNNING,
+    RecordedRun,
+    RecordedStep,
+    RunQuery,
+    RunRecord,
+    StepRecord,
+)
 from .rows import Grouped, group_metadata, recorded_run, recorded_step
 from .schema import (
     SCHEMA_VERSION,
@@ -100,6 +109,8 @@ class SQLStore:
         pending.append(record)
         if len(pending) >= writer.nudge_at:
             writer.nudge()
+        elif writer._thread is None:  # a worker attached to a run may write only steps
+            writer.start()
 
     def flush(self) -> None:
         """Block until every accepted record is stored; strict mode raises
@@ -118,30 +129,23 @@ class SQLStore:
             self._writer.immediate = durability == "immediate"
 
     # -- reading (RecordReader) --------------------------------------------
-    def list_runs(
-        self,
-        *,
-        pipeline: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[RecordedRun]:
-        query = select(runs).order_by(runs.c.start_ns.desc(), runs.c.id.desc())
-        if pipeline is not None:
-            query = query.where(runs.c.pipeline_name == pipeline)
-        if since is not None:
-            query = query.where(runs.c.start_ns >= _ns(since))
+    def list_runs(self, query: RunQuery = ALL_RUNS) -> list[RecordedRun]:
+        statement = select(runs).order_by(runs.c.start_ns.desc(), runs.c.id.desc())
+        if query.pipeline is not None:
+            statement = statement.where(runs.c.pipeline_name == query.pipeline)
+        if query.since is not None:
+            statement = statement.where(runs.c.start_ns >= _ns(query.since))
+        status, limit, offset = query.status, query.limit, query.offset
         computed = status in (RUNNING, CRASHED)  # decided on read, not stored
         if computed:
-            query = query.where(runs.c.status == RUNNING)
+            statement = statement.where(runs.c.status == RUNNING)
         elif status is not None:
-            query = query.where(runs.c.status == status)
+            statement = statement.where(runs.c.status == status)
         if not computed:
-            query = query.offset(offset) if offset else query
-            query = query.limit(limit) if limit is not None else query
+            statement = statement.offset(offset) if offset else statement
+            statement = statement.limit(limit) if limit is not None else statement
         with self._reading() as connection:
-            found = self._runs(connection, query)
+            found = self._runs(connection, statement)
         if computed:
             end = None if limit is None else offset + limit
             found = [run for run in found if run.status == status][offset:end]

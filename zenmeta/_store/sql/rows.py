@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from ..._codec import MetadataSet, decode_documents
+from ..._export import encodable_text
 from ..._info import utc_from_ns
 from ..._records import (
     CRASHED,
@@ -50,13 +51,7 @@ def text(value: str) -> str:
     """Text every database accepts: lone surrogates (from a bad decode in an
     error message, say) become visible ``\\udcxx`` escapes instead of failing
     the whole batch."""
-    if value.isascii():
-        return value
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    return value
+    return value if value.isascii() else encodable_text(value)  # the check is per row
 
 
 def _text(value: str | None) -> str | None:

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
-
-from sqlalchemy import Engine, Table
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..._records import RUNNING
 from .schema import metadata_sets, runs
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine, Table
 
 __all__ = [
     "ROWS_PER_STATEMENT",

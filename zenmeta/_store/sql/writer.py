@@ -20,10 +20,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
-
-from sqlalchemy import Engine
 
 from ..._config import settings
 from ..._errors import StoreError
@@ -33,6 +31,9 @@ from ..liveness import HEARTBEAT_S
 from .rows import FULL_METADATA, add_step_rows, metadata_rows, run_row
 from .schema import is_locked_error, metadata_sets, runs, steps
 from .sessions import ROWS_PER_STATEMENT, Session, Shaped, open_session, shape_of
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 __all__ = ["SQLWriter", "INTERVAL_S", "QUEUE_SIZE"]
 
@@ -88,7 +89,6 @@ class SQLWriter:
         self._beat_ns = 0
         self._fault: str | None = None
         self._warned: set[str] = set()
-        self._fast = engine.dialect.name == "sqlite"
 
     # -- the caller's side -------------------------------------------------
     def put(self, record: Record) -> None:

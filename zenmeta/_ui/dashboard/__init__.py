@@ -16,12 +16,18 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import resources
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 from uuid import UUID
 
 from ..._errors import MissingExtraError, RunNotFoundError, StoreError
+from ..._export import encodable_text
 from ..._read.client import Client
+from ..._records import STATUSES
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 try:
     import jinja2
@@ -30,11 +36,10 @@ try:
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
-    from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from .. import text
     from . import render
 except ImportError as error:  # pragma: no cover - exercised by a test that hides starlette
     raise MissingExtraError((error.name or "starlette").split(".")[0], "dashboard") from error
@@ -48,7 +53,6 @@ RUNS_PER_PAGE = 50
 STEPS_PER_PAGE = 100
 _MAX_PARAM = 256
 _MAX_PAGE_DIGITS = 9
-_STATUSES = ("running", "completed", "failed", "interrupted", "crashed")
 _REFRESH_SECONDS = 5
 
 # No script of any kind is needed (auto-refresh is a <meta> tag), so the
@@ -96,10 +100,10 @@ def _environment() -> jinja2.Environment:
     )
     environment.filters.update(
         value=render.render_value,
-        type_label=render.type_label,
+        type_label=text.type_label,
         time=render.render_time,
         status=render.render_status,
-        duration=render.readable_duration,
+        duration=text.human_duration,
         elapsed=render.elapsed_since,
     )
     return environment
@@ -122,9 +126,8 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
         **context: Any,
     ) -> Response:
         html = environment.get_template(template).render(store_url=client.url, **context)
-        # Stored text may hold lone surrogates, which UTF-8 cannot carry; the
-        # markup is already escaped, so backslash escapes are safe and visible.
-        body = html.encode("utf-8", "backslashreplace")
+        # The markup is already escaped, so backslash escapes are safe and visible.
+        body = encodable_text(html).encode("utf-8")
         return Response(
             body,
             status_code=status_code,
@@ -136,7 +139,7 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
         page_number = _page_number(request)
         pipeline = _text_param(request, "pipeline")
         status = _text_param(request, "status")
-        if status is not None and status not in _STATUSES:
+        if status is not None and status not in STATUSES:
             raise HTTPException(404, f"there is no run status {status!r}")
         offset = (page_number - 1) * RUNS_PER_PAGE
         runs = _read(
@@ -152,7 +155,7 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
             runs=runs[:RUNS_PER_PAGE],
             pipeline=pipeline or "",
             status=status or "",
-            statuses=_STATUSES,
+            statuses=STATUSES,
             page_number=page_number,
             offset=offset,
             previous_url=_page_url("/", filters, page_number - 1) if page_number > 1 else None,

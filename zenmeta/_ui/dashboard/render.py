@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,17 +18,14 @@ from typing import Any
 
 from markupsafe import Markup
 
-from ..._records import RecordedStep
+from ..._records import STATUSES, RecordedStep
 from ..._values import DType, Path, StorageSize, Uri
+from ..text import human_duration, human_size, int_text, link_target, type_label
 
 __all__ = [
     "StepRow",
-    "link_target",
-    "human_size",
     "readable_float",
-    "readable_duration",
     "elapsed_since",
-    "type_label",
     "render_value",
     "render_time",
     "render_status",
@@ -37,38 +33,10 @@ __all__ = [
     "MAX_INDENT",
 ]
 
-# Only these schemes become links, and only when the text starts with one. A
-# browser strips leading spaces and ASCII control characters and drops tabs
-# and newlines inside a scheme (" java\tscript:" runs), so any control
-# character anywhere makes the value plain text: we never try to clean it.
-_LINK_SCHEME = re.compile(r"(?:https?|file):", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SHORT_TEXT = 200
 _PREVIEW = 80
-_STATUSES = frozenset({"running", "completed", "failed", "interrupted", "crashed"})
 MAX_INDENT = 12
 """Nesting deeper than this is still shown, but indented no further."""
-
-
-def link_target(uri: str) -> str | None:
-    """The ``href`` for a ``Uri``, or ``None`` when it must be shown as text."""
-    text = str.__str__(uri)
-    if _CONTROL.search(text) or not _LINK_SCHEME.match(text):
-        return None
-    return text
-
-
-def human_size(size: int) -> str:
-    """Bytes in binary units (KiB, MiB…), one decimal above a kibibyte."""
-    sign = "-" if size < 0 else ""
-    amount = float(abs(size))
-    if amount < 1024:
-        return f"{sign}{abs(size)} B"
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
-        amount /= 1024
-        if amount < 1024:
-            return f"{sign}{amount:.1f} {unit}"
-    return f"{sign}{amount / 1024:.1f} EiB"
 
 
 def readable_float(value: float) -> str:
@@ -91,37 +59,9 @@ def readable_float(value: float) -> str:
     return f"{value:.6g}"
 
 
-def readable_duration(seconds: float | None) -> str:
-    """A duration in the unit that suits it; an em dash when there is none."""
-    if seconds is None or math.isnan(seconds):
-        return "\u2014"
-    if seconds < 0:
-        return "-" + readable_duration(-seconds)
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f} \u00b5s"
-    if seconds < 1:
-        return f"{seconds * 1e3:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.2f} s"
-    whole = int(seconds)
-    if whole < 3600:
-        return f"{whole // 60} min {whole % 60:02d} s"
-    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
-
-
 def elapsed_since(moment: datetime) -> str:
     """How long ago ``moment`` was, for a run that has no end yet."""
-    return readable_duration((datetime.now(timezone.utc) - moment).total_seconds())
-
-
-def type_label(value: object) -> str:
-    """The metadata type name a reader sees next to a value."""
-    for special in (Uri, Path, DType, StorageSize):
-        if isinstance(value, special):
-            return special.__name__
-    if value is None:
-        return "None"
-    return type(value).__name__
+    return human_duration((datetime.now(timezone.utc) - moment).total_seconds())
 
 
 def render_value(value: object) -> Markup:
@@ -138,7 +78,7 @@ def render_value(value: object) -> Markup:
             f"{exact:,}", human_size(exact)
         )
     if isinstance(value, int):
-        return Markup('<span class="number">{}</span>').format(_int_text(value))
+        return Markup('<span class="number">{}</span>').format(int_text(value))
     if isinstance(value, float):
         return _render_float(value)
     if isinstance(value, (dict, list, tuple, set, frozenset)):
@@ -204,13 +144,6 @@ def _json_default(value: object) -> Any:
     return _safe_repr(value)
 
 
-def _int_text(value: int) -> str:
-    try:
-        return str(int(value))
-    except ValueError:  # past Python's digit limit for int -> str
-        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
-
-
 def _safe_repr(value: object) -> str:
     try:
         return repr(value)
@@ -230,7 +163,7 @@ def render_time(moment: datetime | None) -> Markup:
 def render_status(status: str) -> Markup:
     """A status badge; an unknown status is shown but gets no special style."""
     text = str(status)
-    style = text if text in _STATUSES else "unknown"
+    style = text if text in STATUSES else "unknown"
     return Markup('<span class="status status-{}">{}</span>').format(style, text)
 
 
