@@ -120,12 +120,14 @@ def test_unknown_exporter_name_is_warned_and_skipped(
     assert any("unknown exporter 'nosuch'" in r.getMessage() for r in zenmeta_log.records)
 
 
-def test_configure_takes_an_exporter_name() -> None:
-    """configure(exporters="otlp") is the same as ZENMETA_EXPORTERS=otlp."""
-    zenmeta.configure(exporters="otlp")
-    from zenmeta._config import settings
-
-    assert settings.exporters() == ("otlp",)
+def test_configuration_reports_exporters_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """get_configuration() names the sinks: given objects, or ZENMETA_EXPORTERS's names."""
+    monkeypatch.setenv("ZENMETA_EXPORTERS", "otlp, other")
+    assert zenmeta.get_configuration().exporters == ("otlp", "other")
+    zenmeta.configure(exporters=[BrokenSink(), RecordingSink()])
+    assert zenmeta.get_configuration().exporters == ("broken", "RecordingSink")
+    zenmeta.configure(exporters="otlp")  # one name, not its letters
+    assert zenmeta.get_configuration().exporters == ("otlp",)
 
 
 def test_decoded_metadata_is_what_the_store_returns() -> None:
