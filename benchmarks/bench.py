@@ -146,10 +146,13 @@ def main() -> None:
     parser.add_argument("--no-mlflow", action="store_true", help="skip the MLflow comparison")
     args = parser.parse_args()
     print(f"Python {sys.version.split()[0]}, zenmeta {zenmeta.__version__}")
+    import bench_otel
     import bench_store
 
     rows = core_rows(args.ops, args.repeats) + bench_store.rows(args.ops, args.repeats)
+    rows += bench_otel.rows(args.ops, args.repeats)
     print_table(rows, "OpenTelemetry SDK span + 3 attributes")
+    print(bench_otel.verdict(dict(rows), dict(rows)["OpenTelemetry SDK span + 3 attributes"]))
     if args.million:
         # A fresh process: the rows above already raised this one's peak
         # memory, which would hide the loop's own growth.

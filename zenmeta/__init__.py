@@ -25,7 +25,15 @@ from ._errors import (
 )
 from ._info import PipelineInfo, PipelineRunInfo, StepConfig, StepRunInfo
 from ._read.client import Client
-from ._records import ComponentFault, DroppedValue, RecordedRun, RecordedStep
+from ._records import (
+    ComponentFault,
+    DroppedValue,
+    RecordedRun,
+    RecordedStep,
+    RecordSink,
+    RunRecord,
+    StepRecord,
+)
 from ._store import flush
 from ._tracking.components import StackComponent, register_component, unregister_component
 from ._tracking.context import carry_context, get_run_context, get_step_context
@@ -52,12 +60,15 @@ __all__ = [
     "PipelineRun",
     "PipelineRunInfo",
     "QueryError",
+    "RecordSink",
     "RecordedRun",
     "RecordedStep",
     "RunNotFoundError",
+    "RunRecord",
     "RunStateError",
     "StackComponent",
     "StepConfig",
+    "StepRecord",
     "StepRunInfo",
     "StorageSize",
     "StoreError",

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from ._errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from ._records import RecordStore
+    from ._records import RecordSink, RecordStore
 
 __all__ = [
     "Configuration",
@@ -41,13 +42,14 @@ UNSET = _Unset()
 class _Settings:
     """What ``configure()`` was given; ``None`` means "use the default"."""
 
-    __slots__ = ("durability", "implicit_runs", "store", "strict")
+    __slots__ = ("durability", "exporters", "implicit_runs", "store", "strict")
 
     def __init__(self) -> None:
         self.store: str | RecordStore | None = None
         self.strict: bool | None = None
         self.implicit_runs: bool | None = None
         self.durability: Durability | None = None
+        self.exporters: tuple[RecordSink | str, ...] | None = None
 
 
 _configured = _Settings()
@@ -60,6 +62,7 @@ def configure(
     strict: bool | _Unset | None = UNSET,
     implicit_runs: bool | _Unset | None = UNSET,
     durability: Durability | _Unset | None = UNSET,
+    exporters: Iterable[RecordSink | str] | _Unset | None = UNSET,
 ) -> None:
     """Set zenmeta's behaviour for this process; ``None`` restores the default.
 
@@ -73,6 +76,10 @@ def configure(
     - ``durability``: ``"batched"`` (default) writes in the background at
       least every second; ``"immediate"`` writes each record before the step
       returns (``ZENMETA_DURABILITY``).
+    - ``exporters``: record sinks that also receive every finished run and
+      step, such as ``zenmeta.integrations.opentelemetry.OpenTelemetrySink``,
+      or names of installed ones (``"otlp"``); default ``ZENMETA_EXPORTERS``
+      (comma-separated names), else none. Taken when each run starts.
     """
     if durability not in (UNSET, None, "batched", "immediate"):
         raise ConfigurationError(f"durability must be 'batched' or 'immediate', not {durability!r}")
@@ -85,6 +92,10 @@ def configure(
             _configured.implicit_runs = implicit_runs
         if not isinstance(durability, _Unset):
             _configured.durability = durability
+        if not isinstance(exporters, _Unset):
+            if isinstance(exporters, str):
+                exporters = (exporters,)
+            _configured.exporters = None if exporters is None else tuple(exporters)
 
 
 def reset_configuration() -> None:
@@ -131,6 +142,16 @@ class settings:  # noqa: N801 - a namespace of readers, used like a module
         return raw  # type: ignore[return-value]
 
     @staticmethod
+    def exporters() -> tuple[RecordSink | str, ...]:
+        """Configured sinks, else the names in ``ZENMETA_EXPORTERS``; usually empty."""
+        if _configured.exporters is not None:
+            return _configured.exporters
+        raw = os.environ.get("ZENMETA_EXPORTERS")
+        if not raw:
+            return ()
+        return tuple(dict.fromkeys(raw.replace(",", " ").split()))
+
+    @staticmethod
     def store() -> str | RecordStore:
         if _configured.store is not None:
             return _configured.store
@@ -150,6 +171,8 @@ class Configuration(NamedTuple):
     strict: bool
     implicit_runs: bool
     durability: Durability
+    exporters: tuple[str, ...] = ()
+    """The record sinks new runs feed, by name (a sink object's ``name`` or class name)."""
 
 
 def get_configuration() -> Configuration:
@@ -164,4 +187,12 @@ def get_configuration() -> Configuration:
         settings.strict(),
         settings.implicit_runs(),
         settings.durability(),
+        tuple(_sink_name(sink) for sink in settings.exporters()),
     )
+
+
+def _sink_name(sink: RecordSink | str) -> str:
+    if isinstance(sink, str):
+        return sink
+    name = getattr(sink, "name", None)
+    return name if isinstance(name, str) and name else type(sink).__name__

@@ -9,7 +9,7 @@ Every store implements ``RecordStore`` (writing) and ``RecordReader``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ._filters import Filter
     from ._values import MetadataType
 
-from ._codec import MetadataSet
+from ._codec import MetadataSet, restore_value, round_trip_sets
 from ._export import export_metadata
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "RunRecord",
     "StepRecord",
     "RecordStore",
+    "RecordSink",
     "RecordReader",
     "RunQuery",
     "ALL_RUNS",
@@ -45,6 +46,7 @@ __all__ = [
     "RunList",
     "StepList",
     "flatten_metadata",
+    "decode_sets",
 ]
 
 Status = Literal["running", "completed", "failed", "interrupted", "crashed"]
@@ -104,6 +106,10 @@ class RunRecord(NamedTuple):
     faults: tuple[ComponentFault, ...] = ()
     dropped: tuple[DroppedValue, ...] = ()
 
+    def decoded_metadata(self) -> dict[str, dict[str, MetadataType]]:
+        """The metadata by source, types restored, as a store would give it back."""
+        return decode_sets(self.metadata)
+
 
 class StepRecord(NamedTuple):
     """A finished step, written once with everything it collected."""
@@ -121,6 +127,10 @@ class StepRecord(NamedTuple):
     metadata: EncodedSets = _NO_METADATA
     faults: tuple[ComponentFault, ...] = ()
     dropped: tuple[DroppedValue, ...] = ()
+
+    def decoded_metadata(self) -> dict[str, dict[str, MetadataType]]:
+        """The metadata by source, types restored, as a store would give it back."""
+        return decode_sets(self.metadata)
 
 
 @runtime_checkable
@@ -140,6 +150,26 @@ class RecordStore(Protocol):
 
     def close(self) -> None:
         """Flush and release resources; the store is not used afterwards."""
+
+
+@runtime_checkable
+class RecordSink(Protocol):
+    """Anything that also receives the records a store gets, such as an exporter.
+
+    Three methods, the shape of OpenTelemetry's ``SpanExporter``. ``export``
+    is called on the step's own thread with each record as it is saved (a
+    run several times: at its start, on changes and at its end, with
+    ``end_ns`` set), so it must only hand the records on, never do slow work.
+    """
+
+    def export(self, records: Sequence[RunRecord | StepRecord]) -> None:
+        """Take records; queue them for work elsewhere."""
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Deliver everything taken so far, within the timeout; true on success."""
+
+    def shutdown(self) -> None:
+        """Deliver what is left and release resources; not used afterwards."""
 
 
 class RecordedStep(NamedTuple):
@@ -340,6 +370,26 @@ class RecordReader(Protocol):
 
     def get_step(self, step_run_id: UUID) -> RecordedStep | None:
         """One step by id."""
+
+
+_SCALAR_TYPES = (str, int, float, bool, type(None))
+
+
+def decode_sets(sets: EncodedSets) -> dict[str, dict[str, MetadataType]]:
+    """Metadata sets by source with types restored: scalars directly (they are
+    immutable), any set holding a container through its JSON and back, so
+    that the caller never shares a list or dict with the record."""
+    decoded: dict[str, dict[str, MetadataType]] = {}
+    for source, values in sets.items():
+        if all(type(value) in _SCALAR_TYPES for value in values.values.values()):
+            types = values.types
+            decoded[source] = {
+                key: restore_value(value, types.get(key, ""))
+                for key, value in values.values.items()
+            }
+        else:
+            decoded.update(round_trip_sets({source: values}))
+    return decoded
 
 
 def _text_or_none(value: object | None) -> str | None:

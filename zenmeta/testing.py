@@ -31,6 +31,7 @@ def reset() -> None:
     1. runs started with ``start_run()`` and not ended are forgotten (not ended:
        ending them would write to a store the next test may not want);
     2. every open store is flushed and closed, and its remembered faults forgotten;
+       every exporter used is shut down;
     3. registered components and the instances of configured flavors are dropped;
     4. remembered warnings are forgotten, so the next dropped value warns again;
     5. everything given to ``zenmeta.configure()`` is undone.

@@ -1,9 +1,15 @@
-"""Which store a run writes to, and flushing every open store.
+"""Which store a run writes to, the sinks fed beside it, and flushing both.
 
 The store is resolved when each run starts, so changing ``ZENMETA_STORE``
 between runs takes effect; an open store for the same URL is reused. Store
 modules are imported only here and only when used, which keeps
 ``import zenmeta`` free of SQLAlchemy.
+
+Exporters (record sinks) are resolved at the same moment. With none
+configured the run gets the bare store and a step pays nothing for the
+feature; with some, the run's store is wrapped in a ``_FanOut`` that hands
+each saved record to every sink too. A sink that raises is caught, warned
+about once and recorded as a fault on the run: it never breaks a step.
 """
 
 from __future__ import annotations
@@ -15,13 +21,25 @@ import threading
 from typing import TYPE_CHECKING
 
 from .._config import settings
-from .._errors import StoreError
+from .._errors import ConfigurationError, StoreError
 from .._log import warn
+from .._records import ComponentFault
 
 if TYPE_CHECKING:
-    from .._records import RecordStore, RunRecord, StepRecord
+    from .._records import RecordSink, RecordStore, RunRecord, StepRecord
 
-__all__ = ["resolve_store", "open_store", "flush", "close_stores", "report_store_fault"]
+__all__ = [
+    "EXPORTERS_ENTRY_POINT_GROUP",
+    "resolve_store",
+    "open_store",
+    "flush",
+    "flush_stores",
+    "close_stores",
+    "report_store_fault",
+]
+
+EXPORTERS_ENTRY_POINT_GROUP = "zenmeta.exporters"
+"""Where ``ZENMETA_EXPORTERS=otlp`` looks a name up: a factory taking no arguments."""
 
 _open: dict[str, RecordStore] = {}
 _used: list[RecordStore] = []
@@ -76,8 +94,11 @@ class _UnavailableStore:
 
 
 def resolve_store() -> RecordStore:
-    """The store for a run that starts now; never raises outside strict mode."""
+    """The store for a run that starts now, with the configured sinks beside
+    it; never raises outside strict mode."""
+    sinks = _resolve_sinks()
     chosen = settings.store()
+    store: RecordStore
     if not isinstance(chosen, str):
         store = chosen
     else:
@@ -85,12 +106,139 @@ def resolve_store() -> RecordStore:
             store = open_store(chosen)
         except Exception as error:
             report_store_fault(f"cannot open store {chosen!r}", error)
-            return _UnavailableStore(chosen)
-    if store not in _used:
+            store = _UnavailableStore(chosen)
+    if store not in _used and not isinstance(store, _UnavailableStore):
         with _lock:
             if store not in _used:
                 _used.append(store)
-    return store
+    return _FanOut(store, sinks) if sinks else store
+
+
+# -- sinks: exporters fed beside the store -----------------------------------
+
+_named_sinks: dict[str, RecordSink] = {}  # built from a name, kept until close_stores()
+_failed_names: set[str] = set()  # a name that failed is not looked up at every run
+_used_sinks: list[RecordSink] = []
+
+
+class _FanOut:
+    """A run's store with sinks beside it: each record goes to the store,
+    then to every sink, on the caller's thread (sinks only queue it).
+
+    A sink's failure becomes a ``ComponentFault`` (component ``exporter:NAME``,
+    hook ``export``) carried by every later save of the run's record.
+    """
+
+    __slots__ = ("_faults", "sinks", "store", "url")
+
+    def __init__(self, store: RecordStore, sinks: tuple[RecordSink, ...]) -> None:
+        self.store = store
+        self.sinks = sinks
+        self.url = store.url
+        self._faults: list[ComponentFault] = []
+
+    def save_run(self, record: RunRecord) -> None:
+        if self._faults:
+            record = record._replace(faults=record.faults + tuple(self._faults))
+        known = len(self._faults)
+        try:
+            self.store.save_run(record)
+        finally:
+            self._deliver(record)
+        if len(self._faults) > known and record.end_ns is not None:
+            # the final record itself failed to export: store the fault with it
+            self.store.save_run(record._replace(faults=record.faults + tuple(self._faults[known:])))
+
+    def save_step(self, record: StepRecord) -> None:
+        try:
+            self.store.save_step(record)
+        finally:
+            self._deliver(record)
+
+    def flush(self) -> None:
+        self.store.flush()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def _deliver(self, record: RunRecord | StepRecord) -> None:
+        batch = (record,)
+        for sink in self.sinks:
+            try:
+                sink.export(batch)
+            except Exception as error:
+                fault = ComponentFault(
+                    f"exporter:{sink_name(sink)}", "export", type(error).__name__, str(error)
+                )
+                if fault not in self._faults:
+                    self._faults.append(fault)
+                report_sink_fault(f"exporter {sink_name(sink)!r} failed", error)
+
+
+def sink_name(sink: object) -> str:
+    """A sink's ``name`` attribute, else its class name."""
+    name = getattr(sink, "name", None)
+    return name if isinstance(name, str) and name else type(sink).__name__
+
+
+def report_sink_fault(what: str, error: BaseException) -> None:
+    """Warn (once per message) that a sink failed; raise if strict."""
+    message = f"zenmeta: {what}: {type(error).__name__}: {error}; records are still stored"
+    if settings.strict():
+        raise StoreError(message) from error
+    if message not in _reported:
+        _reported.add(message)
+        warn(message)
+
+
+def _resolve_sinks() -> tuple[RecordSink, ...]:
+    chosen = settings.exporters()
+    if not chosen:
+        return ()
+    sinks: list[RecordSink] = []
+    for item in chosen:
+        if not isinstance(item, str):
+            sinks.append(item)
+            continue
+        try:
+            sink = _named_sink(item)
+        except Exception as error:
+            report_sink_fault(f"cannot create exporter {item!r}", error)
+            continue
+        if sink is not None:
+            sinks.append(sink)
+    with _lock:
+        for sink in sinks:
+            if sink not in _used_sinks:
+                _used_sinks.append(sink)
+    return tuple(sinks)
+
+
+def _named_sink(name: str) -> RecordSink | None:
+    """The sink an installed package declares under ``name``, built once."""
+    sink = _named_sinks.get(name)
+    if sink is not None or name in _failed_names:
+        return sink
+    import importlib.metadata  # ~25 ms: only when an exporter is named
+
+    try:
+        found = {
+            entry_point.name: entry_point
+            for entry_point in importlib.metadata.entry_points(group=EXPORTERS_ENTRY_POINT_GROUP)
+        }
+        if name not in found:
+            known = ", ".join(sorted(found)) or "none installed"
+            raise ConfigurationError(
+                f"unknown exporter {name!r} (known exporters: {known}); a package provides "
+                f"one under the entry-point group {EXPORTERS_ENTRY_POINT_GROUP!r}"
+            )
+        factory = found[name].load()
+        created: RecordSink = factory()
+    except Exception:
+        _failed_names.add(name)
+        raise
+    with _lock:
+        return _named_sinks.setdefault(name, created)
 
 
 _reported: set[str] = set()
@@ -106,8 +254,12 @@ def report_store_fault(what: str, error: BaseException) -> None:
         warn(message)
 
 
-def flush() -> None:
-    """Block until every record queued by this process is stored."""
+def flush_stores() -> None:
+    """Block until every record queued by this process is stored.
+
+    What a run's end calls: sinks are left to deliver in their own time, so a
+    slow or unreachable exporter never holds up the end of a run.
+    """
     with _lock:
         stores = list(_used)
     for store in stores:
@@ -119,18 +271,46 @@ def flush() -> None:
             report_store_fault(f"cannot flush {store.url!r}", error)
 
 
+def flush(timeout_millis: int = 30_000) -> None:
+    """Block until every record queued by this process is stored, and every
+    exporter has delivered what it was given.
+
+    ``timeout_millis`` is passed to each exporter's ``force_flush``; an
+    exporter that is down is bounded by its own timeout (OpenTelemetry's
+    ``BatchSpanProcessor`` waits for the export in progress).
+    """
+    flush_stores()
+    with _lock:
+        sinks = list(_used_sinks)
+    for sink in sinks:
+        try:
+            sink.force_flush(timeout_millis)
+        except Exception as error:
+            report_sink_fault(f"exporter {sink_name(sink)!r} cannot flush", error)
+
+
 def close_stores() -> None:
-    """Flush and close every store this process opened; runs at exit."""
+    """Flush and close every store this process opened, and shut every
+    exporter down; runs at exit."""
     with _lock:
         stores = list(_open.values())
         _open.clear()
         _used.clear()
         _reported.clear()
+        sinks = list(_used_sinks)
+        _used_sinks.clear()
+        _named_sinks.clear()
+        _failed_names.clear()
     for store in stores:
         try:
             store.close()
         except Exception as error:  # at exit there is nobody left to raise to
             warn("zenmeta: closing %r failed: %s", store.url, error)
+    for sink in sinks:
+        try:
+            sink.shutdown()
+        except Exception as error:
+            warn("zenmeta: shutting exporter %r down failed: %s", sink_name(sink), error)
 
 
 atexit.register(close_stores)

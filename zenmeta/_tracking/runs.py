@@ -42,7 +42,7 @@ from .._records import (
     Status,
     StepRecord,
 )
-from .._store import flush, report_store_fault, resolve_store
+from .._store import flush_stores, report_store_fault, resolve_store
 from . import context as _context
 from .callables import kind_of
 from .components import Stack, call_hook, raise_if_strict, stack_of
@@ -193,7 +193,7 @@ class PipelineRun:
             self.error_type = type(error).__name__
             self.error_message = str(error)
         self._save()
-        flush()
+        flush_stores()
         if error is None:
             raise_if_strict(self._faults[faults_before:], [])
 
