@@ -23,10 +23,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from ._records import RecordedRun, RecordedStep
 
 __all__ = [
@@ -204,5 +205,7 @@ def like_regex(pattern: str) -> re.Pattern[str]:
 def ns_of(moment: datetime) -> int:
     """Nanoseconds since the epoch, as the stores keep times; naive means UTC."""
     if moment.tzinfo is None:
+        from datetime import timezone  # not loaded with zenmeta
+
         moment = moment.replace(tzinfo=timezone.utc)
     return int(moment.timestamp() * 1_000_000) * 1000

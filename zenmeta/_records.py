@@ -40,6 +40,7 @@ __all__ = [
     "RecordSink",
     "RecordReader",
     "RunQuery",
+    "RunDeleter",
     "ALL_RUNS",
     "RecordedRun",
     "RecordedStep",
@@ -337,6 +338,8 @@ class RunQuery(NamedTuple):
     offset: int = 0
     where: Filter | None = None
     """A parsed ``where`` filter (``Client`` parses the text)."""
+    with_metadata: bool = True
+    """False when only the runs' own fields are wanted (pruning 50,000 runs)."""
 
 
 ALL_RUNS = RunQuery()
@@ -390,6 +393,17 @@ def decode_sets(sets: EncodedSets) -> dict[str, dict[str, MetadataType]]:
         else:
             decoded.update(round_trip_sets({source: values}))
     return decoded
+
+
+@runtime_checkable
+class RunDeleter(Protocol):
+    """A store that can prune runs (``Client.delete_runs``, ``zenmeta store gc``)."""
+
+    def delete_runs(self, run_ids: Sequence[UUID]) -> int:
+        """Delete runs with their steps, metadata and child runs, all at once; how many."""
+
+    def vacuum(self) -> None:
+        """Give freed space back, where the store can."""
 
 
 def _text_or_none(value: object | None) -> str | None:

@@ -7,20 +7,34 @@ the same restored types.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from datetime import datetime, timedelta
     from uuid import UUID
 
+    from .diff import RunDiff
+
 from .._config import settings
-from .._errors import RunNotFoundError, StoreError
-from .._filters import Compare, Field, Filter
-from .._records import RecordedRun, RecordedStep, RecordReader, RunList, RunQuery, StepList
+from .._errors import RunNotFoundError, RunStateError, StoreError
+from .._filters import And, Compare, Field, Filter, ns_of
+from .._records import (
+    RUNNING,
+    RecordedRun,
+    RecordedStep,
+    RecordReader,
+    RunDeleter,
+    RunList,
+    RunQuery,
+    StepList,
+)
 from .query import parse_filter
 
 __all__ = ["Client"]
+
+_GC_BATCH = 500
+"""Runs deleted per transaction by ``gc``: each run still goes whole."""
 
 
 RunRef = Any
@@ -172,6 +186,87 @@ class Client:
         if recorded is None:
             raise RunNotFoundError(f"no step has the id {step}")
         return recorded
+
+    def diff_runs(self, a: RunRef, b: RunRef, *more: RunRef, everything: bool = False) -> RunDiff:
+        """What differs between two or more runs: fields, metadata by source
+        (packages added, removed, changed), steps; ``everything`` keeps equal
+        values too. ``.to_markdown()`` pastes into a pull request."""
+        from .diff import diff_runs
+
+        runs = [self.get_run(ref) for ref in (a, b, *more)]
+        steps = [self.reader.list_steps(run.id) for run in runs]
+        return diff_runs(runs, steps, everything=everything)
+
+    def delete_runs(self, *runs: RunRef) -> int:
+        """Delete runs for good, each with its steps, metadata and child runs in one
+        transaction; how many runs went. A run whose process is alive is refused."""
+        found = [self.get_run(ref) for ref in runs]
+        for run in found:
+            if run.status == RUNNING:
+                raise RunStateError(
+                    f"run {run.name!r} is still running (pid {run.pid} on {run.host}); "
+                    "it can be deleted once it ends or its process is gone",
+                    run_id=run.id,
+                )
+        return self._deleter().delete_runs([run.id for run in found]) if found else 0
+
+    def gc(
+        self,
+        *,
+        older_than: timedelta | None = None,
+        status: Iterable[str] | None = None,
+        keep_last: int | None = None,
+        where: str | None = None,
+        dry_run: bool = False,
+        vacuum: bool = False,
+    ) -> list[RecordedRun]:
+        """Delete the runs every given rule selects; the runs deleted (or, with
+        ``dry_run``, those that would be).
+
+        ``older_than`` started longer ago; ``status`` one of those statuses
+        (``crashed`` included); ``keep_last`` keeps each pipeline's N newest
+        runs whatever else is said; ``where`` the filter language. A run
+        tagged ``pinned`` is never collected, nor one whose process is alive.
+        """
+        from datetime import datetime, timezone  # loaded on first use, not with zenmeta
+
+        terms: list[Filter] = []
+        if older_than is not None:
+            cutoff = ns_of(datetime.now(timezone.utc) - older_than)
+            terms.append(Compare(Field("start_time"), "<", cutoff))
+        if status is not None:
+            terms.append(Compare(Field("status"), "in", tuple(status)))
+        if where is not None:
+            terms.append(parse_filter(where))
+        if not terms and keep_last is None:
+            raise ValueError("say what to collect: older_than, status, keep_last or where")
+        query = RunQuery(where=And(tuple(terms)) if terms else None, with_metadata=False)
+        chosen = [
+            run
+            for run in self.reader.list_runs(query)
+            if run.status != RUNNING and "pinned" not in run.tags
+        ]
+        if keep_last is not None:
+            kept = {
+                run.id
+                for pipeline in {run.pipeline_name for run in chosen}
+                for run in self.reader.list_runs(
+                    RunQuery(pipeline=pipeline, limit=keep_last, with_metadata=False)
+                )
+            }
+            chosen = [run for run in chosen if run.id not in kept]
+        if not dry_run and chosen:
+            deleter = self._deleter()
+            for start in range(0, len(chosen), _GC_BATCH):
+                deleter.delete_runs([run.id for run in chosen[start : start + _GC_BATCH]])
+            if vacuum:
+                deleter.vacuum()
+        return chosen
+
+    def _deleter(self) -> RunDeleter:
+        if not isinstance(self.reader, RunDeleter):
+            raise StoreError(f"the store {self.url} cannot delete runs")
+        return self.reader
 
     def _with_steps(self, run: RecordedRun) -> RecordedRun:
         return run._replace(steps=RunSteps(self.reader, run.id, run.step_count))

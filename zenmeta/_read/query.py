@@ -21,7 +21,6 @@ parameters, never as SQL text.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 from typing import Any
 
 from .._errors import QueryError
@@ -229,6 +228,8 @@ class _Parser:
 
 
 def _time(text: str, position: int) -> int:
+    from datetime import datetime, timezone  # not loaded with zenmeta
+
     try:
         moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
     except ValueError:

@@ -7,6 +7,7 @@ a test sees exactly the types a database store would give back.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -49,6 +50,25 @@ class InMemoryStore:
         with self._lock:
             self._runs.clear()
             self._steps.clear()
+
+    def delete_runs(self, run_ids: Sequence[UUID]) -> int:
+        """Delete runs with their steps and child runs, at once."""
+        with self._lock:
+            doomed = set(run_ids)
+            while True:
+                children = {
+                    r.run_id for r in self._runs.values() if r.parent_run_id in doomed
+                } - doomed
+                if not children:
+                    break
+                doomed |= children
+            for run_id in doomed:
+                self._runs.pop(run_id, None)
+                self._steps.pop(run_id, None)
+        return len(doomed)
+
+    def vacuum(self) -> None:
+        """Memory has nothing to give back."""
 
     # reading -----------------------------------------------------------
     def list_runs(self, query: RunQuery = ALL_RUNS) -> list[RecordedRun]:

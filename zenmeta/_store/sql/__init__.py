@@ -34,6 +34,7 @@ from ..._records import (
     RunRecord,
     StepRecord,
 )
+from . import retention
 from .query import compile_filter
 from .rows import Grouped, group_metadata, recorded_run, recorded_step
 from .schema import (
@@ -152,7 +153,7 @@ class SQLStore:
             statement = statement.offset(offset) if offset else statement
             statement = statement.limit(limit) if limit is not None else statement
         with self._reading() as connection:
-            found = self._runs(connection, statement)
+            found = self._runs(connection, statement, with_metadata=query.with_metadata)
         if not exact:  # check the candidates as the memory store would
             where = query.where
             found = [
@@ -215,6 +216,15 @@ class SQLStore:
             grouped = _metadata(connection, "step", [key])
         return recorded_step(row, grouped.get(key, {}))
 
+    # -- pruning (RunDeleter) ----------------------------------------------
+    def delete_runs(self, run_ids: Sequence[UUID]) -> int:
+        """Delete runs with their steps, metadata and child runs, in one transaction."""
+        self._writer.flush()  # nothing queued for them may land after they are gone
+        return len(retention.delete_runs(self.engine, run_ids))
+
+    def vacuum(self) -> None:
+        retention.vacuum(self.engine)
+
     def describe(self) -> dict[str, Any]:
         """Where the store is and what it holds, for ``zenmeta store info``."""
         path = sqlite_path(self.url)
@@ -250,10 +260,12 @@ class SQLStore:
     def _reading(self) -> Connection:
         return self.engine.connect()
 
-    def _runs(self, connection: Connection, query: Select[Any]) -> list[RecordedRun]:
+    def _runs(
+        self, connection: Connection, query: Select[Any], *, with_metadata: bool = True
+    ) -> list[RecordedRun]:
         rows = connection.execute(query).all()
         ids = [row.id for row in rows]
-        grouped = _metadata(connection, "run", ids)
+        grouped = _metadata(connection, "run", ids) if with_metadata else {}
         counts: dict[str, int] = {}
         for chunk in _chunks(ids):
             counts.update(

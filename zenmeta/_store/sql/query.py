@@ -216,7 +216,7 @@ class _Compiler:
             if self.postgres:
                 matched = column.like(bindparam(None, _postgres_like(wanted)))
             else:
-                matched = column.op("GLOB")(bindparam(None, _glob(wanted)))
+                matched = column.op("GLOB", is_comparison=True)(bindparam(None, _glob(wanted)))
             return matched
         parameter: Any = bindparam(None, wanted)
         compared: ColumnElement[bool] = {

@@ -1,0 +1,186 @@
+"""Deleting and collecting runs: whole runs only, and never the pinned, the alive or the kept."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path as FilePath
+from typing import Any
+
+import pytest
+
+import zenmeta
+from zenmeta import log_metadata, pipeline_run, track_step
+from zenmeta.testing import InMemoryStore
+
+
+@track_step
+def work(number: int) -> None:
+    log_metadata({"number": number})
+
+
+def _run(pipeline: str, name: str, *, fail: bool = False, tags: tuple[str, ...] = ()) -> None:
+    try:
+        with pipeline_run(pipeline, run_name=name, tags=tags):
+            log_metadata({"size": len(name)})
+            work(1)
+            with pipeline_run(f"{pipeline}-child", run_name=f"{name}-child"):
+                work(2)
+            if fail:
+                raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    time.sleep(0.002)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def client(request: pytest.FixtureRequest, tmp_path: FilePath) -> Iterator[zenmeta.Client]:
+    store: Any = InMemoryStore() if request.param == "memory" else f"sqlite:///{tmp_path}/g.db"
+    zenmeta.configure(store=store)
+    for number in range(3):
+        _run("train", f"train-{number}", fail=number == 0)
+    _run("train", "train-pinned", fail=True, tags=("pinned",))
+    _run("eval", "eval-0", fail=True)
+    zenmeta.flush()
+    yield zenmeta.Client(store)
+
+
+def names(client: zenmeta.Client) -> set[str]:
+    return {run.name for run in client.list_runs()}
+
+
+def test_deleting_a_run_takes_its_steps_metadata_and_child_runs(client: zenmeta.Client) -> None:
+    """One run goes with everything under it; the others stay whole."""
+    before = len(client.find_steps("step = 'work'"))
+    assert client.delete_runs("train-1") == 2  # the run and its child run
+    assert "train-1" not in names(client) and "train-1-child" not in names(client)
+    assert len(client.find_steps("step = 'work'")) == before - 2
+    assert client.get_run("train-2").metadata["user"] == {"size": 7}
+    with pytest.raises(zenmeta.RunNotFoundError):
+        client.delete_runs("train-1")
+
+
+@pytest.mark.parametrize(
+    ("rules", "gone"),
+    [
+        ({"status": ["failed"]}, {"train-0", "eval-0"}),  # not the pinned failed run
+        ({"keep_last": 2}, {"train-0", "train-1"}),  # each pipeline keeps its 2 newest
+        ({"where": "pipeline = 'eval' or name = 'train-2'"}, {"eval-0", "train-2"}),
+        ({"older_than": dt.timedelta(days=1)}, set()),
+        ({"older_than": dt.timedelta(0), "status": ["failed"], "keep_last": 1}, {"train-0"}),
+    ],
+)
+def test_gc_collects_what_its_rules_select_and_dry_run_says_exactly_that(
+    client: zenmeta.Client, rules: dict[str, Any], gone: set[str]
+) -> None:
+    """Each policy alone and together; a dry run lists exactly what a real run deletes."""
+    rules = {**rules}
+    if "keep_last" in rules and "where" not in rules and "status" not in rules:
+        rules["where"] = "not pipeline like '%-child'"
+    before = names(client)
+    planned = {run.name for run in client.gc(dry_run=True, **rules)}
+    assert names(client) == before
+    deleted = {run.name for run in client.gc(**rules)}
+    assert planned == deleted == gone
+    assert names(client) == before - gone - {f"{name}-child" for name in gone}
+    assert "train-pinned" in names(client)
+
+
+def test_gc_needs_a_rule(client: zenmeta.Client) -> None:
+    """Collecting with no rule at all is refused rather than emptying the store."""
+    with pytest.raises(ValueError, match="say what to collect"):
+        client.gc()
+
+
+_WRITER = """
+import sys, time, zenmeta
+zenmeta.configure(store=sys.argv[1])
+
+@zenmeta.track_step
+def tick(n):
+    zenmeta.log_metadata({"n": n})
+
+with zenmeta.pipeline_run("live", run_name="alive"):
+    print("started", flush=True)
+    for n in range(100_000):
+        tick(n)
+        if n % 50 == 0:
+            zenmeta.flush()
+        if sys.stdin.closed:
+            break
+        time.sleep(0.001)
+        if n == 4_000:
+            break
+"""
+
+
+def test_gc_on_a_store_another_process_is_writing_leaves_nothing_half_deleted(
+    tmp_path: FilePath,
+) -> None:
+    """While a live run writes, every policy spares it, the pinned and the kept, and
+    no step or metadata set is left without its run."""
+    url = f"sqlite:///{tmp_path}/busy.db"
+    zenmeta.configure(store=url)
+    for number in range(6):
+        _run("train", f"old-{number}", fail=number % 2 == 0)
+    _run("train", "keeper", fail=True, tags=("pinned",))
+    zenmeta.flush()
+    script = tmp_path / "writer.py"
+    script.write_text(textwrap.dedent(_WRITER))
+    writer = subprocess.Popen([sys.executable, str(script), url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "started"
+        client = zenmeta.Client(url)
+        deleted = {run.name for run in client.gc(status=["failed"])}
+        deleted |= {run.name for run in client.gc(older_than=dt.timedelta(0), keep_last=2)}
+        deleted |= {run.name for run in client.gc(where="name like 'live%' or pipeline = 'live'")}
+        assert writer.poll() is None, "the writer ended before gc could race it"
+    finally:
+        writer.wait(timeout=120)
+        assert writer.stdout is not None
+        writer.stdout.close()
+    assert "alive" not in deleted and "keeper" not in deleted
+    left = {run.name for run in zenmeta.Client(url).list_runs()}
+    assert {"alive", "keeper"} <= left
+    assert zenmeta.Client(url).get_run("alive").step_count > 0
+    with sqlite3.connect(tmp_path / "busy.db") as connection:
+        orphans = connection.execute(
+            "SELECT count(*) FROM zenmeta_steps WHERE run_id NOT IN (SELECT id FROM zenmeta_runs)"
+        ).fetchone()[0]
+        loose = connection.execute(
+            "SELECT count(*) FROM zenmeta_metadata WHERE run_id NOT IN "
+            "(SELECT id FROM zenmeta_runs)"
+        ).fetchone()[0]
+    assert (orphans, loose) == (0, 0)
+
+
+def test_a_running_run_is_refused_by_delete(tmp_path: FilePath) -> None:
+    """A run whose process is alive cannot be deleted from under it."""
+    zenmeta.configure(store=f"sqlite:///{tmp_path}/r.db")
+    with pipeline_run("open", run_name="open") as run:
+        zenmeta.flush()
+        with pytest.raises(zenmeta.RunStateError, match="still running"):
+            zenmeta.Client().delete_runs(run.id)
+
+
+def test_gc_with_vacuum_gives_space_back(tmp_path: FilePath) -> None:
+    """--vacuum shrinks the SQLite file after a large collection."""
+    url = f"sqlite:///{tmp_path}/v.db"
+    zenmeta.configure(store=url)
+    for number in range(20):
+        with pipeline_run("big", run_name=f"big-{number}"):
+            log_metadata({"blob": "x" * 50_000})
+    zenmeta.flush()
+
+    def size() -> int:
+        files = [tmp_path / "v.db", tmp_path / "v.db-wal"]
+        return sum(path.stat().st_size for path in files if path.exists())
+
+    before = size()
+    assert len(zenmeta.Client(url).gc(where="pipeline = 'big'", vacuum=True)) == 20
+    assert size() < before / 4

@@ -1,0 +1,84 @@
+"""Deleting runs: each with its steps, metadata and child runs, in one transaction.
+
+A reader never sees half a run: the run row, its steps, every metadata set
+and the runs nested under it go together or not at all. Metadata is reached
+through the steps' and runs' ids (the metadata table's primary key), not by
+scanning it for a run id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select
+
+from .schema import metadata_sets, runs, steps
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from sqlalchemy import Connection, Engine
+
+__all__ = ["delete_runs", "vacuum"]
+
+_CHUNK = 500  # ids per IN (...) list, far below every database's parameter limit
+
+
+def delete_runs(engine: Engine, run_ids: Sequence[UUID]) -> list[str]:
+    """Delete the runs and everything under them; the ids (hex) of all runs removed."""
+    writing = engine.connect().execution_options(zenmeta_writer=True)
+    with writing as connection, connection.begin():
+        doomed = _with_children(connection, [run_id.hex for run_id in run_ids])
+        for chunk in _chunks(doomed):
+            step_ids = select(steps.c.id).where(steps.c.run_id.in_(chunk)).scalar_subquery()
+            connection.execute(delete(metadata_sets).where(metadata_sets.c.entity_id.in_(step_ids)))
+            connection.execute(delete(metadata_sets).where(metadata_sets.c.entity_id.in_(chunk)))
+            connection.execute(delete(steps).where(steps.c.run_id.in_(chunk)))
+            connection.execute(delete(runs).where(runs.c.id.in_(chunk)))
+    return doomed
+
+
+def _with_children(connection: Connection, ids: list[str]) -> list[str]:
+    """``ids`` and every run nested under them, at any depth."""
+    found = dict.fromkeys(ids)
+    level = list(found)
+    while level:
+        children: list[str] = []
+        for chunk in _chunks(level):
+            children += connection.execute(
+                select(runs.c.id).where(runs.c.parent_run_id.in_(chunk))
+            ).scalars()
+        level = [child for child in children if child not in found]
+        found.update(dict.fromkeys(level))
+    return list(found)
+
+
+def vacuum(engine: Engine) -> None:
+    """Give the freed pages back to the file system (SQLite) or the server.
+
+    VACUUM refuses to run inside a transaction, and the engine opens one for
+    every statement, so it goes through the driver's own connection."""
+    pooled = engine.raw_connection()
+    driver: Any = pooled.driver_connection
+    postgres = engine.dialect.name == "postgresql"
+    try:
+        if postgres:
+            driver.rollback()
+            driver.autocommit = True
+        cursor = driver.cursor()
+        try:
+            cursor.execute("VACUUM")
+            if not postgres:  # in WAL mode the compacted pages sit in the log until then
+                cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            cursor.close()
+    finally:
+        if postgres:
+            driver.autocommit = False
+        pooled.close()
+
+
+def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
