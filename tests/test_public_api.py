@@ -14,7 +14,8 @@ EXPECTED = {
     "configure", "reset_configuration", "flush", "ContextThreadPoolExecutor", "carry_context",
     "Uri", "Path", "DType", "StorageSize", "MetadataType", "RecordedRun", "RecordedStep",
     "ComponentFault", "DroppedValue", "ZenmetaError", "NoActiveContextError", "RunStateError",
-    "ComponentError", "MetadataError", "ConfigurationError", "StoreError", "RunNotFoundError",
+    "ComponentError", "MetadataError", "ConfigurationError", "StoreError", "StoreNotFoundError",
+    "RunNotFoundError",
     "MissingExtraError", "__version__",
 }  # fmt: skip
 

@@ -19,6 +19,7 @@ from ._errors import (
     RunNotFoundError,
     RunStateError,
     StoreError,
+    StoreNotFoundError,
     ZenmetaError,
 )
 from ._info import PipelineInfo, PipelineRunInfo, StepConfig, StepRunInfo
@@ -70,6 +71,7 @@ __all__ = [
     "MetadataError",
     "ConfigurationError",
     "StoreError",
+    "StoreNotFoundError",
     "RunNotFoundError",
     "MissingExtraError",
     "__version__",

@@ -215,6 +215,8 @@ class RecordedRun(NamedTuple):
     faults: tuple[ComponentFault, ...]
     dropped: tuple[DroppedValue, ...]
     step_count: int = 0
+    failed_step_count: int = 0
+    """Steps that raised: a run can complete although some of its steps failed."""
 
     @property
     def duration(self) -> float | None:

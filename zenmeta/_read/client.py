@@ -7,6 +7,7 @@ the same restored types.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,24 +20,35 @@ from .._records import RecordedRun, RecordedStep, RecordReader, RunList, StepLis
 
 __all__ = ["Client"]
 
+_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
+
+
+def _shown(url: str) -> str:
+    """``url`` without its password, for messages and page headers."""
+    return _PASSWORD.sub(r"\1***@", url)
+
 
 class Client:
     """Read runs and steps from a store: the configured one by default.
 
-    ``store`` is a URL (``sqlite:///path/zenmeta.db``), a store object, or
-    ``None`` for the store new runs would write to now.
+    ``store`` is a path to a SQLite file, a store URL
+    (``sqlite:///path/zenmeta.db``, ``postgresql://…``), a store object, or
+    ``None`` for the store new runs would write to now. A store named by
+    text is opened read-only: a missing one raises ``StoreNotFoundError``
+    (nothing is created), an unreadable one ``StoreError``.
     """
 
     def __init__(self, store: str | RecordReader | None = None) -> None:
         chosen = settings.store() if store is None else store
         if isinstance(chosen, str):
-            from .._store import open_store
+            from .._store import open_reader
 
-            chosen = open_store(chosen)
+            chosen = open_reader(chosen)
         if not isinstance(chosen, RecordReader):
             raise StoreError(f"{chosen!r} cannot be read: it is not a RecordReader")
         self.reader: RecordReader = chosen
-        self.url: str = getattr(chosen, "url", repr(chosen))
+        self.url: str = _shown(getattr(chosen, "url", repr(chosen)))
+        """Where the reader reads, as it may be printed (no password)."""
 
     def list_runs(
         self,

@@ -8,12 +8,38 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from .._export import json_safe
 from .._values import StorageSize
 
-__all__ = ["human_size", "human_duration", "value_text"]
+__all__ = ["human_size", "human_duration", "value_text", "escape_controls", "UNSAFE_CHARACTERS"]
+
+UNSAFE_CHARACTERS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+"""Characters a terminal or a page would act on instead of showing: C0 and
+C1 controls (ESC starts clear-screen and hyperlink sequences), line and
+paragraph separators, and the bidirectional controls that reorder text
+(``invoice\\u202egpj.exe`` reads as ``invoiceexe.jpg``)."""
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every unsafe character written as a visible escape (``\\x1b``, ``\\u202e``)."""
+    return UNSAFE_CHARACTERS.sub(_escaped, text)
+
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
