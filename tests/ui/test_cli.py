@@ -223,3 +223,59 @@ def test_ui_reads_the_store_given_to_the_group_or_its_own(
     assert runner.invoke(cli, ["--store", str(database), "ui"]).exit_code == 0
     assert runner.invoke(cli, ["ui", "--store", "sqlite:///other.db"]).exit_code == 0
     assert served == [str(database), "sqlite:///other.db"]
+
+
+HOSTILE_TEXT = (
+    "clear\x1b[2J\x1b]8;;https://evil.example\x07link\x1b]8;;\x07 bell\x07"
+    " c1\x9b31m rtl invoice\u202egpj.exe"
+)
+UNSAFE = ("\x1b", "\x07", "\x9b", "\u202e")
+
+
+@pytest.fixture
+def hostile(tmp_path: FilePath) -> str:
+    """A store whose names, keys, values, tags and errors hold terminal escapes."""
+    store = f"sqlite:///{tmp_path}/hostile.db"
+    zenmeta.configure(store=store)
+
+    @track_step(name="step" + HOSTILE_TEXT)
+    def step() -> None:
+        log_metadata({"key" + HOSTILE_TEXT: "value" + HOSTILE_TEXT})
+        raise ValueError("error" + HOSTILE_TEXT)
+
+    tags = ["tag" + HOSTILE_TEXT]
+    with pytest.raises(ValueError), pipeline_run("pipe" + HOSTILE_TEXT, run_name="evil", tags=tags):
+        log_metadata({"run" + HOSTILE_TEXT: 1})
+        step()
+    zenmeta.flush()
+    return store
+
+
+@pytest.mark.parametrize("command", [("runs", "list"), ("runs", "show", "evil"), ("store", "info")])
+def test_terminal_output_escapes_control_characters(hostile: str, command: tuple[str, ...]) -> None:
+    """ESC, BEL, C1 and bidi controls from the store reach the terminal as visible escapes."""
+    result = invoke("--store", hostile, *command)
+    assert result.exit_code == 0
+    assert not any(char in result.output for char in UNSAFE), repr(result.output)
+    if command[1:2] == ("show",):
+        for shown in ("\\x1b[2J", "\\u202e", "\\x07", "\\x9b"):
+            assert shown in result.output
+
+
+def test_errors_escape_control_characters_too(hostile: str) -> None:
+    """A run reference echoed in an error cannot drive the terminal."""
+    result = CliRunner().invoke(cli, ["--store", hostile, "runs", "show", "no\x1b[2Jsuch"])
+    assert result.exit_code == 1
+    assert "\x1b" not in result.stderr and "no\\x1b[2Jsuch" in result.stderr
+
+
+@pytest.mark.parametrize("command", [("runs", "list", "--json"), ("runs", "show", "evil", "--json"),
+                                     ("runs", "export", "evil")])  # fmt: skip
+def test_json_output_is_exact_and_terminal_safe(hostile: str, command: tuple[str, ...]) -> None:
+    """`--json` holds no raw control character and parses back to the stored text."""
+    output = invoke("--store", hostile, *command).output
+    assert not any(char in output for char in UNSAFE)
+    data = json.loads(output)
+    run = data[0] if isinstance(data, list) else data
+    assert run["pipeline_name"] == "pipe" + HOSTILE_TEXT
+    assert run["tags"] == ["tag" + HOSTILE_TEXT]
