@@ -268,6 +268,9 @@ class RecordedRun(NamedTuple):
 class RunList(list[RecordedRun]):
     """A plain list of runs, shown as a table in Jupyter."""
 
+    store_url: str = ""
+    """The store it was read from, named when the list is empty; set by ``Client``."""
+
     def _repr_html_(self) -> str:
         from ._ui.notebook import runs_table_html
 

@@ -540,3 +540,9 @@ def test_a_step_that_starts_its_own_mlflow_run_nests_under_the_steps_run(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     with mlflow.start_run() as outside:  # outside zenmeta's runs: MLflow's own behaviour
         assert PARENT not in client.get_run(outside.info.run_id).data.tags
+
+
+def test_a_plain_store_path_puts_the_tracking_store_beside_it(tmp_path: Path) -> None:
+    """`configure(store="data/runs.db")` (a plain path) keeps MLflow's file beside it."""
+    zenmeta.configure(store=str(tmp_path / "data" / "runs.db"))
+    assert local_tracking_uri() == f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}"

@@ -63,11 +63,13 @@ class Client:
 
         ``status="crashed"`` finds runs whose process died while they ran.
         """
-        return RunList(
+        found = RunList(
             self.reader.list_runs(
                 pipeline=pipeline, status=status, since=since, limit=limit, offset=offset
             )
         )
+        found.store_url = self.url
+        return found
 
     def get_run(self, ref: str | UUID) -> RecordedRun:
         """A run by id, unique id prefix or name; ambiguous references raise."""

@@ -57,7 +57,9 @@ def _zenmeta_folder() -> str:
     if isinstance(store, str) and store.startswith("sqlite:///"):
         path = store[len("sqlite:///") :].split("?", 1)[0]
         if path and path != ":memory:":
-            return os.path.dirname(os.path.abspath(path))
+            return os.path.dirname(os.path.abspath(os.path.expanduser(path)))
+    elif isinstance(store, str) and "://" not in store and not store.startswith("memory:"):
+        return os.path.dirname(os.path.abspath(os.path.expanduser(store)))  # a plain path
     return os.path.join(os.getcwd(), ".zenmeta")
 
 
