@@ -263,10 +263,15 @@ def test_terminal_output_escapes_control_characters(hostile: str, command: tuple
 
 
 def test_errors_escape_control_characters_too(hostile: str) -> None:
-    """A run reference echoed in an error cannot drive the terminal."""
-    result = CliRunner().invoke(cli, ["--store", hostile, "runs", "show", "no\x1b[2Jsuch"])
-    assert result.exit_code == 1
-    assert "\x1b" not in result.stderr and "no\\x1b[2Jsuch" in result.stderr
+    """An error listing stored names (an ambiguous reference) cannot drive the terminal."""
+    for _ in range(2):
+        with pipeline_run("twins", run_name="twin\x1b[2J\u202e"):
+            pass
+    zenmeta.flush()
+    result = CliRunner().invoke(cli, ["--store", hostile, "runs", "show", "twin\x1b[2J\u202e"])
+    assert result.exit_code == 1 and "matches 2 runs" in result.stderr
+    assert not any(char in result.stderr for char in UNSAFE)
+    assert "twin\\x1b[2J\\u202e (" in result.stderr
 
 
 @pytest.mark.parametrize("command", [("runs", "list", "--json"), ("runs", "show", "evil", "--json"),
