@@ -20,7 +20,6 @@ import contextlib
 import errno
 import ipaddress
 import logging
-import re
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -45,6 +44,7 @@ try:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from . import render
+    from .render import show_controls
 except ImportError as error:  # pragma: no cover - exercised by a test that hides starlette
     raise MissingExtraError((error.name or "starlette").split(".")[0], "dashboard") from error
 
@@ -334,42 +334,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-_TAG = re.compile(r"(<[^>]*>)")
-_KEEP_SPACE = re.compile(  # the CLI's unsafe characters, less the tab and newline
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
-)
-
-
-def _visible(found: re.Match[str]) -> str:
-    code = ord(found.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def show_controls(html: str) -> str:
-    """Make every unsafe character in a rendered page visible, in one place.
-
-    Stored text reaches the page only escaped, so ``<`` and ``>`` there are
-    our own tags: in text a control becomes ``\\u202e`` in a marked span;
-    inside a tag (a tooltip, a link) it becomes the same text without markup.
-    Tabs and newlines stay, for ``<pre>`` blocks.
-    """
-    if _KEEP_SPACE.search(html) is None:
-        return html
-    parts = _TAG.split(html)
-    for index, part in enumerate(parts):
-        if index % 2:
-            parts[index] = _KEEP_SPACE.sub(_visible, part)
-        else:
-            parts[index] = _KEEP_SPACE.sub(
-                lambda found: (
-                    f'<span class="control" title="an invisible control '
-                    f'character">{_visible(found)}</span>'
-                ),
-                part,
-            )
-    return "".join(parts)
 
 
 def served_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:

@@ -34,6 +34,7 @@ __all__ = [
     "render_time",
     "render_status",
     "step_tree",
+    "show_controls",
     "MAX_INDENT",
 ]
 
@@ -42,7 +43,9 @@ __all__ = [
 # and newlines inside a scheme (" java\tscript:" runs), so any control
 # character anywhere makes the value plain text: we never try to clean it.
 _LINK_SCHEME = re.compile(r"(?:https?|file):", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(  # also C1 and bidirectional controls: a link must read as it goes
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
 _SHORT_TEXT = 200
 _PREVIEW = 80
 _STATUSES = frozenset({"running", "completed", "failed", "interrupted", "crashed"})
@@ -284,3 +287,39 @@ def step_tree(steps: Sequence[RecordedStep]) -> list[StepRow]:
         for child in reversed(children.get(step.id, ())):
             pending.append((child, depth + 1))
     return rows
+
+
+_TAG = re.compile(r"(<[^>]*>)")
+_KEEP_SPACE = re.compile(  # the CLI's unsafe characters, less the tab and newline
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _visible(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def show_controls(html: str) -> str:
+    """Make every unsafe character in a rendered page visible, in one place.
+
+    Stored text reaches the page only escaped, so ``<`` and ``>`` there are
+    our own tags: in text a control becomes ``\\u202e`` in a marked span;
+    inside a tag (a tooltip, a link) it becomes the same text without markup.
+    Tabs and newlines stay, for ``<pre>`` blocks.
+    """
+    if _KEEP_SPACE.search(html) is None:
+        return html
+    parts = _TAG.split(html)
+    for index, part in enumerate(parts):
+        if index % 2:
+            parts[index] = _KEEP_SPACE.sub(_visible, part)
+        else:
+            parts[index] = _KEEP_SPACE.sub(
+                lambda found: (
+                    f'<span class="control" title="an invisible control '
+                    f'character">{_visible(found)}</span>'
+                ),
+                part,
+            )
+    return "".join(parts)
