@@ -154,3 +154,19 @@ def test_a_bad_pyproject_store_is_a_clear_error(
     monkeypatch.chdir(tmp_path / "p")
     with pytest.raises(zenmeta.ConfigurationError, match="must be a path or a store URL"):
         zenmeta.Client()
+
+
+def test_a_relative_store_follows_the_working_folder_of_each_run(
+    tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`configure(store="runs.db")` then a new working folder: the next run writes there."""
+    zenmeta.configure(store="runs.db")
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        with pipeline_run(folder):
+            pass
+    zenmeta.flush()
+    for folder in ("one", "two"):
+        runs = zenmeta.Client(str(tmp_path / folder / "runs.db")).list_runs()
+        assert [run.pipeline_name for run in runs] == [folder]

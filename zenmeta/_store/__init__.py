@@ -89,16 +89,13 @@ def _absolute(path: str) -> str:
 def open_store(url: str) -> RecordStore:
     """The open store for ``url`` (any name ``store_url`` takes), creating it
     on first use; the most recently used few keep their resources."""
-    store = _open.get(url)
+    store = _open.get(url)  # a URL as store_url gives it: no need to parse it again
     if store is None:
+        key = store_url(url)  # a relative path means the working folder of now
         with _lock:
-            store = _open.get(url)
+            store = _open.get(key)
             if store is None:
-                key = store_url(url)
-                store = _open.get(key)
-                if store is None:
-                    store = _open[key] = _create(key)
-                _open[url] = store
+                store = _open[key] = _create(key)
     _touch(getattr(store, "url", url), store)
     return store
 
