@@ -102,19 +102,12 @@ def open_store(url: str) -> RecordStore:
 
 def _touch(key: str, store: RecordStore) -> None:
     """Mark ``store`` as used now; release the least recently used beyond the bound."""
-    if _recent.get(key) is store:
-        if next(reversed(_recent)) != key:
-            with _lock:
-                if key in _recent:
-                    _recent.move_to_end(key)
-        return
-    released: list[RecordStore] = []
     with _lock:
-        _recent[key] = store
+        if _recent.get(key) is not store:
+            _recent[key] = store
         _recent.move_to_end(key)
-        while len(_recent) > ACTIVE_STORES:
-            released.append(_recent.popitem(last=False)[1])
-    for old in released:
+        released = [_recent.popitem(last=False)[1] for _ in range(len(_recent) - ACTIVE_STORES)]
+    for old in released:  # outside the lock: releasing writes what the store still holds
         release = getattr(old, "release", None)
         if callable(release):
             try:
