@@ -90,6 +90,10 @@ def test_client_refuses_a_missing_store_without_creating_it(tmp_path: FilePath) 
     with pytest.raises(zenmeta.StoreNotFoundError):
         zenmeta.Client()  # the default store, not yet written to
     assert files_under(tmp_path) == set()
+    (tmp_path / "link.db").symlink_to(tmp_path / "gone.db")
+    with pytest.raises(zenmeta.StoreNotFoundError, match=r"link\.db"):
+        zenmeta.Client("link.db")  # a dangling link is a missing store, not a traceback
+    assert not (tmp_path / "gone.db").exists()
 
 
 def make_bad(kind: str, folder: FilePath) -> FilePath:

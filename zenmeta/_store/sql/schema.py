@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import time
 from typing import Any
 from urllib.parse import quote
@@ -204,11 +205,15 @@ def open_read_engine(url: str) -> Engine:
         path = sqlite_path(url)
         if path is None:
             raise StoreError(f"{url!r} names no database file to read")
-        if not os.path.lexists(path):
-            raise StoreNotFoundError(f"no store at {path}")
-        if os.path.isdir(path):
+        try:
+            facts = os.stat(path)  # through a symlink: a dangling one is a missing store
+        except FileNotFoundError:
+            raise StoreNotFoundError(f"no store at {path}") from None
+        except OSError as error:
+            raise StoreError(f"cannot read the store {path}: {error.strerror}") from None
+        if stat.S_ISDIR(facts.st_mode):
             raise StoreError(f"{path} is a folder, not a zenmeta store")
-        if os.path.getsize(path) == 0:
+        if facts.st_size == 0:
             raise StoreError(f"{path} is an empty file, not a zenmeta store")
         engine = create_engine(url, creator=_read_only_connector(path))
 
