@@ -114,6 +114,9 @@ def test_page_python_blocks_run_in_order(page: Path, tmp_path: Path) -> None:
         timeout=240,
     )
     assert done.returncode == 0, f"{_page_id(page)} failed:\n{done.stderr[-4000:]}"
+    # MLflow's fluent API outside any MLflow run starts a stray one in ./mlflow.db
+    strays = [name for name in ("mlflow.db", "mlruns") if (tmp_path / name).exists()]
+    assert not strays, f"{_page_id(page)} left a stray MLflow store: {strays}"
 
 
 def test_skip_markers_are_rare() -> None:

@@ -18,9 +18,9 @@ EXPECTED = {
     "configure", "reset_configuration", "flush", "ContextThreadPoolExecutor", "carry_context",
     "Uri", "Path", "DType", "StorageSize", "MetadataType", "RecordedRun", "RecordedStep",
     "ComponentFault", "DroppedValue", "ZenmetaError", "NoActiveContextError", "RunStateError",
-    "ComponentError", "MetadataError", "ConfigurationError", "StoreError", "RunNotFoundError",
-    "MissingExtraError", "__version__", "get_configuration", "QueryError", "RecordSink",
-    "RunRecord", "StepRecord",
+    "ComponentError", "MetadataError", "ConfigurationError", "StoreError", "StoreNotFoundError",
+    "RunNotFoundError", "MissingExtraError", "__version__", "get_configuration", "QueryError",
+    "RecordSink", "RunRecord", "StepRecord",
 }  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from ._errors import (
     RunNotFoundError,
     RunStateError,
     StoreError,
+    StoreNotFoundError,
     ZenmetaError,
 )
 from ._info import PipelineInfo, PipelineRunInfo, StepConfig, StepRunInfo
@@ -72,6 +73,7 @@ __all__ = [
     "StepRunInfo",
     "StorageSize",
     "StoreError",
+    "StoreNotFoundError",
     "Uri",
     "ZenmetaError",
     "__version__",

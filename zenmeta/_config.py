@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from ._errors import ConfigurationError
+from ._project import current_project, forget_projects
 
 if TYPE_CHECKING:
     from ._records import RecordSink, RecordStore
@@ -66,15 +67,17 @@ def configure(
 ) -> None:
     """Set zenmeta's behaviour for this process; ``None`` restores the default.
 
-    - ``store``: a store URL (``sqlite:///path``, ``memory://``) or a store
-      object; default ``ZENMETA_STORE`` or ``sqlite:///.zenmeta/zenmeta.db``.
+    - ``store``: a path to a SQLite file, a store URL (``sqlite:///path``,
+      ``postgresql://…``, ``memory://``) or a store object; default
+      ``ZENMETA_STORE``, else ``store`` in ``[tool.zenmeta]``, else
+      ``.zenmeta/zenmeta.db`` in the project's root folder.
     - ``strict``: raise component, metadata and store faults instead of
       recording them (``ZENMETA_STRICT``); meant for tests.
     - ``implicit_runs``: a step called outside any run opens a one-step run
       named after it (default) or, when false, runs untracked
       (``ZENMETA_IMPLICIT_RUNS``).
     - ``durability``: ``"batched"`` (default) writes in the background at
-      least every second; ``"immediate"`` writes each record before the step
+      least every quarter second; ``"immediate"`` writes each record before the step
       returns (``ZENMETA_DURABILITY``).
     - ``exporters``: record sinks that also receive every finished run and
       step, such as ``zenmeta.integrations.opentelemetry.OpenTelemetrySink``,
@@ -103,6 +106,7 @@ def reset_configuration() -> None:
     with _lock:
         for name in _Settings.__slots__:
             setattr(_configured, name, None)
+    forget_projects()
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -153,14 +157,27 @@ class settings:  # noqa: N801 - a namespace of readers, used like a module
 
     @staticmethod
     def store() -> str | RecordStore:
+        """The store as named (``zenmeta._store.store_url`` gives the rule)."""
         if _configured.store is not None:
             return _configured.store
         return os.environ.get("ZENMETA_STORE") or default_store_url()
 
 
 def default_store_url() -> str:
-    """A project-local SQLite file: ``.zenmeta/zenmeta.db`` under the working directory."""
-    return "sqlite:///" + os.path.join(os.getcwd(), ".zenmeta", "zenmeta.db")
+    """``store`` in ``[tool.zenmeta]`` (a relative path counts from the
+    ``pyproject.toml``'s folder), else ``.zenmeta/zenmeta.db`` in the project root."""
+    project = current_project()
+    named = project.table.get("store")
+    if named is not None:
+        if not isinstance(named, str) or not named.strip():
+            raise ConfigurationError(
+                f"[tool.zenmeta] store in {project.pyproject} must be a path or a store URL, "
+                f"not {named!r}"
+            )
+        if "://" in named or named.lower().startswith("memory:"):
+            return named
+        return os.path.join(project.root, os.path.expanduser(named))
+    return "sqlite:///" + os.path.join(project.root, ".zenmeta", "zenmeta.db")
 
 
 class Configuration(NamedTuple):

@@ -7,6 +7,7 @@
     ├── MetadataError          a value could not be kept (strict mode only)
     ├── ConfigurationError     a bad setting, an unknown component flavor
     ├── StoreError             the store could not be written or read
+    │   └── StoreNotFoundError a reader was pointed at a store that does not exist
     ├── RunNotFoundError       no run matches an id, prefix or name (also a LookupError)
     └── QueryError             a ``where`` filter that does not parse (also a ValueError)
 
@@ -29,6 +30,7 @@ __all__ = [
     "MetadataError",
     "ConfigurationError",
     "StoreError",
+    "StoreNotFoundError",
     "RunNotFoundError",
     "MissingExtraError",
     "QueryError",
@@ -75,6 +77,10 @@ class ConfigurationError(ZenmetaError, ValueError):
 
 class StoreError(ZenmetaError):
     """The store failed; raised to the user only in strict mode."""
+
+
+class StoreNotFoundError(StoreError, LookupError):
+    """A reader named a store that does not exist; readers never create one."""
 
 
 class RunNotFoundError(ZenmetaError, LookupError):

@@ -253,6 +253,8 @@ class RecordedRun(NamedTuple):
     faults: tuple[ComponentFault, ...]
     dropped: tuple[DroppedValue, ...]
     step_count: int = 0
+    failed_step_count: int = 0
+    """Steps that raised: a run can complete although some of its steps failed."""
     steps: Mapping[str, RecordedStep] = MappingProxyType({})
     """Its steps by invocation name, in execution order (``run.steps["train"]``,
     as in ZenML); read from the store on first use. ``Client`` fills it in."""
@@ -306,6 +308,9 @@ class RecordedRun(NamedTuple):
 
 class RunList(list[RecordedRun]):
     """A plain list of runs, shown as a table in Jupyter."""
+
+    store_url: str = ""
+    """The store it was read from, named when the list is empty; set by ``Client``."""
 
     def _repr_html_(self) -> str:
         from ._ui.notebook import runs_table_html

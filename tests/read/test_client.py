@@ -21,6 +21,7 @@ from zenmeta import (
     track_step,
 )
 from zenmeta._records import RunList, StepList
+from zenmeta._store import open_store
 from zenmeta.testing import InMemoryStore
 
 
@@ -33,7 +34,7 @@ def client(request: pytest.FixtureRequest, tmp_path: FilePath) -> Client:
         return Client(memory)
     url = f"sqlite:///{tmp_path}/zenmeta.db"
     zenmeta.configure(store=url)
-    return Client(url)
+    return Client(open_store(url))  # created as a writer would: readers create nothing
 
 
 @track_step

@@ -19,6 +19,7 @@ import zenmeta
 from zenmeta import DType, QueryError, StorageSize, Uri, log_metadata, pipeline_run, track_step
 from zenmeta._process import host_name
 from zenmeta._records import RunRecord
+from zenmeta._store import open_store
 from zenmeta.testing import InMemoryStore
 
 BACKENDS = ["memory", "sqlite"]
@@ -248,7 +249,7 @@ def test_crashed_and_running_are_judged_on_read_inside_filters(tmp_path: FilePat
     zenmeta.configure(store=url)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
-    store = zenmeta.Client(url).reader
+    store = open_store(url)
     now = time.time_ns()
     for name, pid in (("dead", int(dead.stdout)), ("alive", os.getpid())):
         store.save_run(  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ import zenmeta
 from zenmeta import DType, Path, StorageSize, Uri, log_metadata, pipeline_run, track_step
 from zenmeta._process import host_name, process_start_time
 from zenmeta._records import RunRecord
-from zenmeta._store import close_stores
+from zenmeta._store import close_stores, resolve_store
 from zenmeta._store.liveness import STALE_AFTER_S, writer_is_gone
 from zenmeta._store.sql import SQLStore
 
@@ -276,7 +276,8 @@ def test_four_processes_write_one_store_at_once(url: str, tmp_path: FilePath) ->
         def step(i):
             zenmeta.log_metadata({{"i": i}})
 
-        zenmeta.Client()  # open the store before the start line
+        from zenmeta._store import resolve_store
+        resolve_store()  # open the store before the start line
         time.sleep(max(0.0, {go} - time.time()))
         with zenmeta.pipeline_run("many"):
             for i in range(500):
@@ -359,7 +360,7 @@ def test_failed_writes_are_warned_and_the_steps_go_on(
 ) -> None:
     """A store that breaks after opening: results still return, one warning."""
     zenmeta.configure(store=url)
-    zenmeta.Client()  # create the store
+    resolve_store()  # create the store
     _break_steps_table(url)
     with pipeline_run("p"):
         assert [add(i, i) for i in range(3)] == [0, 2, 4]
@@ -370,7 +371,7 @@ def test_failed_writes_are_warned_and_the_steps_go_on(
 def test_failed_writes_make_flush_raise_in_strict_mode(url: str) -> None:
     """Strict mode: the batch that failed surfaces as StoreError from flush()."""
     zenmeta.configure(store=url, strict=True)
-    zenmeta.Client()
+    resolve_store()
     _break_steps_table(url)
     run = zenmeta.start_run("p")
     add(1, 1)
@@ -384,7 +385,7 @@ def test_immediate_failures_reach_the_core_as_store_faults(
 ) -> None:
     """Immediate mode: a step whose write fails still returns, with a warning."""
     zenmeta.configure(store=url, durability="immediate")
-    zenmeta.Client()
+    resolve_store()
     _break_steps_table(url)
     with pipeline_run("p"):
         assert add(1, 2) == 3

@@ -120,7 +120,8 @@ def test_unknown_run_is_one_clear_line_and_exit_code_1(url: str) -> None:
 def test_unreadable_store_is_a_clear_error(tmp_path: FilePath) -> None:
     """A store URL that cannot be opened: one line, exit code 1."""
     result = CliRunner().invoke(cli, ["--store", "nosuch://x", "runs", "list"])
-    assert result.exit_code == 1 and "unknown store URL" in result.stderr
+    assert result.exit_code == 1 and "nosuch://" in result.stderr
+    assert "sqlite:///PATH" in result.stderr and "memory://" in result.stderr  # what works
 
 
 def test_store_info_says_where_and_what(url: str, tmp_path: FilePath) -> None:
@@ -207,15 +208,79 @@ def test_python_dash_m_zenmeta_runs_in_a_real_process(url: str, tmp_path: FilePa
 def test_ui_reads_the_store_given_to_the_group_or_its_own(
     monkeypatch: pytest.MonkeyPatch, tmp_path: FilePath
 ) -> None:
-    """`zenmeta --store X ui` and `zenmeta ui --store X` both serve X; paths become URLs."""
+    """`zenmeta --store X ui` and `zenmeta ui --store X` both serve X, as typed (Client
+    applies the naming rule)."""
     import zenmeta._ui.dashboard
 
     served: list[str | None] = []
     monkeypatch.setattr(
-        zenmeta._ui.dashboard, "serve", lambda host, port, store: served.append(store)
+        zenmeta._ui.dashboard,
+        "serve",
+        lambda host, port, store, allow_hosts: served.append(store),
     )
     runner = CliRunner()
     database = tmp_path / "team.db"
     assert runner.invoke(cli, ["--store", str(database), "ui"]).exit_code == 0
     assert runner.invoke(cli, ["ui", "--store", "sqlite:///other.db"]).exit_code == 0
-    assert served == [f"sqlite:///{database}", "sqlite:///other.db"]
+    assert served == [str(database), "sqlite:///other.db"]
+
+
+HOSTILE_TEXT = (
+    "clear\x1b[2J\x1b]8;;https://evil.example\x07link\x1b]8;;\x07 bell\x07"
+    " c1\x9b31m rtl invoice\u202egpj.exe"
+)
+UNSAFE = ("\x1b", "\x07", "\x9b", "\u202e")
+
+
+@pytest.fixture
+def hostile(tmp_path: FilePath) -> str:
+    """A store whose names, keys, values, tags and errors hold terminal escapes."""
+    store = f"sqlite:///{tmp_path}/hostile.db"
+    zenmeta.configure(store=store)
+
+    @track_step(name="step" + HOSTILE_TEXT)
+    def step() -> None:
+        log_metadata({"key" + HOSTILE_TEXT: "value" + HOSTILE_TEXT})
+        raise ValueError("error" + HOSTILE_TEXT)
+
+    tags = ["tag" + HOSTILE_TEXT]
+    with pytest.raises(ValueError), pipeline_run("pipe" + HOSTILE_TEXT, run_name="evil", tags=tags):
+        log_metadata({"run" + HOSTILE_TEXT: 1})
+        step()
+    zenmeta.flush()
+    return store
+
+
+@pytest.mark.parametrize("command", [("runs", "list"), ("runs", "show", "evil"), ("store", "info")])
+def test_terminal_output_escapes_control_characters(hostile: str, command: tuple[str, ...]) -> None:
+    """ESC, BEL, C1 and bidi controls from the store reach the terminal as visible escapes."""
+    result = invoke("--store", hostile, *command)
+    assert result.exit_code == 0
+    assert not any(char in result.output for char in UNSAFE), repr(result.output)
+    if command[1:2] == ("show",):
+        for shown in ("\\x1b[2J", "\\u202e", "\\x07", "\\x9b"):
+            assert shown in result.output
+
+
+def test_errors_escape_control_characters_too(hostile: str) -> None:
+    """An error listing stored names (an ambiguous reference) cannot drive the terminal."""
+    for _ in range(2):
+        with pipeline_run("twins", run_name="twin\x1b[2J\u202e"):
+            pass
+    zenmeta.flush()
+    result = CliRunner().invoke(cli, ["--store", hostile, "runs", "show", "twin\x1b[2J\u202e"])
+    assert result.exit_code == 1 and "matches 2 runs" in result.stderr
+    assert not any(char in result.stderr for char in UNSAFE)
+    assert "twin\\x1b[2J\\u202e (" in result.stderr
+
+
+@pytest.mark.parametrize("command", [("runs", "list", "--json"), ("runs", "show", "evil", "--json"),
+                                     ("runs", "export", "evil")])  # fmt: skip
+def test_json_output_is_exact_and_terminal_safe(hostile: str, command: tuple[str, ...]) -> None:
+    """`--json` holds no raw control character and parses back to the stored text."""
+    output = invoke("--store", hostile, *command).output
+    assert not any(char in output for char in UNSAFE)
+    data = json.loads(output)
+    run = data[0] if isinstance(data, list) else data
+    assert run["pipeline_name"] == "pipe" + HOSTILE_TEXT
+    assert run["tags"] == ["tag" + HOSTILE_TEXT]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -661,15 +662,17 @@ def test_step_tree_survives_parent_cycles_and_deep_chains() -> None:
 
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    """What serve() hands to uvicorn.run, without starting a server."""
+    """What serve() hands to uvicorn's server (its real bound socket), without serving."""
     import uvicorn
 
     calls: dict[str, Any] = {}
 
-    def fake_run(app: Any, **options: Any) -> None:
-        calls.update(options, app=app)
+    def fake_run(server: Any, sockets: list[Any] | None = None) -> None:
+        config = server.config
+        calls.update(host=config.host, port=config.port, app=config.app, sockets=sockets)
+        calls["bound"] = [sock.getsockname() for sock in sockets or []]
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
     yield calls
 
 
@@ -689,10 +692,11 @@ def test_serve_warns_when_told_another_host(
     served: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Binding beyond loopback works, with a warning that anyone can read the runs."""
-    dashboard.serve("0.0.0.0", 9000, "memory://serve-test")
-    assert served["host"] == "0.0.0.0" and served["port"] == 9000
+    dashboard.serve("0.0.0.0", 0, "memory://serve-test")
+    assert served["host"] == "0.0.0.0" and served["bound"][0][0] == "0.0.0.0"
     assert "warning: serving on 0.0.0.0, not on loopback" in capsys.readouterr().err
-    assert fetch(served["app"], "/", headers={"host": "box.lan:9000"}).status_code == 200
+    name = socket.gethostname()
+    assert fetch(served["app"], "/", headers={"host": f"{name}:9000"}).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -710,7 +714,9 @@ def test_ui_command_passes_its_options_to_serve(monkeypatch: pytest.MonkeyPatch)
     """`zenmeta ui --host --port --store` reach serve() unchanged."""
     calls: list[tuple[str, int, str | None]] = []
     monkeypatch.setattr(
-        dashboard, "serve", lambda host, port, store: calls.append((host, port, store))
+        dashboard,
+        "serve",
+        lambda host, port, store, allow_hosts: calls.append((host, port, store)),
     )
     runner = CliRunner()
     assert runner.invoke(ui, []).exit_code == 0

@@ -8,6 +8,7 @@ missing browser is a broken setup, not a reason to pass.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import socket
@@ -169,3 +170,43 @@ def test_browser_follows_a_run_link_and_finds_the_uri_link(
     assert outside == [], "the dashboard must not reach the network"
     assert not [p for p in problems if "Content Security Policy" in p or "Refused" in p]
     print(f"screenshots in {tmp_path}")
+
+
+class ServiceTemporarilyUnavailableBecauseTheUpstreamRefusedError(RuntimeError):
+    """An error name as long as real ones get."""
+
+
+def test_badges_and_error_names_stay_whole_at_1280_px(served: str, store: InMemoryStore) -> None:
+    """On a crowded runs page at 1280 px, no badge, note or error name breaks mid-word."""
+    from playwright.sync_api import sync_playwright
+
+    @track_step
+    def flaky() -> None:
+        raise ServiceTemporarilyUnavailableBecauseTheUpstreamRefusedError("upstream refused")
+
+    for number in range(3):
+        tags = [f"tag-number-{i}-with-a-long-name" for i in range(6)]
+        pipeline = "a-pipeline-with-a-rather-long-descriptive-name"
+        with pipeline_run(pipeline, tags=tags), contextlib.suppress(RuntimeError):
+            flaky()
+        if number:
+            with pytest.raises(RuntimeError), pipeline_run("broken" * 8):
+                raise ServiceTemporarilyUnavailableBecauseTheUpstreamRefusedError("down")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(served + "/")
+            assert page.get_by_text("1 failed step").count() == 3
+            broken = page.eval_on_selector_all(
+                ".status, .note, .error-type, .tag",
+                """elements => elements
+                    .filter(e => e.getClientRects().length > 1
+                                 || e.getBoundingClientRect().height > 24)
+                    .map(e => e.className + ': ' + e.textContent)""",
+            )
+            assert broken == []
+        finally:
+            browser.close()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import zenmeta
 from zenmeta import Client, RecordedRun, StorageSize, Uri
 
 nbformat = pytest.importorskip("nbformat")
@@ -310,3 +311,15 @@ if __name__ == "__main__":
         sys.exit(f"usage: {os.path.basename(sys.argv[0])} --strip")
     for stripped in _strip(_notebook_files()):
         print(f"stripped {stripped.relative_to(NOTEBOOKS.parent)}")
+
+
+def test_an_empty_run_list_names_the_store_it_read(tmp_path: Path) -> None:
+    """ "no runs" in a notebook says which store was read."""
+    zenmeta.configure(store=str(tmp_path / "runs.db"))
+    with zenmeta.pipeline_run("p"):
+        pass
+    zenmeta.flush()
+    empty = zenmeta.Client(str(tmp_path / "runs.db")).list_runs(pipeline="none")
+    assert (
+        empty._repr_html_() == f"<p><i>no runs</i> in <code>sqlite:///{tmp_path}/runs.db</code></p>"
+    )

@@ -7,6 +7,7 @@ the same restored types.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,14 @@ from .._records import (
 from .query import parse_filter
 
 __all__ = ["Client"]
+
+_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
+
+
+def _shown(url: str) -> str:
+    """``url`` without its password, for messages and page headers."""
+    return _PASSWORD.sub(r"\1***@", url)
+
 
 _GC_BATCH = 500
 """Runs deleted per transaction by ``gc``: each run still goes whole."""
@@ -91,20 +100,24 @@ def _named(name: str) -> Filter:
 class Client:
     """Read runs and steps from a store: the configured one by default.
 
-    ``store`` is a URL (``sqlite:///path/zenmeta.db``), a store object, or
-    ``None`` for the store new runs would write to now.
+    ``store`` is a path to a SQLite file, a store URL
+    (``sqlite:///path/zenmeta.db``, ``postgresql://…``), a store object, or
+    ``None`` for the store new runs would write to now. A store named by
+    text is opened read-only: a missing one raises ``StoreNotFoundError``
+    (nothing is created), an unreadable one ``StoreError``.
     """
 
     def __init__(self, store: str | RecordReader | None = None) -> None:
         chosen = settings.store() if store is None else store
         if isinstance(chosen, str):
-            from .._store import open_store
+            from .._store import open_reader
 
-            chosen = open_store(chosen)
+            chosen = open_reader(chosen)
         if not isinstance(chosen, RecordReader):
             raise StoreError(f"{chosen!r} cannot be read: it is not a RecordReader")
         self.reader: RecordReader = chosen
-        self.url: str = getattr(chosen, "url", repr(chosen))
+        self.url: str = _shown(getattr(chosen, "url", repr(chosen)))
+        """Where the reader reads, as it may be printed (no password)."""
 
     def list_runs(
         self,
@@ -125,7 +138,9 @@ class Client:
         """
         parsed = None if where is None else parse_filter(where)
         query = RunQuery(pipeline, status, since, limit, offset, parsed)
-        return RunList(self._with_steps(run) for run in self.reader.list_runs(query))
+        found = RunList(self._with_steps(run) for run in self.reader.list_runs(query))
+        found.store_url = self.url
+        return found
 
     def get_run(self, ref: RunRef) -> RecordedRun:
         """A run by id, unique id prefix or name (or a run object); ambiguity raises."""

@@ -1,9 +1,12 @@
-"""Which store a run writes to, the sinks fed beside it, and flushing both.
+"""Which store a run writes to, how a store is named, and flushing every open store.
 
 The store is resolved when each run starts, so changing ``ZENMETA_STORE``
-between runs takes effect; an open store for the same URL is reused. Store
-modules are imported only here and only when used, which keeps
-``import zenmeta`` free of SQLAlchemy.
+between runs takes effect; an open store for the same URL is reused. Every
+way of naming a store (``configure``, ``ZENMETA_STORE``, ``[tool.zenmeta]``,
+``Client``, the CLI, the dashboard) passes through ``store_url``, so one
+rule decides what a name means. Readers open stores with ``open_reader``,
+which never creates or changes one. Store modules are imported only here
+and only when used, which keeps ``import zenmeta`` free of SQLAlchemy.
 
 Exporters (record sinks) are resolved at the same moment. With none
 configured the run gets the bare store and a step pays nothing for the
@@ -16,47 +19,139 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import sys
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from .._config import settings
 from .._errors import ConfigurationError, StoreError
 from .._log import warn
-from .._records import ComponentFault
+from .._records import ComponentFault, RecordReader
 
 if TYPE_CHECKING:
     from .._records import RecordSink, RecordStore, RunRecord, StepRecord
 
 __all__ = [
+    "ACTIVE_STORES",
     "EXPORTERS_ENTRY_POINT_GROUP",
-    "resolve_store",
-    "open_store",
+    "SUPPORTED_STORES",
+    "close_stores",
     "flush",
     "flush_stores",
-    "close_stores",
+    "open_reader",
+    "open_store",
     "report_store_fault",
+    "resolve_store",
+    "store_url",
 ]
 
 EXPORTERS_ENTRY_POINT_GROUP = "zenmeta.exporters"
 """Where ``ZENMETA_EXPORTERS=otlp`` looks a name up: a factory taking no arguments."""
 
+SUPPORTED_STORES = (
+    "a path to a SQLite file, sqlite:///PATH, postgresql://…, postgresql+psycopg://… or memory://"
+)
+_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "memory")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+ACTIVE_STORES = 8
+"""Stores that keep their writer thread and connections between runs; the
+least recently used one beyond this releases them (and gets them back on its
+next write). A process writing to 1,000 stores in turn thus holds a few
+threads and file descriptors, not thousands."""
+
 _open: dict[str, RecordStore] = {}
 _used: list[RecordStore] = []
+_recent: OrderedDict[str, RecordStore] = OrderedDict()
 _lock = threading.Lock()
 
 
+def store_url(text: str) -> str:
+    """The one rule for naming a store: ``text`` as the URL zenmeta opens.
+
+    A plain path is a SQLite file (``~`` expanded, a relative path made
+    absolute against the working folder); ``sqlite:///PATH`` gets the same
+    treatment of its path; ``postgresql://…``, ``postgresql+psycopg://…``
+    and ``memory://…`` are kept as given. Anything else raises ``StoreError``
+    naming the supported forms.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise StoreError(f"{text!r} names no store; use {SUPPORTED_STORES}")
+    found = _SCHEME.match(text)
+    if found is None:
+        if text.lower().startswith("memory:"):
+            return text
+        return "sqlite:///" + _absolute(text)  # a plain path, C:\\… on Windows included
+    scheme = found.group(1).lower()
+    if scheme not in _SCHEMES:
+        raise StoreError(
+            f"zenmeta cannot keep runs in {scheme}:// ({text!r}); use {SUPPORTED_STORES}"
+        )
+    if scheme != "sqlite" or not text.startswith("///", found.end() - 2):
+        return text
+    path, mark, query = text[found.end() + 1 :].partition("?")
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return text  # no file of its own: the SQL store says what it needs
+    return "sqlite:///" + _absolute(path) + mark + query
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def open_store(url: str) -> RecordStore:
-    """The open store for ``url``, creating it on first use."""
-    store = _open.get(url)
-    if store is not None:
-        return store
+    """The open store for ``url`` (any name ``store_url`` takes), creating it
+    on first use; the most recently used few keep their resources."""
+    store = _open.get(url)  # a URL as store_url gives it: no need to parse it again
+    if store is None:
+        key = store_url(url)  # a relative path means the working folder of now
+        with _lock:
+            store = _open.get(key)
+            if store is None:
+                store = _open[key] = _create(key)
+    _touch(getattr(store, "url", url), store)
+    return store
+
+
+def _touch(key: str, store: RecordStore) -> None:
+    """Mark ``store`` as used now; release the least recently used beyond the bound."""
     with _lock:
-        store = _open.get(url)
-        if store is None:
-            store = _create(url)
-            _open[url] = store
+        if _recent.get(key) is not store:
+            _recent[key] = store
+        _recent.move_to_end(key)
+        released = [_recent.popitem(last=False)[1] for _ in range(len(_recent) - ACTIVE_STORES)]
+    for old in released:  # outside the lock: releasing writes what the store still holds
+        release = getattr(old, "release", None)
+        if callable(release):
+            try:
+                release()
+            except Exception as error:
+                report_store_fault(f"cannot release {old.url!r}", error)
+
+
+def open_reader(url: str) -> RecordReader:
+    """A store opened for reading only: nothing is created or changed.
+
+    A store this process already writes to is returned as is (it sees its
+    own queued records after a flush). Otherwise a missing SQLite file
+    raises ``StoreNotFoundError`` naming it, and a file that is not a
+    zenmeta store, or a server that cannot be reached, raises ``StoreError``
+    in one line.
+    """
+    key = store_url(url)
+    store = _open.get(key)
+    if store is not None or key.lower().startswith("memory:"):
+        store = open_store(key)
+        if not isinstance(store, RecordReader):
+            raise StoreError(f"{key!r} cannot be read: its store is not a RecordReader")
         return store
+    try:
+        from .sql import SQLReader
+    except ImportError as error:  # pragma: no cover - SQLAlchemy is a dependency
+        raise StoreError(f"no SQL store available for {key!r}: {error}") from error
+    return SQLReader(key)
 
 
 def _create(url: str) -> RecordStore:
@@ -64,14 +159,14 @@ def _create(url: str) -> RecordStore:
         from .memory import InMemoryStore
 
         return InMemoryStore(url)
-    if url.startswith(("sqlite:", "postgresql:", "postgresql+")):
+    if url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
         try:
             from .sql import SQLStore
         except ImportError as error:  # pragma: no cover - the store issue adds it
             raise StoreError(f"no SQL store available for {url!r}: {error}") from error
 
         return SQLStore(url)  # follows configure(durability=...) run by run
-    raise StoreError(f"unknown store URL {url!r}; use sqlite:///PATH, postgresql://… or memory://")
+    raise StoreError(f"unknown store URL {url!r}; use {SUPPORTED_STORES}")
 
 
 class _UnavailableStore:
@@ -293,7 +388,7 @@ def close_stores() -> None:
     """Flush and close every store this process opened, and shut every
     exporter down; runs at exit."""
     with _lock:
-        stores = list(_open.values())
+        stores = list({id(store): store for store in _open.values()}.values())
         _open.clear()
         _used.clear()
         _reported.clear()
@@ -301,6 +396,7 @@ def close_stores() -> None:
         _used_sinks.clear()
         _named_sinks.clear()
         _failed_names.clear()
+        _recent.clear()
     for store in stores:
         try:
             store.close()

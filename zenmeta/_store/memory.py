@@ -144,6 +144,7 @@ class InMemoryStore:
             faults=r.faults,
             dropped=r.dropped,
             step_count=len(self._steps.get(r.run_id, ())),
+            failed_step_count=sum(s.status == "failed" for s in self._steps.get(r.run_id, ())),
         )
 
     @staticmethod

@@ -8,14 +8,13 @@ where zenmeta's own components are declared exactly like third-party ones::
 
 ``ZENMETA_COMPONENTS="mlflow,environment"`` wins when set (even empty);
 otherwise ``components = ["mlflow", "environment"]`` under ``[tool.zenmeta]``
-in the nearest ``pyproject.toml`` from the working directory upward. Each
+in the project's ``pyproject.toml`` (see ``zenmeta._project``). Each
 flavor is instantiated with no arguments, once per process.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
 from .._errors import ConfigurationError, ZenmetaError
+from .._project import current_project, forget_projects
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -37,7 +37,6 @@ ENTRY_POINT_GROUP = "zenmeta.components"
 ENVIRONMENT_VARIABLE = "ZENMETA_COMPONENTS"
 
 _lock = threading.Lock()
-_pyproject_flavors: dict[str, tuple[str, ...]] = {}  # by working directory
 _instances: dict[str, object] = {}  # by flavor name
 _stacks: dict[tuple[str, ...], tuple[object, ...]] = {}  # by configuration value
 _entry_points: dict[str, EntryPoint] = {}
@@ -54,57 +53,16 @@ def configured_flavors() -> tuple[str, ...]:
     value = os.environ.get(ENVIRONMENT_VARIABLE)
     if value is not None:
         return _split(value)
-    directory = os.getcwd()
-    flavors = _pyproject_flavors.get(directory)
-    if flavors is None:
-        flavors = _pyproject_flavors[directory] = _read_pyproject(directory)
-    return flavors
-
-
-def _read_pyproject(directory: str) -> tuple[str, ...]:
-    """``[tool.zenmeta] components`` of the nearest pyproject.toml, if any."""
-    path = _nearest_pyproject(directory)
-    if path is None:
-        return ()
-    with open(path, "rb") as file:
-        raw = file.read()
-    if b"tool.zenmeta" not in raw:
-        return ()  # the common case, decided without a TOML parser
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[import-not-found]
-        except ImportError:
-            raise ConfigurationError(
-                f"{path} configures zenmeta, but reading it on Python 3.10 needs tomli "
-                f"(pip install tomli); or set {ENVIRONMENT_VARIABLE} instead"
-            ) from None
-    try:
-        table = tomllib.loads(raw.decode("utf-8")).get("tool", {}).get("zenmeta", {})
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigurationError(f"{path} cannot be read: {error}") from error
-    components = table.get("components", [])
+    project = current_project()
+    components = project.table.get("components", [])
     if isinstance(components, str):
         return _split(components)
     if not isinstance(components, list) or not all(isinstance(c, str) for c in components):
         raise ConfigurationError(
-            f"[tool.zenmeta] components in {path} must be a list of flavor names, "
-            f"not {components!r}"
+            f"[tool.zenmeta] components in {project.pyproject} must be a list of flavor "
+            f"names, not {components!r}"
         )
     return _split(",".join(components))
-
-
-def _nearest_pyproject(directory: str) -> str | None:
-    current = os.path.abspath(directory)
-    while True:
-        candidate = os.path.join(current, "pyproject.toml")
-        if os.path.isfile(candidate):
-            return candidate
-        parent = os.path.dirname(current)
-        if parent == current:
-            return None
-        current = parent
 
 
 def available_flavors() -> dict[str, EntryPoint]:
@@ -159,7 +117,7 @@ def configured_components() -> tuple[object, ...]:
 def reset_flavors() -> None:
     """Forget instances, parsed files and installed entry points; tests call this."""
     with _lock:
-        _pyproject_flavors.clear()
+        forget_projects()
         _instances.clear()
         _stacks.clear()
         _entry_points.clear()

@@ -2,15 +2,19 @@
 
 A thin click layer over ``Client``, the public read API, like sqlite-utils'
 ``cli.py`` over its ``db.py``. Tables are drawn with rich; every logged
-string is printed as text (never as rich markup) and made printable, since
+string is printed as text (never as rich markup) with control characters
+escaped (a stored ``ESC`` could clear the screen or forge a hyperlink), since
 a name or value may hold anything. ``--json`` output parses back with any
-JSON library: NaN and infinities are strings (see ``RecordedRun.to_dict``).
+JSON library to exactly the stored text: NaN and infinities are strings (see
+``RecordedRun.to_dict``) and unsafe characters are ``\\u`` escapes. Every
+command only reads: a missing store is reported, never created.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
@@ -20,11 +24,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .._errors import MissingExtraError, StoreError, ZenmetaError
+from .._errors import MissingExtraError, StoreNotFoundError, ZenmetaError
 from .._export import encodable_text
 from .._read.client import Client
 from .._records import STATUSES, RecordedRun, RecordedStep
-from .text import human_duration, human_size, type_label, value_text
+from .text import escape_controls, human_duration, human_size, type_label, value_text
 
 __all__ = ["cli", "main"]
 
@@ -39,16 +43,14 @@ _STYLES = {
 
 def _fail(error: Exception) -> NoReturn:
     """A known problem (no such run, no store): one line and exit code 1."""
-    raise click.ClickException(str(error)) from None
+    raise click.ClickException(_printable(" ".join(str(error).split("\n")))) from None
 
 
 def store_option(context: click.Context, own: str | None = None) -> str | None:
-    """The store a command reads: its own --store, else the group's; a plain
-    path to a database file becomes a SQLite URL."""
+    """The store a command reads, as typed: its own --store, else the group's.
+    ``Client`` applies the store's naming rule (a plain path is a SQLite file)."""
     store = own or context.find_root().params.get("store")
-    if store and "://" not in store and not store.startswith("memory:"):
-        store = "sqlite:///" + os.path.abspath(store)
-    return store
+    return store or None
 
 
 def _client(context: click.Context) -> Client:
@@ -60,17 +62,26 @@ def _client(context: click.Context) -> Client:
 
 
 def _printable(text: str) -> str:
-    """Text any terminal can take: lone surrogates become ``\\udcxx``."""
-    return encodable_text(text, getattr(sys.stdout, "encoding", None) or "utf-8")
+    """Text any terminal can take and show as it is: control characters are
+    escaped (``\\x1b``, ``\\u202e``), lone surrogates become ``\\udcxx``."""
+    return encodable_text(escape_controls(text), getattr(sys.stdout, "encoding", None) or "utf-8")
 
 
 def _text(value: object, style: str = "") -> Text:
     return Text(_printable(str(value)), style=style)
 
 
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""``UNSAFE_CHARACTERS`` less the C0 controls, which ``json.dumps`` escapes
+itself (the newlines of its indentation are outside strings)."""
+
+
 def _echo_json(data: Any) -> None:
-    """Readable JSON when the terminal can show every character, ASCII otherwise."""
+    """Readable JSON when the terminal can show every character, ASCII otherwise;
+    characters a terminal would act on are ``\\u`` escapes, which parse back
+    to the same text (they can only occur inside JSON strings)."""
     text = json.dumps(data, ensure_ascii=False, allow_nan=False, indent=2)
+    text = _UNSAFE_IN_JSON.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
     if _printable(text) != text:
         text = json.dumps(data, ensure_ascii=True, allow_nan=False, indent=2)
     click.echo(text)
@@ -87,7 +98,7 @@ def _when(run_or_step: RecordedRun | RecordedStep) -> str:
 
 
 def _status(status: str) -> Text:
-    return Text(status, style=_STYLES.get(status, ""))
+    return _text(status, _STYLES.get(status, ""))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -96,8 +107,10 @@ def _status(status: str) -> Text:
     metavar="URL",
     default=None,
     help=(
-        "The store to read: sqlite:///path/zenmeta.db, postgresql://..., or a path to a "
-        "SQLite file. Default: ZENMETA_STORE, else .zenmeta/zenmeta.db in this folder."
+        "The store to read: a path to a SQLite file, sqlite:///path/zenmeta.db, "
+        "postgresql://... Default: ZENMETA_STORE, else store in [tool.zenmeta], else "
+        ".zenmeta/zenmeta.db in the project root (the nearest folder with a pyproject.toml "
+        "or .git). Never created: a missing store is an error."
     ),
 )
 @click.version_option(package_name="zenmeta", prog_name="zenmeta")
@@ -131,7 +144,16 @@ def list_runs(
     context: click.Context, pipeline: str | None, status: str | None, limit: int, as_json: bool
 ) -> None:
     """List runs, newest first."""
-    client = _client(context)
+    try:
+        client = Client(store_option(context))
+    except StoreNotFoundError as error:  # nothing recorded here yet: an empty list
+        if as_json:
+            _echo_json([])
+        else:
+            click.echo(_printable(f"No runs: {error}."))
+        return
+    except ZenmetaError as error:
+        _fail(error)
     try:
         found = client.list_runs(pipeline=pipeline, status=status, limit=limit)
     except ZenmetaError as error:
@@ -140,7 +162,8 @@ def list_runs(
         _echo_json([run.to_dict() for run in found])
         return
     if not found:
-        click.echo("No runs recorded" + (" matching the filters." if pipeline or status else "."))
+        matching = " matching the filters" if pipeline or status else ""
+        click.echo(_printable(f"No runs recorded{matching} in {client.url}."))
         return
     table = Table("run", "pipeline", "status", "started (UTC)", "duration", "steps", "id")
     for run in found:
@@ -233,7 +256,7 @@ def _print_metadata(console: Console, title: str, grouped: Mapping[str, Mapping[
         return
     console.print(_text(title, "bold"))
     for source, values in grouped.items():
-        table = Table("key", "value", "type", title=_printable(source), title_justify="left")
+        table = Table("key", "value", "type", title=_text(source), title_justify="left")
         for key, value in values.items():
             table.add_row(_text(key), _text(value_text(value)), type_label(value))
         console.print(table)
@@ -281,7 +304,7 @@ def store_info(context: click.Context, as_json: bool) -> None:
     table.add_column(style="bold")
     table.add_column()
     for key, value in _info_rows(info):
-        table.add_row(key, _text(value))
+        table.add_row(_text(key), _text(value))
     _console().print(table)
 
 
@@ -313,11 +336,25 @@ def _info_rows(info: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
     "store",
     default=None,
     metavar="URL",
-    help="Store to read, e.g. sqlite:///path/zenmeta.db or a path to a database file "
-    "[default: zenmeta --store, else the configured store].",
+    help="Store to read, e.g. a path to a SQLite file or sqlite:///path/zenmeta.db "
+    "[default: zenmeta --store, else the configured store]. Never created.",
+)
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Another name the dashboard answers to in the Host header (a reverse proxy's "
+    "name, say); this machine's own names and addresses are always allowed.",
 )
 @click.pass_context
-def ui(context: click.Context, host: str, port: int, store: str | None) -> None:
+def ui(
+    context: click.Context,
+    host: str,
+    port: int,
+    store: str | None,
+    allow_hosts: tuple[str, ...],
+) -> None:
     """Serve a read-only dashboard of every run and its metadata."""
     store = store_option(context, store)
     try:  # the web stack loads only when this command runs
@@ -325,9 +362,9 @@ def ui(context: click.Context, host: str, port: int, store: str | None) -> None:
     except MissingExtraError as error:
         raise click.ClickException(str(error)) from None
     try:
-        serve(host=host, port=port, store=store)
-    except (MissingExtraError, StoreError) as error:
-        raise click.ClickException(str(error)) from None
+        serve(host=host, port=port, store=store, allow_hosts=allow_hosts)
+    except ZenmetaError as error:
+        _fail(error)
 
 
 def main() -> None:

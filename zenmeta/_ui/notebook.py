@@ -148,7 +148,8 @@ def runs_table_html(runs: Iterable[RecordedRun]) -> str:
         for run in runs
     )
     if not body:
-        return "<p><i>no runs</i></p>"
+        where = getattr(runs, "store_url", "")
+        return f"<p><i>no runs</i>{f' in <code>{escape(where)}</code>' if where else ''}</p>"
     return f"<table {_TABLE}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 

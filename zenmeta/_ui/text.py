@@ -20,6 +20,8 @@ from .._values import StorageSize
 
 __all__ = [
     "NO_VALUE",
+    "UNSAFE_CHARACTERS",
+    "escape_controls",
     "human_duration",
     "human_size",
     "int_text",
@@ -27,6 +29,31 @@ __all__ = [
     "type_label",
     "value_text",
 ]
+
+UNSAFE_CHARACTERS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+"""Characters a terminal or a page would act on instead of showing: C0 and
+C1 controls (ESC starts clear-screen and hyperlink sequences), line and
+paragraph separators, and the bidirectional controls that reorder text
+(``invoice\\u202egpj.exe`` reads as ``invoiceexe.jpg``)."""
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every unsafe character written as a visible escape (``\\x1b``, ``\\u202e``)."""
+    return UNSAFE_CHARACTERS.sub(_escaped, text)
+
 
 NO_VALUE = "\u2014"
 """What a screen shows where there is no value (a run still running has no duration)."""
@@ -39,7 +66,7 @@ _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 # control makes the shown text differ from the target, so any of them
 # anywhere makes the value plain text: it is never cleaned up into a link.
 _LINK_SCHEME = re.compile(r"(?:https?://|file:)", re.IGNORECASE)
-_NOT_IN_LINKS = re.compile(r"[\x00-\x20\x7f-\x9f\s\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NOT_IN_LINKS = re.compile(r"[\x00-\x20\x7f-\x9f\s\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def human_size(size: int) -> str:

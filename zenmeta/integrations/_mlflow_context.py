@@ -7,11 +7,17 @@ async steps interleaved on one event loop would share that list, so a
 the variable with ``ContextRunStack`` gives each context (each asyncio task,
 each ``carry_context`` call) its own list once a step pushes a run, while code
 that never runs a step keeps MLflow's per-thread list unchanged.
+
+``mlflow.start_run()`` is wrapped too, for one case only: when the active run
+is one this component made active (a pipeline run's parent run, a step's
+run), a plain ``start_run()`` nests under it, in its experiment, instead of
+raising MLflow's "already active" error. Everywhere else it is MLflow's own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from contextvars import ContextVar, Token
@@ -35,6 +41,7 @@ class ContextRunStack:
         self.fallback = fallback
         self.variable: ContextVar[_Held | None] = ContextVar("zenmeta_mlflow_runs", default=None)
         self._live: dict[int, list[Any]] = {}
+        self._ours: set[str] = set()  # ids of the runs push() made active
         self._lock = threading.Lock()
 
     def get(self) -> list[Any]:
@@ -66,11 +73,19 @@ class ContextRunStack:
         with self._lock:
             self._live.clear()
 
+    def ours_on_top(self) -> Any | None:
+        """The active run, when it is one ``push`` made active; else ``None``."""
+        stack = self.get()
+        if stack and stack[-1].info.run_id in self._ours:
+            return stack[-1]
+        return None
+
     def push(self, run: Any) -> PushedRun:
         """Make ``run`` the active run of this context only."""
         stack = [*self.get(), run]
         with self._lock:
             self._live[id(stack)] = stack
+            self._ours.add(run.info.run_id)
         token = self.variable.set((threading.get_ident(), os.getpid(), stack))
         return PushedRun(token, stack, run)
 
@@ -78,6 +93,7 @@ class ContextRunStack:
         """Undo ``push``; return the runs user code started above ours and left open."""
         with self._lock:
             self._live.pop(id(pushed.stack), None)
+            self._ours.discard(pushed.run.info.run_id)
         with contextlib.suppress(ValueError):  # ended from another context (generator step)
             self.variable.reset(pushed.token)
         position = next((i for i, r in enumerate(pushed.stack) if r is pushed.run), None)
@@ -126,5 +142,29 @@ def install() -> ContextRunStack | None:
             return None
         replacement = ContextRunStack(current)
         fluent._active_run_stack = replacement  # type: ignore[assignment]
+        _nest_start_run(replacement)
         _installed.append(replacement)
         return replacement
+
+
+def _nest_start_run(stack: ContextRunStack) -> None:
+    """Make ``mlflow.start_run()`` nest under a run this component made active."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    original = fluent.start_run
+
+    @functools.wraps(original)
+    def start_run(*args: Any, **kwargs: Any) -> Any:
+        plain = not args and not any(kwargs.get(k) for k in ("nested", "run_id", "parent_run_id"))
+        top = stack.ours_on_top() if plain else None
+        if top is not None:
+            kwargs["nested"] = True  # under the step's (or the pipeline's) run
+            if kwargs.get("experiment_id") is None:
+                kwargs["experiment_id"] = top.info.experiment_id
+        return original(*args, **kwargs)
+
+    start_run.__zenmeta_wraps__ = original  # type: ignore[attr-defined]
+    fluent.start_run = start_run
+    if getattr(mlflow, "start_run", None) is original:
+        mlflow.start_run = start_run

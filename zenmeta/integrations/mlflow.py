@@ -63,7 +63,9 @@ def _zenmeta_folder() -> str:
     if store.startswith("sqlite:///"):
         path = store[len("sqlite:///") :].split("?", 1)[0]
         if path and path != ":memory:":
-            return os.path.dirname(os.path.abspath(path))
+            return os.path.dirname(os.path.abspath(os.path.expanduser(path)))
+    elif isinstance(store, str) and "://" not in store and not store.startswith("memory:"):
+        return os.path.dirname(os.path.abspath(os.path.expanduser(store)))  # a plain path
     return os.path.join(os.getcwd(), ".zenmeta")
 
 
@@ -101,6 +103,7 @@ class _RunState:
     run_id: str = ""
     error: str = ""  # set once an MLflow call failed: later steps skip MLflow at once
     holding_settings: bool = False
+    pushed: _mlflow_context.PushedRun | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -110,6 +113,7 @@ class _StepState:
     zenmeta_run_id: UUID
     run_id: str
     pushed: _mlflow_context.PushedRun | None = field(default=None, repr=False)
+    skipped: str = ""  # why MLflow was skipped for this step, if it was
 
 
 class MLFlowExperimentTracker(StackComponent):
@@ -119,9 +123,14 @@ class MLFlowExperimentTracker(StackComponent):
     is created if missing and a parent run, tagged ``zenmeta.run_id``, is
     created and remembered by id. Each step gets a nested run named after its
     invocation (``train``, ``train_2``…) that is MLflow's active run inside the
-    step, so ``mlflow.log_metric(...)`` there lands in it. Runs end
-    ``FINISHED`` or ``FAILED``; step runs still open when their pipeline run
-    ends (an abandoned generator step) end ``KILLED``.
+    step, so ``mlflow.log_metric(...)`` there lands in it. Between steps, inside
+    ``with pipeline_run(...)``, the parent run is the active one, so
+    ``mlflow.log_param(...)`` or autologging there lands in the parent, never in
+    a stray run of the ``Default`` experiment. A step that calls
+    ``with mlflow.start_run():`` itself gets a run nested under its own, in its
+    experiment (as ``nested=True`` would). Runs end ``FINISHED`` or
+    ``FAILED``; step runs still open when their pipeline run ends (an abandoned
+    generator step) end ``KILLED``.
 
     Tracking URI: ``tracking_uri``, else MLflow's own setting
     (``MLFLOW_TRACKING_URI`` or ``mlflow.set_tracking_uri``), else
@@ -145,7 +154,8 @@ class MLFlowExperimentTracker(StackComponent):
     and 1 retry, unless ``MLFLOW_HTTP_REQUEST_TIMEOUT``/``…_MAX_RETRIES`` are
     set; the same limits apply to MLflow calls in the steps during the run).
     Once a call fails, the rest of the run skips MLflow at once instead of
-    waiting on a dead server again; each skipped step records why.
+    waiting on a dead server again: the failure is one fault and one warning on
+    the run, and each skipped step records why as ``mlflow_skipped``.
     """
 
     flavor = "mlflow"
@@ -231,6 +241,10 @@ class MLFlowExperimentTracker(StackComponent):
                 tags[PARENT_RUN_TAG] = outer.run_id
             run = client.create_run(state.experiment_id, run_name=info.run_name, tags=tags)
             state.run_id = run.info.run_id
+            if self._active is not None:  # active for the run's context, between steps
+                from mlflow.tracking.fluent import ActiveRun
+
+                state.pushed = self._active.push(ActiveRun(run))  # type: ignore[no-untyped-call]
         except Exception as error:
             state.error = _summary(error)
             raise
@@ -260,6 +274,9 @@ class MLFlowExperimentTracker(StackComponent):
         if state is None:
             return
         try:
+            left_open: list[Any] = []
+            if state.pushed is not None and self._active is not None:
+                left_open = self._active.pop(state.pushed)
             if state.client is None or not state.run_id:
                 return
             with self._lock:
@@ -273,7 +290,10 @@ class MLFlowExperimentTracker(StackComponent):
             for _, step in orphans:
                 self._end_step_run(state.client, step, "KILLED")
             failed = "KILLED" if status == "interrupted" else "FAILED"
-            state.client.set_terminated(state.run_id, failed if run_failed else "FINISHED")
+            final = failed if run_failed else "FINISHED"
+            for run in reversed(left_open):  # started between steps and never ended
+                state.client.set_terminated(run.info.run_id, final)
+            state.client.set_terminated(state.run_id, final)
         finally:
             if state.holding_settings:
                 _mlflow_environment.release()
@@ -285,7 +305,11 @@ class MLFlowExperimentTracker(StackComponent):
         if state is None:
             raise RuntimeError(f"no MLflow run was started for zenmeta run {info.run_id}")
         if state.error or state.client is None:
-            raise RuntimeError(f"MLflow skipped: it failed earlier in this run ({state.error})")
+            # The run's own fault already said why, once; a warning per step
+            # would repeat it. The step records the reason instead.
+            reason = f"MLflow failed earlier in this run ({state.error or 'no client'})"
+            self._steps[info.step_run_id] = _StepState(info.run_id, "", None, reason)
+            return
         from mlflow.tracking.fluent import ActiveRun
 
         outer = self._steps.get(info.parent_step_run_id) if info.parent_step_run_id else None
@@ -312,6 +336,8 @@ class MLFlowExperimentTracker(StackComponent):
         state = self._runs.get(info.run_id)
         if step is None or state is None:
             return {}
+        if step.skipped:
+            return {"mlflow_skipped": step.skipped}
         metadata: dict[str, MetadataType] = {
             "mlflow_run_id": step.run_id,
             "mlflow_experiment_id": state.experiment_id,
@@ -327,7 +353,7 @@ class MLFlowExperimentTracker(StackComponent):
         with self._lock:
             step = self._steps.pop(info.step_run_id, None)
         state = self._runs.get(info.run_id)
-        if step is None or state is None or state.client is None:
+        if step is None or state is None or state.client is None or step.skipped:
             return
         try:
             self._end_step_run(state.client, step, "FAILED" if step_failed else "FINISHED")

@@ -13,16 +13,17 @@ import contextlib
 import os
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from string import hexdigits
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import Connection, Select, case, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..._config import Durability, settings
-from ..._errors import ConfigurationError
+from ..._errors import ConfigurationError, StoreError
 from ..._filters import Filter, matches
 from ..._records import (
     ALL_RUNS,
@@ -41,14 +42,16 @@ from .schema import (
     SCHEMA_VERSION,
     metadata_sets,
     open_engine,
+    open_read_engine,
     runs,
     schema_info,
+    shown_url,
     sqlite_path,
     steps,
 )
 from .writer import INTERVAL_S, QUEUE_SIZE, SQLWriter
 
-__all__ = ["SQLStore"]
+__all__ = ["SQLStore", "SQLReader"]
 
 _CHUNK = 500  # ids per IN (...) list: far below every database's parameter limit
 _HEX = frozenset(hexdigits.lower())
@@ -113,7 +116,7 @@ class SQLStore:
         pending.append(record)
         if len(pending) >= writer.nudge_at:
             writer.nudge()
-        elif writer._thread is None:  # a worker attached to a run may write only steps
+        elif writer._thread is None:  # never started (a worker may write only steps), or retired
             writer.start()
 
     def flush(self) -> None:
@@ -125,6 +128,13 @@ class SQLStore:
         self._writer.close()
         self.engine.dispose()
         _open_stores.discard(self)
+
+    def release(self) -> None:
+        """Give back the writer thread and connections while nobody uses the
+        store; the next write takes them again. A store with a run of this
+        process still open keeps them (its heartbeat needs the thread)."""
+        if self._writer.release():
+            self.engine.dispose()
 
     def _use(self, durability: str) -> None:
         if durability != self.durability:
@@ -257,8 +267,18 @@ class SQLStore:
             "runs_by_stored_status": by_status,
         }
 
-    def _reading(self) -> Connection:
-        return self.engine.connect()
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection for one read; a database failure is one ``StoreError`` line."""
+        try:
+            with self.engine.connect() as connection:
+                yield connection
+        except SQLAlchemyError as error:
+            cause = getattr(error, "orig", None) or error
+            first = (str(cause).strip().splitlines() or [""])[0]
+            raise StoreError(
+                f"cannot read the store {shown_url(self.url)}: {type(cause).__name__}: {first}"
+            ) from None
 
     def _runs(
         self, connection: Connection, query: Select[Any], *, with_metadata: bool = True
@@ -266,19 +286,21 @@ class SQLStore:
         rows = connection.execute(query).all()
         ids = [row.id for row in rows]
         grouped = _metadata(connection, "run", ids) if with_metadata else {}
-        counts: dict[str, int] = {}
+        counts: dict[str, tuple[int, int]] = {}
+        failed = func.sum(case((steps.c.status == "failed", 1), else_=0))
         for chunk in _chunks(ids):
-            counts.update(
-                connection.execute(
-                    select(steps.c.run_id, func.count())
-                    .where(steps.c.run_id.in_(chunk))
-                    .group_by(steps.c.run_id)
-                ).all()
-            )
+            for run_id, count, failures in connection.execute(
+                select(steps.c.run_id, func.count(), failed)
+                .where(steps.c.run_id.in_(chunk))
+                .group_by(steps.c.run_id)
+            ):
+                counts[run_id] = (int(count), int(failures or 0))
         now = time.time_ns()
-        return [
-            recorded_run(row, grouped.get(row.id, {}), counts.get(row.id, 0), now) for row in rows
-        ]
+        found = []
+        for row in rows:
+            count, failures = counts.get(row.id, (0, 0))
+            found.append(recorded_run(row, grouped.get(row.id, {}), count, now, failures))
+        return found
 
 
 def _metadata(connection: Connection, kind: str, ids: Sequence[str]) -> Grouped:
@@ -319,6 +341,53 @@ def _file_size(path: str | None) -> int | None:
         with contextlib.suppress(OSError):
             total += os.path.getsize(path + suffix)
     return total
+
+
+class SQLReader(SQLStore):
+    """A SQL store opened only to read it (``Client``, the CLI, the dashboard).
+
+    It never creates a file, a table or a row, and opens SQLite files
+    read-only, so it reads a store in a read-only folder or mount.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._follow_settings = False
+        self.durability = "read-only"
+        self.engine = open_read_engine(url)
+        self._dialect = self.engine.dialect.name
+
+    def __repr__(self) -> str:
+        return f"<SQLReader {shown_url(self.url)!r}>"
+
+    def save_run(self, record: RunRecord) -> None:
+        raise StoreError(f"{shown_url(self.url)} was opened to read; it takes no runs")
+
+    def save_step(self, record: StepRecord) -> None:
+        raise StoreError(f"{shown_url(self.url)} was opened to read; it takes no steps")
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def release(self) -> None:
+        self.engine.dispose()
+
+    def delete_runs(self, run_ids: Sequence[UUID]) -> int:
+        return self.writable().delete_runs(run_ids)
+
+    def vacuum(self) -> None:
+        self.writable().vacuum()
+
+    def writable(self) -> SQLStore:
+        """The same store opened to write, for the one reader that prunes (``gc``)."""
+        from .. import open_store
+
+        store = open_store(self.url)
+        assert isinstance(store, SQLStore)
+        return store
 
 
 _open_stores: weakref.WeakSet[SQLStore] = weakref.WeakSet()

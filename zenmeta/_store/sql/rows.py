@@ -285,7 +285,11 @@ def _uuid(raw: str | None) -> UUID | None:
 
 
 def recorded_run(
-    row: Any, metadata: Mapping[str, Mapping[str, MetadataType]], step_count: int, now_ns: int
+    row: Any,
+    metadata: Mapping[str, Mapping[str, MetadataType]],
+    step_count: int,
+    now_ns: int,
+    failed_step_count: int = 0,
 ) -> RecordedRun:
     """A run as readers see it: ``crashed`` when its writer died while it ran."""
     status: Status = row.status
@@ -310,6 +314,7 @@ def recorded_run(
         faults=_faults(row.faults),
         dropped=_dropped(row.dropped),
         step_count=step_count,
+        failed_step_count=failed_step_count,
     )
 
 

@@ -12,8 +12,11 @@ SQLite's and PostgreSQL's JSON functions can query:
 from __future__ import annotations
 
 import os
+import sqlite3
+import stat
 import time
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import (
     BigInteger,
@@ -34,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from ..._errors import StoreError
+from ..._errors import StoreError, StoreNotFoundError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -44,6 +47,10 @@ __all__ = [
     "metadata_sets",
     "schema_info",
     "open_engine",
+    "open_read_engine",
+    "ensure_schema",
+    "file_identity",
+    "shown_url",
     "sqlite_path",
     "is_locked_error",
 ]
@@ -160,11 +167,111 @@ def open_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     try:
-        _ensure_schema(engine)
+        ensure_schema(engine)
     except BaseException:
         engine.dispose()
         raise
     return engine
+
+
+def shown_url(url: str) -> str:
+    """``url`` as it may be printed: a password becomes ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) of ``path``, or ``None`` once it is gone."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def open_read_engine(url: str) -> Engine:
+    """An engine that only reads ``url``: it never creates a file, a table or a row.
+
+    SQLite files are opened with ``mode=ro``; in a folder where even SQLite's
+    shared-memory file cannot be created (a read-only mount), with
+    ``immutable=1`` as well, which is safe there because nobody can write
+    to it either. Every failure is one ``StoreError`` line naming the store.
+    """
+    parsed = make_url(url)
+    shown = shown_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = sqlite_path(url)
+        if path is None:
+            raise StoreError(f"{url!r} names no database file to read")
+        try:
+            facts = os.stat(path)  # through a symlink: a dangling one is a missing store
+        except FileNotFoundError:
+            raise StoreNotFoundError(f"no store at {path}") from None
+        except OSError as error:
+            raise StoreError(f"cannot read the store {path}: {error.strerror}") from None
+        if stat.S_ISDIR(facts.st_mode):
+            raise StoreError(f"{path} is a folder, not a zenmeta store")
+        if facts.st_size == 0:
+            raise StoreError(f"{path} is an empty file, not a zenmeta store")
+        engine = create_engine(url, creator=_read_only_connector(path))
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN")  # one snapshot per read
+
+    else:
+        try:
+            engine = create_engine(url, pool_pre_ping=True)
+        except Exception as error:
+            raise StoreError(f"cannot open the store {shown}: {_one_line(error)}") from None
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table(schema_info.name):
+                raise StoreError(f"{shown} is not a zenmeta store: it has no zenmeta tables")
+            found = connection.execute(
+                select(schema_info.c.value).where(schema_info.c.name == "version")
+            ).scalar()
+    except StoreError:
+        engine.dispose()
+        raise
+    except Exception as error:
+        engine.dispose()
+        raise StoreError(f"cannot read the store {shown}: {_one_line(error)}") from None
+    _check_version(shown, int(found or 0))
+    return engine
+
+
+def _read_only_connector(path: str) -> Any:
+    target = "file:" + quote(os.path.abspath(path))
+
+    def connect() -> sqlite3.Connection:
+        options = {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False, "uri": True}
+        connection = sqlite3.connect(target + "?mode=ro", **options)  # type: ignore[call-overload]
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as error:
+            connection.close()
+            if "unable to open" not in str(error) and "readonly" not in str(error):
+                raise
+            # WAL needs a -shm file beside the store; in a read-only folder
+            # nobody can be writing, so reading it as immutable is exact.
+            connection = sqlite3.connect(target + "?mode=ro&immutable=1", **options)  # type: ignore[call-overload]
+        return connection  # type: ignore[no-any-return]
+
+    return connect
+
+
+def _one_line(error: BaseException) -> str:
+    """The driver's own message, first line only (SQLAlchemy adds the SQL and a link)."""
+    cause = getattr(error, "orig", None) or error
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _tune_sqlite(engine: Engine, synchronous: str) -> None:
@@ -199,7 +306,7 @@ def _retry_locked(action: Any, deadline_s: float = BUSY_TIMEOUT_S) -> Any:
             delay = min(delay * 2, 0.5)
 
 
-def _ensure_schema(engine: Engine) -> None:
+def ensure_schema(engine: Engine) -> None:
     """Create the tables once; refuse a store written by a newer zenmeta."""
     for attempt in range(3):
         try:
@@ -219,10 +326,13 @@ def _ensure_schema(engine: Engine) -> None:
             # Two processes creating one PostgreSQL schema at once: the loser retries.
             if attempt == 2:
                 raise
-    version = int(found or 0)
+    _check_version(repr(engine.url), int(found or 0))
+
+
+def _check_version(shown: str, version: int) -> None:
     if version > SCHEMA_VERSION:
         raise StoreError(
-            f"the store {engine.url!r} has schema version {version}, newer than this "
+            f"the store {shown} has schema version {version}, newer than this "
             f"zenmeta understands ({SCHEMA_VERSION}); upgrade zenmeta to read it"
         )
     if version < SCHEMA_VERSION:  # pragma: no cover - there is no older version yet

@@ -10,6 +10,12 @@ the thread only refreshes the heartbeat of this process's open runs.
 A batch that cannot be written (unwritable file, disk full, a lock held
 for minutes) is reported once as a warning on the ``zenmeta`` logger and
 remembered, so that ``flush()`` in strict mode raises ``StoreError``.
+
+A thread idle for ``IDLE_S`` with no run of this process open exits and
+closes its connection; the next record starts it again. Before each batch
+the SQLite file's identity is compared with the one opened (one ``stat``),
+so a store deleted while the process records is noticed, reported and
+created again at its path instead of being written into an unlinked file.
 """
 
 from __future__ import annotations
@@ -29,7 +35,15 @@ from ..._log import warn
 from ..._records import RUNNING, RunRecord, StepRecord
 from ..liveness import HEARTBEAT_S
 from .rows import FULL_METADATA, add_step_rows, metadata_rows, run_row
-from .schema import is_locked_error, metadata_sets, runs, steps
+from .schema import (
+    ensure_schema,
+    file_identity,
+    is_locked_error,
+    metadata_sets,
+    runs,
+    sqlite_path,
+    steps,
+)
 from .sessions import ROWS_PER_STATEMENT, Session, Shaped, open_session, shape_of
 
 if TYPE_CHECKING:
@@ -52,6 +66,10 @@ BATCH_SIZE = 8 * ROWS_PER_STATEMENT
 WAKE_AT = ROWS_PER_STATEMENT
 """Queued records that wake the writer before its interval is up, so that it
 writes alongside a fast step loop instead of in one long pause after it."""
+
+IDLE_S = 5.0
+"""A writer with nothing to write for this long, and no open run of this
+process to keep alive, gives back its thread and connection."""
 
 LOCKED_RETRY_S = 120.0
 """How long a batch keeps retrying a locked database before it is reported."""
@@ -89,6 +107,8 @@ class SQLWriter:
         self._beat_ns = 0
         self._fault: str | None = None
         self._warned: set[str] = set()
+        self._path = sqlite_path(url) if engine.dialect.name == "sqlite" else None
+        self._identity = None if self._path is None else file_identity(self._path)
 
     # -- the caller's side -------------------------------------------------
     def put(self, record: Record) -> None:
@@ -118,13 +138,15 @@ class SQLWriter:
 
     def flush(self) -> None:
         """Return once every record queued before the call is written."""
-        if self._thread is not None and self._thread.is_alive():
+        thread = self._thread
+        if thread is not None and thread.is_alive():
             done = threading.Event()
             self.pending.append(done)
             self._urgent = True
             self._wake.set()
             while not done.wait(0.5):
-                if not self._thread.is_alive():
+                thread = self._thread  # a retired thread hands over to a new one
+                if thread is None or not thread.is_alive():
                     break
         if self.pending:  # no thread (never started, or stopped): write here
             self._drain()
@@ -160,6 +182,26 @@ class SQLWriter:
         self._session = None
         self._live = set()
 
+    def release(self) -> bool:
+        """Write what is queued, stop the thread and close the connection,
+        unless a run of this process is open here; the next record starts
+        again. Returns whether it was released."""
+        if self._live:
+            return False
+        thread = self._thread
+        if thread is not None:
+            self._stopping = True
+            self._wake.set()
+            thread.join()
+            with self._room:
+                if self._thread is thread:
+                    self._thread = None
+                self._stopping = False
+        self._drain()
+        with self._lock:
+            self._discard_session()
+        return True
+
     def start(self) -> None:
         with self._room:
             if self._thread is None:
@@ -184,10 +226,15 @@ class SQLWriter:
 
     # -- the writer thread -------------------------------------------------
     def _run(self) -> None:
+        busy_at = time.monotonic()
         while not self._stopping:
             woken = self._wake.wait(self._interval)
             self._wake.clear()
             urgent, self._urgent = self._urgent, False
+            if woken or self.pending or self._live:
+                busy_at = time.monotonic()
+            elif time.monotonic() - busy_at >= IDLE_S and self._retire():
+                return
             try:
                 # Woken early by a long queue, write whole blocks only: a block
                 # is one statement and one wait for the interpreter lock, while
@@ -197,6 +244,20 @@ class SQLWriter:
             except Exception as error:  # the thread must outlive any fault
                 cause = f"{type(error).__name__}: {error}"
                 self._report(f"the writer for {self.url!r} failed: {cause}", cause)
+
+    def _retire(self) -> bool:
+        """Leave the thread after a long idle; a record queued meanwhile
+        starts a new one (``put`` sees no thread, or this sees the record)."""
+        with self._room:
+            if self._thread is not threading.current_thread():
+                return False
+            self._thread = None
+        with self._lock:
+            self._discard_session()
+        self.engine.dispose()  # the pooled connections' file descriptors too
+        if self.pending:
+            self.start()
+        return True
 
     def _drain(self, *, whole_blocks: bool = False) -> None:
         """Write what is queued, a batch per transaction; then wake waiters."""
@@ -301,6 +362,8 @@ class SQLWriter:
         delay = 0.05
         while True:
             try:
+                if self._path is not None:
+                    self._follow_file(self._path)
                 session = self._session
                 if session is None:
                     session = self._session = open_session(self.engine)
@@ -327,6 +390,22 @@ class SQLWriter:
                     cause,
                 )
                 return
+
+    def _follow_file(self, path: str) -> None:
+        """Notice the store file deleted or replaced under us; write to the path again."""
+        found = file_identity(path)
+        if found == self._identity and found is not None:
+            return
+        warn(
+            "zenmeta: the store %s was deleted or replaced while this process recorded; "
+            "records from now on go to a new store at that path",
+            path,
+        )
+        self._discard_session()
+        self.engine.dispose()  # the last connection to the old file lets it go
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        ensure_schema(self.engine)
+        self._identity = file_identity(path)
 
     def _discard_session(self) -> None:
         session, self._session = self._session, None

@@ -7,12 +7,20 @@ hardened like a public site: every value is escaped by Jinja2's autoescape
 and the typed renderers, each response carries a Content-Security-Policy
 that allows no script at all, anything unexpected answers a 404 page, and
 steps are read one page at a time so a huge run costs what one page costs.
+Control characters in stored text, the bidirectional ones above all
+(``invoice\\u202egpj.exe`` would read ``invoiceexe.jpg``), are shown as
+visible escapes. The ``Host`` header is checked against the names and
+addresses the server answers on, bound to loopback or not, which stops a
+web page from reading the dashboard through DNS rebinding.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import ipaddress
 import logging
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import resources
@@ -20,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 from uuid import UUID
 
-from ..._errors import MissingExtraError, RunNotFoundError, StoreError
+from ..._errors import ConfigurationError, MissingExtraError, RunNotFoundError, StoreError
 from ..._export import encodable_text
 from ..._read.client import Client
 from ..._records import STATUSES
@@ -41,10 +49,19 @@ try:
 
     from .. import text
     from . import render
+    from .render import show_controls
 except ImportError as error:  # pragma: no cover - exercised by a test that hides starlette
     raise MissingExtraError((error.name or "starlette").split(".")[0], "dashboard") from error
 
-__all__ = ["create_app", "serve", "is_loopback", "RUNS_PER_PAGE", "STEPS_PER_PAGE"]
+__all__ = [
+    "create_app",
+    "serve",
+    "is_loopback",
+    "served_hosts",
+    "show_controls",
+    "RUNS_PER_PAGE",
+    "STEPS_PER_PAGE",
+]
 
 logger = logging.getLogger("zenmeta")
 _T = TypeVar("_T")
@@ -125,7 +142,9 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
         headers: Mapping[str, str] | None = None,
         **context: Any,
     ) -> Response:
-        html = environment.get_template(template).render(store_url=client.url, **context)
+        html = show_controls(
+            environment.get_template(template).render(store_url=client.url, **context)
+        )
         # The markup is already escaped, so backslash escapes are safe and visible.
         body = encodable_text(html).encode("utf-8")
         return Response(
@@ -320,29 +339,81 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765, store: str | None = None) -> None:
-    """Serve the dashboard over ``store`` (a URL; the configured store if ``None``)."""
+def served_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
+    """The ``Host`` header values the dashboard answers when bound to ``host``.
+
+    Always the loopback names; bound to every address (``0.0.0.0``, ``::``)
+    also this machine's host name, fully qualified name and their addresses;
+    bound to one address, that address (and its name). ``extra`` adds names
+    such as a reverse proxy's (``zenmeta ui --allow-host``).
+    """
+    names = {"localhost", "127.0.0.1", "[::1]", _host_header(host)}
+    if not is_loopback(host):
+        machine = {socket.gethostname(), socket.getfqdn()}
+        if host.strip("[]") in ("0.0.0.0", "::", ""):
+            names.update(name.lower() for name in machine if name)
+            for name in machine:
+                try:
+                    for info in socket.getaddrinfo(name, None):
+                        names.add(_host_header(str(info[4][0])))
+                except OSError:
+                    continue
+        else:
+            with contextlib.suppress(OSError):
+                names.add(socket.gethostbyaddr(host.strip("[]"))[0].lower())
+    names.update(_host_header(name) for name in extra if name)
+    return sorted(names)
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    store: str | None = None,
+    allow_hosts: Sequence[str] = (),
+) -> None:
+    """Serve the dashboard over ``store`` (a path or URL; the configured store if ``None``).
+
+    The store must exist (it is opened read-only), and the port must be
+    free: either problem raises a ``ZenmetaError`` with one line to show.
+    """
     try:
         import uvicorn
     except ImportError:
         raise MissingExtraError("uvicorn", "dashboard") from None
     client = Client(store)
-    if is_loopback(host):
-        allowed: list[str] | None = ["localhost", "127.0.0.1", "[::1]", _host_header(host)]
-    else:
-        allowed = None
+    listening = _listen(host, port)
+    if not is_loopback(host):
         print(
             f"warning: serving on {host}, not on loopback: anyone who can reach this "
             "machine can read every run and its metadata; the dashboard has no login.",
             file=sys.stderr,
         )
-    app = create_app(client, allowed_hosts=allowed)
+    app = create_app(client, allowed_hosts=served_hosts(host, allow_hosts))
     print(
-        f"zenmeta dashboard on http://{_host_header(host)}:{port}/ reading {client.url} "
-        "(Ctrl+C stops it)",
+        f"zenmeta dashboard on http://{_host_header(host)}:{listening.getsockname()[1]}/ "
+        f"reading {client.url} (Ctrl+C stops it)",
         file=sys.stderr,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False, ws="none")
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", server_header=False, ws="none"
+    )
+    try:
+        uvicorn.Server(config).run(sockets=[listening])
+    finally:
+        listening.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a port in use is one clear line."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    try:
+        return socket.create_server((host.strip("[]"), port), family=family)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise ConfigurationError(
+                f"port {port} on {host} is in use; stop what holds it or choose another with --port"
+            ) from None
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
 def _host_header(host: str) -> str:

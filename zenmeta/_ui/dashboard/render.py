@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,6 +31,7 @@ __all__ = [
     "render_time",
     "render_status",
     "step_tree",
+    "show_controls",
     "MAX_INDENT",
 ]
 
@@ -217,3 +219,39 @@ def step_tree(steps: Sequence[RecordedStep]) -> list[StepRow]:
         for child in reversed(children.get(step.id, ())):
             pending.append((child, depth + 1))
     return rows
+
+
+_TAG = re.compile(r"(<[^>]*>)")
+_KEEP_SPACE = re.compile(  # the CLI's unsafe characters, less the tab and newline
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _visible(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def show_controls(html: str) -> str:
+    """Make every unsafe character in a rendered page visible, in one place.
+
+    Stored text reaches the page only escaped, so ``<`` and ``>`` there are
+    our own tags: in text a control becomes ``\\u202e`` in a marked span;
+    inside a tag (a tooltip, a link) it becomes the same text without markup.
+    Tabs and newlines stay, for ``<pre>`` blocks.
+    """
+    if _KEEP_SPACE.search(html) is None:
+        return html
+    parts = _TAG.split(html)
+    for index, part in enumerate(parts):
+        if index % 2:
+            parts[index] = _KEEP_SPACE.sub(_visible, part)
+        else:
+            parts[index] = _KEEP_SPACE.sub(
+                lambda found: (
+                    f'<span class="control" title="an invisible control '
+                    f'character">{_visible(found)}</span>'
+                ),
+                part,
+            )
+    return "".join(parts)
