@@ -6,7 +6,8 @@ time-ordered UUIDs, so their indexes grow at the end); times are integer
 nanoseconds since the epoch, as the core takes them. Each (entity, source)
 metadata set is one row holding one JSON document and its type map, which
 SQLite's and PostgreSQL's JSON functions can query:
-``SELECT json_extract(document, '$.accuracy') FROM zenmeta_metadata``.
+``SELECT json_extract(document, '$.accuracy') FROM zenmeta_metadata``; on
+PostgreSQL the document is ``JSONB``: ``SELECT document->>'accuracy' …``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sqlalchemy import (
     inspect,
     select,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -46,6 +48,7 @@ __all__ = [
     "open_engine",
     "sqlite_path",
     "is_locked_error",
+    "is_connection_error",
 ]
 
 SCHEMA_VERSION = 1
@@ -113,7 +116,8 @@ metadata_sets = Table(
     Column("entity_kind", String(8), nullable=False),  # "run" or "step"
     Column("run_id", String(32), nullable=False),
     Column("position", Integer, nullable=False),  # keeps sources in recorded order
-    Column("document", Text, nullable=False),  # {"key": JSON value, ...}
+    # {"key": JSON value, ...}; JSONB on PostgreSQL, so that document->>'key' works
+    Column("document", Text().with_variant(JSONB(), "postgresql"), nullable=False),
     Column("types", Text, nullable=False),  # {"key": "type name", ...}
 )
 
@@ -133,6 +137,20 @@ def is_locked_error(error: BaseException) -> bool:
     """SQLite's 'database is locked' / 'busy': worth waiting and retrying."""
     text = str(getattr(error, "orig", error)).lower()
     return "locked" in text or "busy" in text
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """The server went away (restart, failover, network): worth reconnecting.
+
+    Only a server's driver counts: SQLite's ``OperationalError`` also means
+    a broken file, which no retry mends."""
+    if getattr(error, "connection_invalidated", False):
+        return True
+    cause = getattr(error, "orig", None) or error
+    if not type(cause).__module__.startswith(("psycopg", "psycopg2", "asyncpg", "pg8000")):
+        return False
+    names = {kind.__name__ for kind in type(cause).__mro__}
+    return bool(names & {"OperationalError", "InterfaceError"})
 
 
 def open_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
@@ -158,13 +176,21 @@ def open_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
         )
         _tune_sqlite(engine, synchronous)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        # Documents are JSON text already, and readers decode them with their
+        # types: the driver passes JSONB through as text, both ways.
+        engine = create_engine(
+            url, pool_pre_ping=True, json_serializer=_json_text, json_deserializer=_json_text
+        )
     try:
         _ensure_schema(engine)
     except BaseException:
         engine.dispose()
         raise
     return engine
+
+
+def _json_text(value: Any) -> Any:
+    return value
 
 
 def _tune_sqlite(engine: Engine, synchronous: str) -> None:

@@ -7,8 +7,11 @@ A full queue makes the caller wait: records are never dropped to keep up.
 In immediate mode the caller writes its own record before returning, and
 the thread only refreshes the heartbeat of this process's open runs.
 
-A batch that cannot be written (unwritable file, disk full, a lock held
-for minutes) is reported once as a warning on the ``zenmeta`` logger and
+A lost connection (a server restarting, a failover) keeps the batch: the
+writer reconnects with backoff for as long as it waits out a locked file,
+while the bounded queue makes steps wait. A batch that cannot be written
+(unwritable file, disk full, a lock held or a server gone for minutes) is
+reported once as a warning on the ``zenmeta`` logger and
 remembered, so that ``flush()`` in strict mode raises ``StoreError``.
 """
 
@@ -31,7 +34,7 @@ from ..._log import warn
 from ..._records import RUNNING, RunRecord, StepRecord
 from ..liveness import HEARTBEAT_S
 from .rows import FULL_METADATA, add_step_rows, metadata_rows, run_row
-from .schema import is_locked_error, metadata_sets, runs, steps
+from .schema import is_connection_error, is_locked_error, metadata_sets, runs, steps
 from .sessions import ROWS_PER_STATEMENT, Session, Shaped, open_session, shape_of
 
 __all__ = ["SQLWriter", "INTERVAL_S", "QUEUE_SIZE"]
@@ -53,7 +56,8 @@ WAKE_AT = ROWS_PER_STATEMENT
 writes alongside a fast step loop instead of in one long pause after it."""
 
 LOCKED_RETRY_S = 120.0
-"""How long a batch keeps retrying a locked database before it is reported."""
+"""How long a batch keeps retrying a locked database, or reconnecting to a
+server that went away, before it is reported."""
 
 Record = RunRecord | StepRecord
 
@@ -303,7 +307,7 @@ class SQLWriter:
             try:
                 session = self._session
                 if session is None:
-                    session = self._session = open_session(self.engine)
+                    session = self._session = open_session(self.engine, self._durable)
                 session.begin()
                 try:
                     work(session)
@@ -317,6 +321,12 @@ class SQLWriter:
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
+                if is_connection_error(error) and time.monotonic() < give_up:
+                    self._discard_session()  # reconnect: the batch is kept
+                    self._warn_once(f"lost the connection to {self.url!r}; reconnecting")
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
                 self._discard_session()
                 if not report:
                     raise
@@ -327,6 +337,14 @@ class SQLWriter:
                     cause,
                 )
                 return
+
+    def _durable(self) -> bool:
+        return self.immediate
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            warn("zenmeta: %s", message)
 
     def _discard_session(self) -> None:
         session, self._session = self._session, None
