@@ -86,13 +86,18 @@ def postgres_database(postgres_server: PostgresServer) -> str:
     return postgres_server.create_database()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: FilePath) -> str:
-    """A fresh, empty store: a SQLite file, or the module's PostgreSQL database
-    with every table dropped."""
-    if request.param == "sqlite":
+def fresh_store_url(request: pytest.FixtureRequest, backend: str, tmp_path: FilePath) -> str:
+    """A fresh, empty store on ``backend``: a SQLite file under ``tmp_path``, or
+    the test module's PostgreSQL database with every table dropped."""
+    if backend == "sqlite":
         return f"sqlite:///{tmp_path}/store/zenmeta.db"
     url: str = request.getfixturevalue("postgres_database")
     server: PostgresServer = request.getfixturevalue("postgres_server")
     server.empty_database(url)
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: FilePath) -> str:
+    """A fresh, empty store, once on SQLite and once on PostgreSQL."""
+    return fresh_store_url(request, request.param, tmp_path)
