@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Sequence
 
 __all__ = ["PostgresServer", "UnavailableError", "find_bin_dir"]
 
@@ -111,12 +110,16 @@ class PostgresServer:
         self.pg_ctl("start")
         return self
 
-    def pg_ctl(self, action: str, *extra: Sequence[str] | str) -> None:
-        """``start``, ``stop`` or ``restart`` (fast shutdown), waiting for it."""
-        args = ["-D", self.data, "-l", self.log, "-w", "-t", "60"]
+    def pg_ctl(self, action: str, *extra: str) -> None:
+        """``start``, ``stop``, ``restart`` (fast shutdown, waiting for it) or ``reload``."""
+        args = ["-D", self.data]
+        if action in ("start", "restart"):
+            args += ["-l", self.log]
+        if action != "reload":
+            args += ["-w", "-t", "60"]
         if action in ("stop", "restart"):
             args += ["-m", "fast"]
-        self._run("pg_ctl", action, *args, *[str(e) for e in extra])
+        self._run("pg_ctl", action, *args, *extra)
 
     def stop(self) -> None:
         """Stop the server (if it runs) and remove its folder."""
@@ -165,3 +168,16 @@ class PostgresServer:
             "SET lock_timeout = '20s'; DROP SCHEMA public CASCADE; CREATE SCHEMA public;",
             database,
         )
+
+    def create_role_with_password(self, role: str, password: str) -> str:
+        """A login role that must give its password (scram-sha-256, not trust),
+        owning a database of its own; that database's URL, password included."""
+        self.psql(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        self.psql(f"CREATE DATABASE {role}_db OWNER {role}")
+        hba = os.path.join(self.data, "pg_hba.conf")
+        with open(hba, encoding="utf-8") as existing:
+            rules = existing.read()
+        with open(hba, "w", encoding="utf-8") as updated:
+            updated.write(f"host all {role} 127.0.0.1/32 scram-sha-256\n{rules}")
+        self.pg_ctl("reload")
+        return self.url(f"{role}_db", user=role, password=password)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 from .._config import settings
 from .._errors import RunNotFoundError, StoreError
 from .._records import RecordedRun, RecordedStep, RecordReader, RunList, StepList
+from .._redact import masked_url
 
 __all__ = ["Client"]
 
@@ -36,7 +37,7 @@ class Client:
         if not isinstance(chosen, RecordReader):
             raise StoreError(f"{chosen!r} cannot be read: it is not a RecordReader")
         self.reader: RecordReader = chosen
-        self.url: str = getattr(chosen, "url", repr(chosen))
+        self.url: str = masked_url(str(getattr(chosen, "url", repr(chosen))))
 
     def list_runs(
         self,

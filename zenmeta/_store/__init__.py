@@ -17,6 +17,7 @@ from .._config import settings
 from .._errors import StoreError
 from .._log import warn
 from .._records import RecordStore, RunRecord, StepRecord
+from .._redact import masked_url
 
 __all__ = ["resolve_store", "open_store", "flush", "close_stores", "report_store_fault"]
 
@@ -47,17 +48,19 @@ def _create(url: str) -> RecordStore:
         try:
             from .sql import SQLStore
         except ImportError as error:  # pragma: no cover - the store issue adds it
-            raise StoreError(f"no SQL store available for {url!r}: {error}") from error
+            raise StoreError(f"no SQL store available for {masked_url(url)!r}: {error}") from error
 
         return SQLStore(url)  # follows configure(durability=...) run by run
-    raise StoreError(f"unknown store URL {url!r}; use sqlite:///PATH, postgresql://… or memory://")
+    raise StoreError(
+        f"unknown store URL {masked_url(url)!r}; use sqlite:///PATH, postgresql://… or memory://"
+    )
 
 
 class _UnavailableStore:
     """Stands in for a store that could not be opened; the fault was reported."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        self.url = masked_url(url)
 
     def save_run(self, record: RunRecord) -> None:
         pass
@@ -81,7 +84,7 @@ def resolve_store() -> RecordStore:
         try:
             store = open_store(chosen)
         except Exception as error:
-            report_store_fault(f"cannot open store {chosen!r}", error)
+            report_store_fault(f"cannot open store {masked_url(chosen)!r}", error)
             return _UnavailableStore(chosen)
     if store not in _used:
         with _lock:

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Select, func, select
 from ..._config import Durability, settings
 from ..._errors import ConfigurationError
 from ..._records import CRASHED, RUNNING, RecordedRun, RecordedStep, RunRecord, StepRecord
+from ..._redact import masked_url
 from .rows import Grouped, group_metadata, recorded_run, recorded_step
 from .schema import (
     SCHEMA_VERSION,
@@ -66,13 +67,13 @@ class SQLStore:
             raise ConfigurationError(
                 f"durability must be 'batched' or 'immediate', not {durability!r}"
             )
-        self.url = url
+        self.url = masked_url(url)  # what is shown; the real URL stays in the engine
         self._follow_settings = durability is None
         self.durability: str = durability or settings.durability()
         self.engine = open_engine(url)
         self._writer = SQLWriter(
             self.engine,
-            url,
+            self.url,
             immediate=self.durability == "immediate",
             queue_size=queue_size,
             interval_s=interval_s,
@@ -185,7 +186,7 @@ class SQLStore:
 
     def describe(self) -> dict[str, Any]:
         """Where the store is and what it holds, for ``zenmeta store info``."""
-        path = sqlite_path(self.url)
+        path = sqlite_path(self.engine.url.render_as_string(hide_password=False))
         with self._reading() as connection:
             version = connection.execute(
                 select(schema_info.c.value).where(schema_info.c.name == "version")
