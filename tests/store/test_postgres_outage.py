@@ -1,0 +1,69 @@
+"""A PostgreSQL restart in the middle of a batched run loses no step."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from _postgres import PostgresServer
+
+import zenmeta
+from zenmeta import log_metadata, pipeline_run, track_step
+from zenmeta._store.sql import SQLStore
+
+STEPS = 4000
+
+
+@track_step
+def step(i: int) -> int:
+    log_metadata({"i": i, "loss": 0.5, "split": "train"})
+    return i
+
+
+@pytest.mark.slow
+def test_a_server_restart_during_a_batched_run_loses_no_step(
+    postgres_server: PostgresServer,
+    postgres_database: str,
+    zenmeta_log: pytest.LogCaptureFixture,
+) -> None:
+    """`pg_ctl restart -m fast` while steps are written: the writer keeps its
+    batch and reconnects, the steps wait for room; every step is stored and
+    the run completes."""
+    postgres_server.empty_database(postgres_database)
+    store = SQLStore(postgres_database, durability="batched", queue_size=512)
+    zenmeta.configure(store=store)
+    halfway = threading.Event()
+    restarted = threading.Event()
+
+    def restart() -> None:
+        halfway.wait(60)
+        postgres_server.pg_ctl("restart")
+        restarted.set()
+
+    restarter = threading.Thread(target=restart)
+    restarter.start()
+    try:
+        with pipeline_run("outage", run_name="outage") as run:
+            for i in range(STEPS):
+                if i == STEPS // 4:
+                    halfway.set()
+                    zenmeta.flush()  # the writer's connection is open when the server goes
+                if i == STEPS // 2 and not restarted.is_set():
+                    # keep stepping into the outage: the queue fills and the steps wait
+                    time.sleep(0.05)
+                step(i)
+                if i % 50 == 0:
+                    time.sleep(0.002)  # spread the run over the restart
+    finally:
+        restarter.join(120)
+    assert restarted.is_set()
+    reader = zenmeta.Client(postgres_database)
+    stored = reader.get_run(str(run.id))
+    assert stored.status == "completed" and stored.step_count == STEPS
+    values = sorted(s.metadata["user"]["i"] for s in reader.list_steps(stored))
+    assert values == list(range(STEPS))
+    messages = [record.getMessage() for record in zenmeta_log.records]
+    assert any("lost the connection" in message for message in messages), messages
+    assert not any("cannot write" in message for message in messages), messages
+    store.close()
