@@ -25,6 +25,7 @@ from zenmeta._records import RunRecord
 from zenmeta._store import close_stores
 from zenmeta._store.liveness import STALE_AFTER_S, writer_is_gone
 from zenmeta._store.sql import SQLStore
+from zenmeta._store.sql.schema import SCHEMA_VERSION
 
 AWKWARD: dict[str, Any] = {
     "int": 3,
@@ -484,10 +485,10 @@ def test_durability_change_takes_effect_at_the_next_run(url: str) -> None:
 def test_store_records_its_schema_version_and_refuses_a_newer_one(url: str) -> None:
     """The schema is versioned; a store from a newer zenmeta is not misread."""
     store = SQLStore(url)
-    assert store.describe()["schema_version"] == 1
+    assert store.describe()["schema_version"] == SCHEMA_VERSION == 2
     store.close()
     _sql(url, "UPDATE zenmeta_schema SET value = '99' WHERE name = 'version'")
-    with pytest.raises(zenmeta.StoreError, match="newer"):
+    with pytest.raises(zenmeta.StoreError, match=r"version 99, newer .* understands \(2\)"):
         SQLStore(url)
 
 

@@ -29,12 +29,9 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    inspect,
-    select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 
 from ..._errors import StoreError
 
@@ -45,14 +42,17 @@ __all__ = [
     "steps",
     "metadata_sets",
     "schema_info",
+    "processes",
+    "revisions",
     "open_engine",
     "sqlite_path",
     "is_locked_error",
     "is_connection_error",
 ]
 
-SCHEMA_VERSION = 1
-"""Bumped whenever a table changes; a store newer than this code is refused."""
+SCHEMA_VERSION = 2
+"""Bumped whenever a table changes, with a migration script in ``migrations/``
+(Alembic revision ``"%04d" % version``); a store newer than this code is refused."""
 
 BUSY_TIMEOUT_S = 30.0
 """How long SQLite waits for another writer's lock before reporting busy."""
@@ -106,6 +106,26 @@ steps = Table(
     Column("faults", Text),
     Column("dropped", Text),
     Index("ix_zenmeta_steps_run", "run_id", "start_ns"),
+)
+
+processes = Table(  # version 2; nothing writes it yet (the worker-liveness work will)
+    "zenmeta_processes",
+    tables,
+    Column("id", String(32), primary_key=True),  # minted at process start, not the pid
+    Column("host", Text, nullable=False),
+    Column("boot_id", Text),  # /proc/sys/kernel/random/boot_id
+    Column("pid_namespace", BigInteger),  # inode of /proc/self/ns/pid
+    Column("pid", Integer, nullable=False),
+    Column("process_start", Float),
+    Column("start_ns", BigInteger, nullable=False),
+    Column("heartbeat_ns", BigInteger),
+    Column("exit_ns", BigInteger),  # a clean exit
+)
+
+revisions = Table(  # Alembic's version table, under zenmeta's prefix
+    "zenmeta_alembic_version",
+    tables,
+    Column("version_num", String(32), primary_key=True),
 )
 
 metadata_sets = Table(
@@ -226,30 +246,6 @@ def _retry_locked(action: Any, deadline_s: float = BUSY_TIMEOUT_S) -> Any:
 
 
 def _ensure_schema(engine: Engine) -> None:
-    """Create the tables once; refuse a store written by a newer zenmeta."""
-    for attempt in range(3):
-        try:
-            writing = engine.connect().execution_options(zenmeta_writer=True)
-            with writing as connection, connection.begin():
-                if not inspect(connection).has_table(schema_info.name):
-                    tables.create_all(connection)
-                    connection.execute(
-                        schema_info.insert().values(name="version", value=str(SCHEMA_VERSION))
-                    )
-                    return
-                found = connection.execute(
-                    select(schema_info.c.value).where(schema_info.c.name == "version")
-                ).scalar()
-            break
-        except DBAPIError:
-            # Two processes creating one PostgreSQL schema at once: the loser retries.
-            if attempt == 2:
-                raise
-    version = int(found or 0)
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"the store {engine.url!r} has schema version {version}, newer than this "
-            f"zenmeta understands ({SCHEMA_VERSION}); upgrade zenmeta to read it"
-        )
-    if version < SCHEMA_VERSION:  # pragma: no cover - there is no older version yet
-        raise StoreError(f"the store has schema version {version}; no migration is known")
+    from .migrate import ensure_schema  # Alembic is imported only to migrate
+
+    ensure_schema(engine)
