@@ -23,6 +23,7 @@ from ._errors import (
 )
 from ._info import PipelineInfo, PipelineRunInfo, StepConfig, StepRunInfo
 from ._read.client import Client
+from ._read.copy import copy_store
 from ._records import ComponentFault, DroppedValue, RecordedRun, RecordedStep
 from ._store import flush
 from ._tracking.components import StackComponent, register_component, unregister_component
@@ -52,6 +53,7 @@ __all__ = [
     "configure",
     "reset_configuration",
     "flush",
+    "copy_store",
     "ContextThreadPoolExecutor",
     "carry_context",
     "Uri",

@@ -12,6 +12,7 @@ import atexit
 import os
 import sys
 import threading
+from typing import NamedTuple
 
 from .._config import settings
 from .._errors import StoreError
@@ -19,7 +20,15 @@ from .._log import warn
 from .._records import RecordStore, RunRecord, StepRecord
 from .._redact import masked_url
 
-__all__ = ["resolve_store", "open_store", "flush", "close_stores", "report_store_fault"]
+__all__ = [
+    "resolve_store",
+    "open_store",
+    "flush",
+    "close_stores",
+    "report_store_fault",
+    "CopyCounts",
+    "copy_store",
+]
 
 _open: dict[str, RecordStore] = {}
 _used: list[RecordStore] = []
@@ -117,6 +126,33 @@ def flush() -> None:
             raise
         except Exception as error:
             report_store_fault(f"cannot flush {store.url!r}", error)
+
+
+class CopyCounts(NamedTuple):
+    """What one ``copy_store`` wrote to its target: runs written (new, or
+    updated to the source's state), new steps, and metadata sets written."""
+
+    runs: int
+    steps: int
+    metadata_sets: int
+
+
+_SQL_SCHEMES = ("sqlite:", "postgresql:", "postgresql+")
+
+
+def copy_store(source: str, target: str, since_ns: int | None = None) -> CopyCounts:
+    """Copy runs, steps and metadata from one SQL store to another (see
+    ``sql/sync.py``); this process's queued records are flushed first."""
+    for url in (source, target):
+        if not url.startswith(_SQL_SCHEMES):
+            raise StoreError(
+                f"cannot copy {masked_url(url)!r}: copies go between SQL stores "
+                "(sqlite:///PATH, postgresql+psycopg://…)"
+            )
+    flush()
+    from .sql.sync import copy_between
+
+    return copy_between(source, target, since_ns)
 
 
 def close_stores() -> None:

@@ -23,7 +23,9 @@ from rich.text import Text
 from .._errors import MissingExtraError, StoreError, ZenmetaError
 from .._export import type_name
 from .._read.client import Client
+from .._read.copy import copy_store
 from .._records import RecordedRun, RecordedStep
+from .._redact import masked_url
 from .text import human_duration, human_size, value_text
 
 __all__ = ["cli", "main"]
@@ -47,8 +49,12 @@ def store_option(context: click.Context, own: str | None = None) -> str | None:
     """The store a command reads: its own --store, else the group's; a plain
     path to a database file becomes a SQLite URL."""
     store = own or context.find_root().params.get("store")
-    if store and "://" not in store and not store.startswith("memory:"):
-        store = "sqlite:///" + os.path.abspath(store)
+    return _as_url(store) if store else store
+
+
+def _as_url(store: str) -> str:
+    if "://" not in store and not store.startswith("memory:"):
+        return "sqlite:///" + os.path.abspath(store)
     return store
 
 
@@ -269,7 +275,7 @@ def export_run(context: click.Context, run: str) -> None:
 
 @cli.group()
 def store() -> None:
-    """Inspect the store."""
+    """Inspect the store, or copy runs between stores."""
 
 
 @store.command("info")
@@ -291,6 +297,37 @@ def store_info(context: click.Context, as_json: bool) -> None:
     for key, value in _info_rows(info):
         table.add_row(key, _text(value))
     _console().print(table)
+
+
+@store.command("copy")
+@click.argument("source")
+@click.argument("target")
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"]),
+    default=None,
+    help="Only runs started at or after this UTC time (2026-12-01 or 2026-12-01T09:30).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as a JSON object.")
+def copy(source: str, target: str, since: Any, as_json: bool) -> None:
+    """Copy runs, steps and metadata from SOURCE to TARGET, ids and types kept.
+
+    Either may be a SQLite file (a URL or a path) or a PostgreSQL URL. Running
+    it again copies only what is new: later steps and final statuses."""
+    source, target = _as_url(source), _as_url(target)
+    try:
+        counts = copy_store(source, target, since=since)
+    except ZenmetaError as error:
+        _fail(error)
+    except Exception as error:  # a server that cannot be reached, a broken file
+        _fail(RuntimeError(f"cannot copy: {type(error).__name__}: {error}"))
+    if as_json:
+        _echo_json(counts._asdict())
+        return
+    click.echo(
+        f"copied {counts.runs} runs, {counts.steps} new steps and {counts.metadata_sets} "
+        f"metadata sets from {masked_url(source)} to {masked_url(target)}"
+    )
 
 
 def _info_rows(info: Mapping[str, Any]) -> Iterable[tuple[str, str]]:

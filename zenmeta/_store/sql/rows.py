@@ -41,6 +41,7 @@ __all__ = [
     "recorded_run",
     "recorded_step",
     "group_metadata",
+    "normalized_document",
 ]
 
 Grouped = dict[str, dict[str, dict[str, MetadataType]]]
@@ -360,3 +361,19 @@ def recorded_step(row: Any, metadata: Mapping[str, Mapping[str, MetadataType]]) 
         faults=_faults(row.faults),
         dropped=_dropped(row.dropped),
     )
+
+
+def normalized_document(document: bytes | str | Any, types: str) -> str:
+    """A document read from ``JSONB`` as the writer wrote it: the codec's compact
+    JSON, keys in recorded order, a top-level float a float again (see
+    ``_from_jsonb``); for copying a PostgreSQL store into another store."""
+    if isinstance(document, (bytes, bytearray, memoryview)):
+        document = bytes(document).decode("utf-8")
+    values = json.loads(document) if isinstance(document, str) else document
+    ordered: dict[str, Any] = {}
+    for key, type_name in json.loads(types).items():
+        if key in values:
+            value = values.pop(key)
+            ordered[key] = float(value) if type_name == "float" and type(value) is int else value
+    ordered.update(values)
+    return _json(ordered)
