@@ -549,6 +549,56 @@ def test_faults_and_dropped_values_are_stored(url: str) -> None:
     assert second.error_message == "bad input"
 
 
+def test_text_a_database_refuses_is_stored_not_lost(url: str) -> None:
+    """NUL characters and lone surrogates in names, errors and values: SQLite
+    keeps them as they are, PostgreSQL as visible escapes; the batch is never lost."""
+    zenmeta.configure(store=url)
+
+    @track_step(name="odd\x00step")
+    def odd() -> None:
+        log_metadata({"k\x00ey": "v\x00al", "bad": "\udcff"})
+        raise ValueError("nul \x00 and \udcff here")
+
+    with pytest.raises(ValueError), pipeline_run("p\x00ipe", run_name="r\x00un") as run:
+        odd()
+    stored = zenmeta.Client(url).get_run(str(run.id))
+    (step,) = zenmeta.Client(url).list_steps(stored)
+    if url.startswith("sqlite"):
+        assert (stored.name, step.name) == ("r\x00un", "odd\x00step")
+        assert step.error_message == "nul \x00 and \\udcff here"
+        assert step.metadata["user"] == {"k\x00ey": "v\x00al", "bad": "\udcff"}
+    else:
+        assert (stored.name, step.name) == ("r\\u0000un", "odd\\u0000step")
+        assert step.error_message == "nul \\u0000 and \\udcff here"
+        assert step.metadata["user"] == {"k\\u0000ey": "v\\u0000al", "bad": "\\udcff"}
+    assert stored.pipeline_name.startswith("p") and step.status == "failed"
+
+
+def test_batched_postgresql_commits_skip_the_disk_wait_and_immediate_ones_never(
+    postgres_server: Any, postgres_database: str
+) -> None:
+    """SET LOCAL synchronous_commit = off for batched transactions only."""
+    from zenmeta._store.sql.schema import open_engine
+    from zenmeta._store.sql.sessions import open_session
+
+    postgres_server.empty_database(postgres_database)
+    database = postgres_database.rsplit("/", 1)[1]
+    postgres_server.psql(f"ALTER DATABASE {database} SET synchronous_commit = on")
+    engine = open_engine(postgres_database)
+    try:
+        for durable, expected in ((False, "off"), (True, "on")):
+            session: Any = open_session(engine, lambda durable=durable: durable)
+            assert type(session).__name__ == "PostgresSession"
+            session.begin()
+            seen = session._cursor.execute("SHOW synchronous_commit").fetchone()[0]
+            session.rollback()
+            session.close()
+            assert seen == expected, (durable, seen)
+    finally:
+        engine.dispose()
+        postgres_server.psql(f"ALTER DATABASE {database} RESET synchronous_commit")
+
+
 def test_import_zenmeta_stays_free_of_sqlalchemy() -> None:
     """The store's libraries load only when a store is opened."""
     out = _python("import sys, zenmeta; print('sqlalchemy' in sys.modules, 'click' in sys.modules)")
