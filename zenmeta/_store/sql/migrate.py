@@ -111,6 +111,8 @@ def _upgrade(engine: Engine, connection: Connection, found: int) -> None:
     script = ScriptDirectory.from_config(config)
 
     def upgrade(revision: Any, _context: Any) -> Any:
+        # What ``alembic upgrade`` itself passes as ``fn`` (alembic/command.py);
+        # running it here keeps the scripts inside our locked transaction.
         return script._upgrade_revs(revision_of(SCHEMA_VERSION), revision)
 
     with EnvironmentContext(
