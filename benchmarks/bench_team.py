@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,7 +53,7 @@ _CHILD = textwrap.dedent(
 
 def steps_per_second(url: str, processes: int, steps: int) -> float:
     """All processes start stepping at one moment; total steps over the slowest's time."""
-    go = time.time() + 2.0
+    go = time.time() + 1.0
     children = [
         subprocess.Popen(
             [sys.executable, "-c", _CHILD, url, str(steps), str(go)],
@@ -104,20 +105,27 @@ def copy_seconds(server: PostgresServer, folder: str, steps: int) -> float:
     return elapsed
 
 
-def rows(steps: int = 20_000, copy_steps: int = 100_000) -> list[tuple[str, str]]:
-    """(name, figure) rows: steps/s per backend and process count, and the copy time."""
+def rows(steps: int = 20_000, copy_steps: int = 100_000, repeats: int = 3) -> list[tuple[str, str]]:
+    """(name, figure) rows: steps/s per backend and process count (median of
+    ``repeats``), and the copy time."""
     table: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="zenmeta-bench-") as folder, postgres() as server:
         for processes in (1, 4):
             per_process = steps // processes
             sqlite_url = f"sqlite:///{folder}/team-{processes}.db"
-            rate = steps_per_second(sqlite_url, processes, per_process)
-            table.append((f"SQLite, {processes} process(es), batched", f"{rate:,.0f} steps/s"))
-            if server is not None:
-                rate = steps_per_second(server.create_database("bench"), processes, per_process)
-                table.append(
-                    (f"PostgreSQL, {processes} process(es), batched", f"{rate:,.0f} steps/s")
-                )
+            # Interleaved repeats, median of each: the two backends see the same noise.
+            rates: dict[str, list[float]] = {"SQLite": [], "PostgreSQL": []}
+            postgres_url = None if server is None else server.create_database("bench")
+            for _ in range(repeats):
+                rates["SQLite"].append(steps_per_second(sqlite_url, processes, per_process))
+                if postgres_url is not None:
+                    rates["PostgreSQL"].append(
+                        steps_per_second(postgres_url, processes, per_process)
+                    )
+            for backend, measured in rates.items():
+                if measured:
+                    name = f"{backend}, {processes} process(es), batched"
+                    table.append((name, f"{statistics.median(measured):,.0f} steps/s"))
         if server is not None and copy_steps:
             seconds = copy_seconds(server, folder, copy_steps)
             table.append(
@@ -130,9 +138,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=20_000, help="steps per row, all processes")
     parser.add_argument("--copy", type=int, default=100_000, help="steps to copy (0: skip)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per steps/s row (median)")
     args = parser.parse_args()
     print(f"Python {sys.version.split()[0]}, pid {os.getpid()}; steps log 3 values each")
-    for name, figure in rows(args.steps, args.copy):
+    for name, figure in rows(args.steps, args.copy, args.repeats):
         print(f"  {name:<48} {figure:>16}")
 
 
