@@ -78,3 +78,43 @@ def test_a_server_restart_during_a_batched_run_loses_no_step(
     assert any("lost the connection" in message for message in messages), messages
     assert not any("cannot write" in message for message in messages), messages
     store.close()
+
+
+def test_a_batch_resent_after_its_commit_reached_the_server_adds_nothing(
+    postgres_server: PostgresServer,
+    postgres_database: str,
+    zenmeta_log: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connection drops just after the server committed a batch: the writer
+    cannot know, resends it, and duplicate ids are skipped, not a lost batch."""
+    import psycopg
+
+    from zenmeta._store.sql import postgres
+
+    postgres_server.empty_database(postgres_database)
+    committed = postgres.PostgresSession.commit
+    dropped: list[int] = []
+
+    def commit_then_lose_the_answer(self: postgres.PostgresSession) -> None:
+        committed(self)
+        if not dropped:
+            dropped.append(1)
+            self._driver.close()  # the acknowledgement never reaches the writer
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(postgres.PostgresSession, "commit", commit_then_lose_the_answer)
+    store = SQLStore(postgres_database, durability="batched", interval_s=30.0)
+    zenmeta.configure(store=store)
+    with pipeline_run("resent", run_name="resent") as run:
+        for i in range(300):
+            step(i)
+    store.close()
+    assert dropped
+    stored = zenmeta.Client(postgres_database).get_run(str(run.id))
+    assert stored.status == "completed" and stored.step_count == 300
+    steps = zenmeta.Client(postgres_database).list_steps(stored)
+    assert sorted(s.metadata["user"]["i"] for s in steps) == list(range(300))
+    messages = [record.getMessage() for record in zenmeta_log.records]
+    assert any("lost the connection" in message for message in messages), messages
+    assert not any("cannot write" in message for message in messages), messages

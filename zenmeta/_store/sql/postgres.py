@@ -13,7 +13,11 @@ PostgreSQL refuses two things SQLite keeps: a NUL character in text, and in
 copied under a savepoint; only when the server refuses its data is the
 block copied again with those characters written as visible escapes
 (``\\u0000`` as the six characters ``\\u0000``), the rule ``rows.text``
-already applies to lone surrogates in text columns. A batched transaction
+already applies to lone surrogates in text columns. A session opened to
+resend a batch after a lost connection copies it into a temporary table and
+inserts from there with ``ON CONFLICT DO NOTHING``: if the server had
+committed it before the connection dropped, resending adds nothing instead
+of failing on duplicate ids. A batched transaction
 says ``SET LOCAL synchronous_commit = off`` (batched mode already accepts
 losing the last quarter second); an immediate one never does.
 """
@@ -61,12 +65,15 @@ def _text_safe(value: Any) -> Any:
 class PostgresSession:
     """PostgreSQL through psycopg 3: ``COPY`` for rows, plain SQL for the rest."""
 
-    def __init__(self, engine: Engine, durable: Callable[[], bool]) -> None:
+    def __init__(
+        self, engine: Engine, durable: Callable[[], bool], *, resending: bool = False
+    ) -> None:
         self._pooled = engine.raw_connection()  # returned to the pool on close
         driver: Any = self._pooled.driver_connection
         self._driver = driver
         self._cursor = self._driver.cursor()
         self._durable = durable
+        self._resending = resending  # the first transaction may repeat a committed one
         self._copy_sql: dict[tuple[str, Shape], str] = {}
         import psycopg  # present: this session is chosen only for the psycopg driver
 
@@ -79,6 +86,7 @@ class PostgresSession:
 
     def commit(self) -> None:
         self._driver.commit()
+        self._resending = False
 
     def rollback(self) -> None:
         self._driver.rollback()
@@ -104,6 +112,9 @@ class PostgresSession:
         for shape, values in shaped.items():
             if not values:
                 continue
+            if self._resending:
+                self._insert_new(table, shape, values)
+                continue
             execute("SAVEPOINT zenmeta_copy")
             try:
                 self._copy(table, shape, values, careful=False)
@@ -118,12 +129,36 @@ class PostgresSession:
             (now_ns, list(ids), RUNNING),
         )
 
-    def _copy(self, table: Table, shape: Shape, values: list[Any], *, careful: bool) -> None:
-        key = (table.name, shape)
+    def _insert_new(self, table: Table, shape: Shape, values: list[Any]) -> None:
+        """Rows whose key is not there yet, through a staging table (resending)."""
+        names = ", ".join(table.columns[index].name for index in shape)
+        execute = self._cursor.execute
+        execute("DROP TABLE IF EXISTS zenmeta_staged")
+        execute(
+            f"CREATE TEMP TABLE zenmeta_staged (LIKE {table.name} INCLUDING DEFAULTS) "
+            "ON COMMIT DROP"
+        )
+        self._copy(table, shape, values, careful=True, into="zenmeta_staged")
+        execute(
+            f"INSERT INTO {table.name} ({names}) SELECT {names} FROM zenmeta_staged "
+            "ON CONFLICT DO NOTHING"
+        )
+        execute("DROP TABLE zenmeta_staged")
+
+    def _copy(
+        self,
+        table: Table,
+        shape: Shape,
+        values: list[Any],
+        *,
+        careful: bool,
+        into: str | None = None,
+    ) -> None:
+        key = (into or table.name, shape)
         sql = self._copy_sql.get(key)
         if sql is None:
             names = ", ".join(table.columns[index].name for index in shape)
-            sql = self._copy_sql[key] = f"COPY {table.name} ({names}) FROM STDIN"
+            sql = self._copy_sql[key] = f"COPY {into or table.name} ({names}) FROM STDIN"
         width = len(shape)
         rows = zip(*[iter(values)] * width, strict=True)
         with self._cursor.copy(sql) as copy:

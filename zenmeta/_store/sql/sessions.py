@@ -85,15 +85,19 @@ class Session(Protocol):
         """Refresh the heartbeat of those runs that are still running."""
 
 
-def open_session(engine: Engine, durable: Callable[[], bool] = lambda: True) -> Session:
+def open_session(
+    engine: Engine, durable: Callable[[], bool] = lambda: True, *, resending: bool = False
+) -> Session:
     """The fastest session for the engine's driver; ``durable()`` says, at each
-    transaction, whether it must wait for the disk (immediate mode)."""
+    transaction, whether it must wait for the disk (immediate mode);
+    ``resending``: its first transaction may repeat one the server committed
+    just before the connection dropped (PostgreSQL then skips what is there)."""
     if engine.dialect.name == "sqlite":
         return SQLiteSession(engine)
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
         from .postgres import PostgresSession
 
-        return PostgresSession(engine, durable)
+        return PostgresSession(engine, durable, resending=resending)
     return CoreSession(engine)
 
 

@@ -303,11 +303,14 @@ class SQLWriter:
         """Run ``work`` in one write transaction; wait out locks, report the rest."""
         give_up = time.monotonic() + LOCKED_RETRY_S
         delay = 0.05
+        resending = False
         while True:
             try:
                 session = self._session
                 if session is None:
-                    session = self._session = open_session(self.engine, self._durable)
+                    session = self._session = open_session(
+                        self.engine, self._durable, resending=resending
+                    )
                 session.begin()
                 try:
                     work(session)
@@ -323,6 +326,7 @@ class SQLWriter:
                     continue
                 if is_connection_error(error) and time.monotonic() < give_up:
                     self._discard_session()  # reconnect: the batch is kept
+                    resending = True  # its commit may have reached the server
                     self._warn_once(f"lost the connection to {self.url!r}; reconnecting")
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
