@@ -44,6 +44,11 @@ _REFUSED_ESCAPES = re.compile(
 )
 
 
+_FEW_VALUES = 64
+"""Up to this many values, a block is cleaned as it is copied (a few µs)
+rather than guarded by a savepoint (two more round trips to the server)."""
+
+
 def _visible(match: re.Match[str]) -> str:
     refused = match.group(3)
     return match.group(0) if refused is None else "\\\\" + refused
@@ -114,6 +119,9 @@ class PostgresSession:
                 continue
             if self._resending:
                 self._insert_new(table, shape, values)
+                continue
+            if len(values) <= _FEW_VALUES:  # immediate mode: cleaning costs less than a savepoint
+                self._copy(table, shape, values, careful=True)
                 continue
             execute("SAVEPOINT zenmeta_copy")
             try:
