@@ -4,7 +4,8 @@ Steps per second for 1 and 4 processes writing one store at once (batched,
 each step logging 3 values, the run's closing flush included), on SQLite and
 on a throwaway PostgreSQL server this benchmark starts and stops itself
 (``tests/_postgres.py``, shared with the test suite), and the time
-``zenmeta.copy_store`` takes to copy 100,000 steps from SQLite to PostgreSQL.
+``zenmeta.copy_store`` takes to copy 100,000 steps from SQLite to PostgreSQL
+and back.
 
     .venv/bin/python benchmarks/bench_team.py [--steps 20000] [--copy 100000]
 """
@@ -86,22 +87,29 @@ def postgres() -> Iterator[PostgresServer | None]:
         server.stop()
 
 
-def copy_seconds(server: PostgresServer, folder: str, steps: int) -> float:
-    """Seconds for ``zenmeta.copy_store`` to copy ``steps`` steps, SQLite → PostgreSQL."""
-    import zenmeta
-    from zenmeta._store import close_stores
-
+def copy_seconds(server: PostgresServer, folder: str, steps: int) -> tuple[float, float]:
+    """Seconds for ``zenmeta.copy_store`` to copy ``steps`` steps SQLite →
+    PostgreSQL, then back to a new SQLite file."""
     source = f"sqlite:///{folder}/copy-source.db"
     subprocess.run(
         [sys.executable, "-c", _CHILD, source, str(steps), "0"], check=True, capture_output=True
     )
-    target = server.create_database("copy")
+    middle = server.create_database("copy")
+    there = _timed_copy(source, middle, steps + 1)  # the warm-up run's step too
+    back = _timed_copy(middle, f"sqlite:///{folder}/copy-back.db", steps + 1)
+    return there, back
+
+
+def _timed_copy(source: str, target: str, expected_steps: int) -> float:
+    import zenmeta
+    from zenmeta._store import close_stores
+
     start = time.perf_counter()
     copied = zenmeta.copy_store(source, target)
     elapsed = time.perf_counter() - start
     close_stores()
-    if copied.steps != steps + 1:  # the warm-up run's step too
-        raise SystemExit(f"copied {copied.steps} steps of {steps + 1}")
+    if copied.steps != expected_steps:
+        raise SystemExit(f"copied {copied.steps} steps of {expected_steps}")
     return elapsed
 
 
@@ -127,10 +135,11 @@ def rows(steps: int = 20_000, copy_steps: int = 100_000, repeats: int = 3) -> li
                     name = f"{backend}, {processes} process(es), batched"
                     table.append((name, f"{statistics.median(measured):,.0f} steps/s"))
         if server is not None and copy_steps:
-            seconds = copy_seconds(server, folder, copy_steps)
+            there, back = copy_seconds(server, folder, copy_steps)
             table.append(
-                (f"store copy, {copy_steps:,} steps SQLite → PostgreSQL", f"{seconds:.2f} s")
+                (f"store copy, {copy_steps:,} steps SQLite → PostgreSQL", f"{there:.2f} s")
             )
+            table.append((f"store copy, {copy_steps:,} steps PostgreSQL → SQLite", f"{back:.2f} s"))
     return table
 
 
