@@ -104,7 +104,13 @@ def open_session(
 class CoreSession:
     """Any database, through SQLAlchemy Core."""
 
-    def __init__(self, engine: Engine, durable: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        durable: Callable[[], bool] | None = None,
+        *,
+        resending: bool = False,  # a resent batch can fail on duplicate ids here
+    ) -> None:
         self._connection = engine.connect().execution_options(zenmeta_writer=True)
 
     def begin(self) -> None:
