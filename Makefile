@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck pytest docs bench browser clean
+.PHONY: demo test lint typecheck pytest docs bench browser postgres clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,15 @@ browser:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-pytest: $(STAMP) browser
+# The store tests start a throwaway PostgreSQL server (tests/_postgres.py);
+# install Debian's server when it is missing.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+		echo "installing Debian's postgresql for the store tests"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
+
+pytest: $(STAMP) browser postgres
 	$(BIN)/pytest
 
 # No --quiet: with it, mkdocs 1.6 exits 0 on warnings even under --strict.
@@ -46,7 +54,7 @@ docs: $(STAMP)
 
 test: lint typecheck docs pytest
 
-bench: $(STAMP)
+bench: $(STAMP) postgres
 	$(BIN)/python benchmarks/bench.py --million
 
 clean:

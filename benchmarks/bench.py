@@ -144,6 +144,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="batches per row")
     parser.add_argument("--million", action="store_true", help="also 1M steps into SQLite")
     parser.add_argument("--no-mlflow", action="store_true", help="skip the MLflow comparison")
+    parser.add_argument("--no-team", action="store_true", help="skip SQLite vs PostgreSQL")
     args = parser.parse_args()
     print(f"Python {sys.version.split()[0]}, zenmeta {zenmeta.__version__}")
     import bench_otel
@@ -160,6 +161,12 @@ def main() -> None:
         script = str(Path(__file__).resolve().parent / "bench_store.py")
         for extra in ([], ["--metadata"]):
             subprocess.run([sys.executable, script, "--million", "--quiet", *extra], check=True)
+    if not args.no_team:
+        import bench_team
+
+        print("\nteam store, same run (bench_team.py; steps log 3 values each):")
+        for name, figure in bench_team.rows():
+            print(f"  {name:<48} {figure:>16}")
     if not args.no_mlflow:
         import bench_mlflow
 

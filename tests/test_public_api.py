@@ -15,7 +15,8 @@ EXPECTED = {
     "track_step", "Client", "pipeline_run", "start_run", "PipelineRun", "log_metadata",
     "get_step_context", "get_run_context", "StepRunInfo", "PipelineRunInfo", "StepConfig",
     "PipelineInfo", "StackComponent", "register_component", "unregister_component",
-    "configure", "reset_configuration", "flush", "ContextThreadPoolExecutor", "carry_context",
+    "configure", "reset_configuration", "flush", "copy_store", "ContextThreadPoolExecutor",
+    "carry_context",
     "Uri", "Path", "DType", "StorageSize", "MetadataType", "RecordedRun", "RecordedStep",
     "ComponentFault", "DroppedValue", "ZenmetaError", "NoActiveContextError", "RunStateError",
     "ComponentError", "MetadataError", "ConfigurationError", "StoreError", "StoreNotFoundError",
@@ -85,7 +86,7 @@ def test_errors_share_one_base() -> None:
 def test_import_is_light() -> None:
     """`import zenmeta` in a fresh interpreter loads no heavy optional library."""
     heavy = ["numpy", "mlflow", "sqlalchemy", "starlette", "jinja2", "click", "rich", "uvicorn"]
-    heavy += ["opentelemetry"]
+    heavy += ["opentelemetry", "alembic", "psycopg"]
     code = f"import sys, zenmeta; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

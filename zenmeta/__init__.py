@@ -26,6 +26,7 @@ from ._errors import (
 )
 from ._info import PipelineInfo, PipelineRunInfo, StepConfig, StepRunInfo
 from ._read.client import Client
+from ._read.copy import copy_store
 from ._records import (
     ComponentFault,
     DroppedValue,
@@ -79,6 +80,7 @@ __all__ = [
     "__version__",
     "carry_context",
     "configure",
+    "copy_store",
     "flush",
     "get_configuration",
     "get_run_context",

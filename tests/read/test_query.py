@@ -14,6 +14,7 @@ from pathlib import Path as FilePath
 from typing import Any
 
 import pytest
+from conftest import fresh_store_url
 
 import zenmeta
 from zenmeta import DType, QueryError, StorageSize, Uri, log_metadata, pipeline_run, track_step
@@ -22,7 +23,7 @@ from zenmeta._records import RunRecord
 from zenmeta._store import open_store
 from zenmeta.testing import InMemoryStore
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "postgresql"]
 
 # name -> (pipeline, tags, user metadata, environment metadata, fails)
 RUNS: dict[str, tuple[str, tuple[str, ...], dict[str, Any], dict[str, Any], bool]] = {
@@ -82,7 +83,9 @@ def _record_runs() -> None:
 @pytest.fixture(params=BACKENDS)
 def client(request: pytest.FixtureRequest, tmp_path: FilePath) -> Iterator[zenmeta.Client]:
     """A store holding ``RUNS``, on each backend."""
-    store: Any = InMemoryStore() if request.param == "memory" else f"sqlite:///{tmp_path}/q.db"
+    store: Any = InMemoryStore()
+    if request.param != "memory":
+        store = fresh_store_url(request, request.param, tmp_path)
     zenmeta.configure(store=store, strict=False)
     _record_runs()
     zenmeta.flush()

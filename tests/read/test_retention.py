@@ -13,6 +13,7 @@ from pathlib import Path as FilePath
 from typing import Any
 
 import pytest
+from conftest import fresh_store_url
 
 import zenmeta
 from zenmeta import log_metadata, pipeline_run, track_step
@@ -38,9 +39,11 @@ def _run(pipeline: str, name: str, *, fail: bool = False, tags: tuple[str, ...] 
     time.sleep(0.002)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def client(request: pytest.FixtureRequest, tmp_path: FilePath) -> Iterator[zenmeta.Client]:
-    store: Any = InMemoryStore() if request.param == "memory" else f"sqlite:///{tmp_path}/g.db"
+    store: Any = InMemoryStore()
+    if request.param != "memory":
+        store = fresh_store_url(request, request.param, tmp_path)
     zenmeta.configure(store=store)
     for number in range(3):
         _run("train", f"train-{number}", fail=number == 0)

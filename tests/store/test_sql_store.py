@@ -1,4 +1,4 @@
-"""The embedded SQLite store: files, types, crashes, many writers, failures."""
+"""The SQL store on SQLite and PostgreSQL: files, types, crashes, many writers, failures."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import math
 import os
 import pickle
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ from pathlib import Path as FilePath
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 import zenmeta
 from zenmeta import DType, Path, StorageSize, Uri, log_metadata, pipeline_run, track_step
@@ -25,6 +25,7 @@ from zenmeta._records import RunRecord
 from zenmeta._store import close_stores, resolve_store
 from zenmeta._store.liveness import STALE_AFTER_S, writer_is_gone
 from zenmeta._store.sql import SQLStore
+from zenmeta._store.sql.schema import SCHEMA_VERSION
 
 AWKWARD: dict[str, Any] = {
     "int": 3,
@@ -38,6 +39,8 @@ AWKWARD: dict[str, Any] = {
     "text": "plain",
     "unicode": "héllo ✓ 日本 \U0001f600",
     "lone_surrogate": "bad \udcff byte",
+    "nul": "a\x00b",
+    "big_float": 1e20,
     "empty": "",
     "tuple": (1, "a", 2.5),
     "set": {3, 1, 2},
@@ -81,8 +84,30 @@ def _python(code: str, *, env: dict[str, str] | None = None, timeout: float = 60
 
 
 @pytest.fixture
-def url(tmp_path: FilePath) -> str:
+def url(store_url: str) -> str:
+    """A fresh store on each backend (see ``store_url`` in conftest.py)."""
+    return store_url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: FilePath) -> str:
+    """For what only a SQLite file has: its session, its file."""
     return f"sqlite:///{tmp_path}/store/zenmeta.db"
+
+
+def _sql(url: str, statement: str) -> list[Any]:
+    """Run one SQL statement on the store, as another program would; its rows."""
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            result = connection.execute(sqlalchemy.text(statement))
+            return list(result.all()) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def _count(url: str, table: str) -> int:
+    return int(_sql(url, f"SELECT count(*) FROM {table}")[0][0])
 
 
 @track_step
@@ -117,7 +142,8 @@ def test_store_variable_and_configure_choose_the_file(
 
 
 def test_every_metadata_type_round_trips_through_the_file_to_a_new_process(url: str) -> None:
-    """Awkward values come back equal and with their types, read by another process."""
+    """Awkward values come back equal, with their types and in their order, read
+    by another process (on PostgreSQL, what JSONB refuses comes back visible)."""
     zenmeta.configure(store=url)
     with pipeline_run("types") as run:
         log_metadata(AWKWARD)
@@ -139,9 +165,12 @@ def test_every_metadata_type_round_trips_through_the_file_to_a_new_process(url: 
         """
     )
     run_values, step_values = pickle.loads(base64.b64decode(out))
+    awkward = dict(AWKWARD)
+    if not url.startswith("sqlite"):  # JSONB refuses both: kept as visible escapes
+        awkward.update(lone_surrogate="bad \\udcff byte", nul="a\\u0000b")
     for values in (run_values, step_values):
-        assert values.keys() == AWKWARD.keys()
-        for key, expected in AWKWARD.items():
+        assert list(values) == list(awkward), "keys come back in recorded order"
+        for key, expected in awkward.items():
             assert _same(values[key], expected), (key, values[key], expected)
 
 
@@ -350,9 +379,7 @@ def test_unwritable_store_raises_in_strict_mode(tmp_path: FilePath) -> None:
 
 def _break_steps_table(url: str) -> None:
     """Another program removes the steps table: every later step write fails."""
-    database = url.removeprefix("sqlite:///")
-    with sqlite3.connect(database) as connection:
-        connection.execute("DROP TABLE zenmeta_steps")
+    _sql(url, "DROP TABLE zenmeta_steps")
 
 
 def test_failed_writes_are_warned_and_the_steps_go_on(
@@ -418,10 +445,7 @@ def test_flush_makes_queued_records_visible_at_once(url: str) -> None:
             for i in range(20):
                 add(i, i)
             zenmeta.flush()
-            direct = sqlite3.connect(url.removeprefix("sqlite:///"))
-            stored = direct.execute("SELECT count(*) FROM zenmeta_steps").fetchone()[0]
-            direct.close()
-            assert stored == 20
+            assert _count(url, "zenmeta_steps") == 20
         assert slow.list_runs()[0].id == run.id
     finally:
         slow.close()
@@ -442,13 +466,10 @@ def test_tiny_queue_makes_callers_wait_and_loses_nothing(url: str) -> None:
 def test_immediate_mode_commits_each_step_before_it_returns(url: str) -> None:
     """configure(durability='immediate'), read at run start, writes synchronously."""
     zenmeta.configure(store=url, durability="immediate")
-    database = url.removeprefix("sqlite:///")
     with pipeline_run("p"):
         for i in range(3):
             add(i, i)
-            direct = sqlite3.connect(database)
-            assert direct.execute("SELECT count(*) FROM zenmeta_steps").fetchone()[0] == i + 1
-            direct.close()
+            assert _count(url, "zenmeta_steps") == i + 1
 
 
 def test_durability_change_takes_effect_at_the_next_run(url: str) -> None:
@@ -459,25 +480,22 @@ def test_durability_change_takes_effect_at_the_next_run(url: str) -> None:
     zenmeta.configure(durability="immediate")
     with pipeline_run("second"):
         add(2, 2)
-        direct = sqlite3.connect(url.removeprefix("sqlite:///"))
-        assert direct.execute("SELECT count(*) FROM zenmeta_steps").fetchone()[0] == 2
-        direct.close()
+        assert _count(url, "zenmeta_steps") == 2
 
 
 def test_store_records_its_schema_version_and_refuses_a_newer_one(url: str) -> None:
     """The schema is versioned; a store from a newer zenmeta is not misread."""
     store = SQLStore(url)
-    assert store.describe()["schema_version"] == 1
+    assert store.describe()["schema_version"] == SCHEMA_VERSION == 2
     store.close()
-    with sqlite3.connect(url.removeprefix("sqlite:///")) as direct:
-        direct.execute("UPDATE zenmeta_schema SET value = '99' WHERE name = 'version'")
-    with pytest.raises(zenmeta.StoreError, match="newer"):
+    _sql(url, "UPDATE zenmeta_schema SET value = '99' WHERE name = 'version'")
+    with pytest.raises(zenmeta.StoreError, match=r"version 99, newer .* understands \(2\)"):
         SQLStore(url)
 
 
 def test_metadata_is_one_json_document_per_entity_and_source(url: str) -> None:
     """Each (entity, source) set is one row: a JSON document and its type map,
-    queryable with SQLite's JSON functions."""
+    queryable with SQLite's JSON functions and PostgreSQL's JSONB operators."""
 
     class Probe:
         name = "probe"
@@ -488,12 +506,15 @@ def test_metadata_is_one_json_document_per_entity_and_source(url: str) -> None:
     zenmeta.configure(store=url)
     with pipeline_run("p", components=[Probe()]):
         add(1, 2)
-    with sqlite3.connect(url.removeprefix("sqlite:///")) as direct:
-        rows = direct.execute(
-            "SELECT source, json_extract(document, '$.rows'), json_extract(types, '$.uri') "
-            "FROM zenmeta_metadata WHERE entity_kind = 'step' ORDER BY source"
-        ).fetchall()
-    assert rows == [("probe", 10, "Uri"), ("user", None, None)]
+    if url.startswith("sqlite"):
+        picked = "json_extract(document, '$.rows'), json_extract(types, '$.uri')"
+    else:
+        picked = "(document->>'rows')::int, types::jsonb->>'uri'"
+    rows = _sql(
+        url,
+        f"SELECT source, {picked} FROM zenmeta_metadata WHERE entity_kind = 'step' ORDER BY source",
+    )
+    assert [tuple(row) for row in rows] == [("probe", 10, "Uri"), ("user", None, None)]
 
 
 def test_faults_and_dropped_values_are_stored(url: str) -> None:
@@ -529,6 +550,56 @@ def test_faults_and_dropped_values_are_stored(url: str) -> None:
     assert second.error_message == "bad input"
 
 
+def test_text_a_database_refuses_is_stored_not_lost(url: str) -> None:
+    """NUL characters and lone surrogates in names, errors and values: SQLite
+    keeps them as they are, PostgreSQL as visible escapes; the batch is never lost."""
+    zenmeta.configure(store=url)
+
+    @track_step(name="odd\x00step")
+    def odd() -> None:
+        log_metadata({"k\x00ey": "v\x00al", "bad": "\udcff"})
+        raise ValueError("nul \x00 and \udcff here")
+
+    with pytest.raises(ValueError), pipeline_run("p\x00ipe", run_name="r\x00un") as run:
+        odd()
+    stored = zenmeta.Client(url).get_run(str(run.id))
+    (step,) = zenmeta.Client(url).list_steps(stored)
+    if url.startswith("sqlite"):
+        assert (stored.name, step.name) == ("r\x00un", "odd\x00step")
+        assert step.error_message == "nul \x00 and \\udcff here"
+        assert step.metadata["user"] == {"k\x00ey": "v\x00al", "bad": "\udcff"}
+    else:
+        assert (stored.name, step.name) == ("r\\u0000un", "odd\\u0000step")
+        assert step.error_message == "nul \\u0000 and \\udcff here"
+        assert step.metadata["user"] == {"k\\u0000ey": "v\\u0000al", "bad": "\\udcff"}
+    assert stored.pipeline_name.startswith("p") and step.status == "failed"
+
+
+def test_batched_postgresql_commits_skip_the_disk_wait_and_immediate_ones_never(
+    postgres_server: Any, postgres_database: str
+) -> None:
+    """SET LOCAL synchronous_commit = off for batched transactions only."""
+    from zenmeta._store.sql.schema import open_engine
+    from zenmeta._store.sql.sessions import open_session
+
+    postgres_server.empty_database(postgres_database)
+    database = postgres_database.rsplit("/", 1)[1]
+    postgres_server.psql(f"ALTER DATABASE {database} SET synchronous_commit = on")
+    engine = open_engine(postgres_database)
+    try:
+        for durable, expected in ((False, "off"), (True, "on")):
+            session: Any = open_session(engine, lambda durable=durable: durable)
+            assert type(session).__name__ == "PostgresSession"
+            session.begin()
+            seen = session._cursor.execute("SHOW synchronous_commit").fetchone()[0]
+            session.rollback()
+            session.close()
+            assert seen == expected, (durable, seen)
+    finally:
+        engine.dispose()
+        postgres_server.psql(f"ALTER DATABASE {database} RESET synchronous_commit")
+
+
 def test_import_zenmeta_stays_free_of_sqlalchemy() -> None:
     """The store's libraries load only when a store is opened."""
     out = _python("import sys, zenmeta; print('sqlalchemy' in sys.modules, 'click' in sys.modules)")
@@ -540,12 +611,11 @@ def test_close_writes_what_is_queued(url: str) -> None:
     slow = SQLStore(url, durability="batched", interval_s=30.0)
     slow.save_run(_record(os.getpid(), process_start_time(), host_name()))
     slow.close()
-    with sqlite3.connect(url.removeprefix("sqlite:///")) as direct:
-        assert direct.execute("SELECT count(*) FROM zenmeta_runs").fetchone()[0] == 1
+    assert _count(url, "zenmeta_runs") == 1
 
 
 def test_the_portable_sqlalchemy_path_stores_the_same_records(
-    url: str, tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch
+    sqlite_url: str, tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The Core session (what PostgreSQL would use) writes what the SQLite
     driver session writes: runs, nested and failed steps, every metadata set."""
@@ -581,7 +651,7 @@ def test_the_portable_sqlalchemy_path_stores_the_same_records(
                 item.pop(volatile, None)
         return [exported]
 
-    zenmeta.configure(store=url)
+    zenmeta.configure(store=sqlite_url)
     direct = pipeline()
     assert [s["status"] for s in direct[0]["steps"]] == ["failed", "failed"]
     assert direct[0]["metadata"]["user"] == {"size": 5, "nan": "NaN"}

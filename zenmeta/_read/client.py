@@ -7,7 +7,6 @@ the same restored types.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -30,17 +29,10 @@ from .._records import (
     RunQuery,
     StepList,
 )
+from .._redact import masked_url
 from .query import parse_filter
 
 __all__ = ["Client"]
-
-_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
-
-
-def _shown(url: str) -> str:
-    """``url`` without its password, for messages and page headers."""
-    return _PASSWORD.sub(r"\1***@", url)
-
 
 _GC_BATCH = 500
 """Runs deleted per transaction by ``gc``: each run still goes whole."""
@@ -116,7 +108,7 @@ class Client:
         if not isinstance(chosen, RecordReader):
             raise StoreError(f"{chosen!r} cannot be read: it is not a RecordReader")
         self.reader: RecordReader = chosen
-        self.url: str = _shown(getattr(chosen, "url", repr(chosen)))
+        self.url: str = masked_url(str(getattr(chosen, "url", repr(chosen))))
         """Where the reader reads, as it may be printed (no password)."""
 
     def list_runs(

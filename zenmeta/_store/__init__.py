@@ -23,21 +23,25 @@ import re
 import sys
 import threading
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .._config import settings
 from .._errors import ConfigurationError, StoreError
 from .._log import warn
 from .._records import ComponentFault, RecordReader
+from .._redact import masked_url
 
 if TYPE_CHECKING:
     from .._records import RecordSink, RecordStore, RunRecord, StepRecord
+    from .sql import SQLReader
 
 __all__ = [
     "ACTIVE_STORES",
+    "CopyCounts",
     "EXPORTERS_ENTRY_POINT_GROUP",
     "SUPPORTED_STORES",
     "close_stores",
+    "copy_store",
     "flush",
     "flush_stores",
     "open_reader",
@@ -65,6 +69,8 @@ threads and file descriptors, not thousands."""
 _open: dict[str, RecordStore] = {}
 _used: list[RecordStore] = []
 _recent: OrderedDict[str, RecordStore] = OrderedDict()
+_readers: OrderedDict[str, SQLReader] = OrderedDict()
+"""Read-only stores by URL, reused (and bounded) like the writing ones."""
 _lock = threading.Lock()
 
 
@@ -147,11 +153,22 @@ def open_reader(url: str) -> RecordReader:
         if not isinstance(store, RecordReader):
             raise StoreError(f"{key!r} cannot be read: its store is not a RecordReader")
         return store
+    with _lock:
+        reader = _readers.get(key)
+        if reader is not None:
+            _readers.move_to_end(key)
+            return reader
     try:
         from .sql import SQLReader
     except ImportError as error:  # pragma: no cover - SQLAlchemy is a dependency
         raise StoreError(f"no SQL store available for {key!r}: {error}") from error
-    return SQLReader(key)
+    reader = SQLReader(key)
+    with _lock:
+        reader = _readers.setdefault(key, reader)
+        released = [_readers.popitem(last=False)[1] for _ in range(len(_readers) - ACTIVE_STORES)]
+    for old in released:  # their connections go; they are opened anew if read again
+        old.close()
+    return reader
 
 
 def _create(url: str) -> RecordStore:
@@ -163,17 +180,17 @@ def _create(url: str) -> RecordStore:
         try:
             from .sql import SQLStore
         except ImportError as error:  # pragma: no cover - the store issue adds it
-            raise StoreError(f"no SQL store available for {url!r}: {error}") from error
+            raise StoreError(f"no SQL store available for {masked_url(url)!r}: {error}") from error
 
         return SQLStore(url)  # follows configure(durability=...) run by run
-    raise StoreError(f"unknown store URL {url!r}; use {SUPPORTED_STORES}")
+    raise StoreError(f"unknown store URL {masked_url(url)!r}; use {SUPPORTED_STORES}")
 
 
 class _UnavailableStore:
     """Stands in for a store that could not be opened; the fault was reported."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        self.url = masked_url(url)
 
     def save_run(self, record: RunRecord) -> None:
         pass
@@ -200,7 +217,7 @@ def resolve_store() -> RecordStore:
         try:
             store = open_store(chosen)
         except Exception as error:
-            report_store_fault(f"cannot open store {chosen!r}", error)
+            report_store_fault(f"cannot open store {masked_url(chosen)!r}", error)
             store = _UnavailableStore(chosen)
     if store not in _used and not isinstance(store, _UnavailableStore):
         with _lock:
@@ -384,6 +401,38 @@ def flush(timeout_millis: int = 30_000) -> None:
             report_sink_fault(f"exporter {sink_name(sink)!r} cannot flush", error)
 
 
+class CopyCounts(NamedTuple):
+    """What one ``copy_store`` wrote to its target: runs written (new, or
+    updated to the source's state), new steps, and metadata sets written."""
+
+    runs: int
+    steps: int
+    metadata_sets: int
+    source: str = ""
+    """The two stores as ``store_url`` named them, passwords masked."""
+    target: str = ""
+
+
+_SQL_SCHEMES = ("sqlite:", "postgresql:", "postgresql+")
+
+
+def copy_store(source: str, target: str, since_ns: int | None = None) -> CopyCounts:
+    """Copy runs, steps and metadata from one SQL store to another (see
+    ``sql/sync.py``); this process's queued records are flushed first."""
+    source, target = store_url(source), store_url(target)
+    for url in (source, target):
+        if not url.startswith(_SQL_SCHEMES):
+            raise StoreError(
+                f"cannot copy {masked_url(url)!r}: copies go between SQL stores "
+                "(sqlite:///PATH, postgresql+psycopg://…)"
+            )
+    flush()
+    from .sql.sync import copy_between
+
+    counts = copy_between(source, target, since_ns)
+    return counts._replace(source=masked_url(source), target=masked_url(target))
+
+
 def close_stores() -> None:
     """Flush and close every store this process opened, and shut every
     exporter down; runs at exit."""
@@ -397,6 +446,8 @@ def close_stores() -> None:
         _named_sinks.clear()
         _failed_names.clear()
         _recent.clear()
+        stores += list(_readers.values())
+        _readers.clear()
     for store in stores:
         try:
             store.close()

@@ -27,6 +27,7 @@ from rich.text import Text
 from .._errors import MissingExtraError, StoreNotFoundError, ZenmetaError
 from .._export import encodable_text
 from .._read.client import Client
+from .._read.copy import copy_store
 from .._records import STATUSES, RecordedRun, RecordedStep
 from .text import escape_controls, human_duration, human_size, type_label, value_text
 
@@ -284,7 +285,7 @@ def export_run(context: click.Context, run: str) -> None:
 
 @cli.group()
 def store() -> None:
-    """Inspect the store."""
+    """Inspect the store, or copy runs between stores."""
 
 
 @store.command("info")
@@ -306,6 +307,38 @@ def store_info(context: click.Context, as_json: bool) -> None:
     for key, value in _info_rows(info):
         table.add_row(_text(key), _text(value))
     _console().print(table)
+
+
+@store.command("copy")
+@click.argument("source")
+@click.argument("target")
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"]),
+    default=None,
+    help="Only runs started at or after this UTC time (2026-12-01 or 2026-12-01T09:30).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as a JSON object.")
+def copy(source: str, target: str, since: Any, as_json: bool) -> None:
+    """Copy runs, steps and metadata from SOURCE to TARGET, ids and types kept.
+
+    Either may be a SQLite file (a URL or a path) or a PostgreSQL URL. Running
+    it again copies only what is new: later steps and final statuses."""
+    try:
+        counts = copy_store(source, target, since=since)
+    except ZenmetaError as error:
+        _fail(error)
+    except Exception as error:  # a server that cannot be reached, a broken file
+        _fail(RuntimeError(f"cannot copy: {type(error).__name__}: {error}"))
+    if as_json:
+        _echo_json(
+            {"runs": counts.runs, "steps": counts.steps, "metadata_sets": counts.metadata_sets}
+        )
+        return
+    click.echo(
+        f"copied {counts.runs} runs, {counts.steps} new steps and {counts.metadata_sets} "
+        f"metadata sets from {counts.source} to {counts.target}"
+    )
 
 
 def _info_rows(info: Mapping[str, Any]) -> Iterable[tuple[str, str]]:

@@ -35,6 +35,7 @@ from ..._records import (
     RunRecord,
     StepRecord,
 )
+from ..._redact import masked_url
 from . import retention
 from .query import compile_filter
 from .rows import Grouped, group_metadata, recorded_run, recorded_step
@@ -45,7 +46,6 @@ from .schema import (
     open_read_engine,
     runs,
     schema_info,
-    shown_url,
     sqlite_path,
     steps,
 )
@@ -81,14 +81,14 @@ class SQLStore:
             raise ConfigurationError(
                 f"durability must be 'batched' or 'immediate', not {durability!r}"
             )
-        self.url = url
+        self.url = masked_url(url)  # what is shown; the real URL stays in the engine
         self._follow_settings = durability is None
         self.durability: str = durability or settings.durability()
         self.engine = open_engine(url)
         self._dialect = self.engine.dialect.name
         self._writer = SQLWriter(
             self.engine,
-            url,
+            self.url,
             immediate=self.durability == "immediate",
             queue_size=queue_size,
             interval_s=interval_s,
@@ -237,7 +237,7 @@ class SQLStore:
 
     def describe(self) -> dict[str, Any]:
         """Where the store is and what it holds, for ``zenmeta store info``."""
-        path = sqlite_path(self.url)
+        path = sqlite_path(self.engine.url.render_as_string(hide_password=False))
         with self._reading() as connection:
             version = connection.execute(
                 select(schema_info.c.value).where(schema_info.c.name == "version")
@@ -277,7 +277,7 @@ class SQLStore:
             cause = getattr(error, "orig", None) or error
             first = (str(cause).strip().splitlines() or [""])[0]
             raise StoreError(
-                f"cannot read the store {shown_url(self.url)}: {type(cause).__name__}: {first}"
+                f"cannot read the store {masked_url(self.url)}: {type(cause).__name__}: {first}"
             ) from None
 
     def _runs(
@@ -358,13 +358,13 @@ class SQLReader(SQLStore):
         self._dialect = self.engine.dialect.name
 
     def __repr__(self) -> str:
-        return f"<SQLReader {shown_url(self.url)!r}>"
+        return f"<SQLReader {masked_url(self.url)!r}>"
 
     def save_run(self, record: RunRecord) -> None:
-        raise StoreError(f"{shown_url(self.url)} was opened to read; it takes no runs")
+        raise StoreError(f"{masked_url(self.url)} was opened to read; it takes no runs")
 
     def save_step(self, record: StepRecord) -> None:
-        raise StoreError(f"{shown_url(self.url)} was opened to read; it takes no steps")
+        raise StoreError(f"{masked_url(self.url)} was opened to read; it takes no steps")
 
     def flush(self) -> None:
         pass

@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from ..._errors import QueryError
+from ..._export import encodable_text
 from ..._filters import And, Compare, Field, Filter, Not, Or, compare_value, kind_of_value
 from ..._records import CRASHED, RUNNING
 from .schema import metadata_sets, runs, steps
@@ -152,7 +153,7 @@ class _Compiler:
             return (
                 func.jsonb_typeof(document.op("#>")(path)),
                 document.op("#>")(path),
-                document.op("#>>")(path),
+                document.op("#>>", return_type=Text)(path),
             )
         for key in field.path:
             if '"' in key:
@@ -200,6 +201,8 @@ class _Compiler:
     def compare(self, column: Any, kind: str, node: Compare) -> ColumnElement[bool]:
         """``column op value`` when the value is of ``kind``; false otherwise."""
         op, wanted = node.op, node.value
+        if self.postgres and kind == "text":  # as the store wrote text it cannot hold
+            wanted = tuple(map(_pg_text, wanted)) if op in ("in", "not in") else _pg_text(wanted)
         if op in ("in", "not in"):
             if kind_of_value(wanted[0]) != kind:
                 return false()
@@ -253,6 +256,13 @@ def _glob(pattern: str) -> str:
     if escaped:
         out.append("\\")
     return "".join(out)
+
+
+def _pg_text(value: Any) -> Any:
+    """Text as PostgreSQL holds it: a NUL or a lone surrogate as its visible escape."""
+    if not isinstance(value, str):
+        return value
+    return encodable_text(value.replace("\x00", "\\u0000"))
 
 
 def _postgres_like(pattern: str) -> str:

@@ -42,6 +42,7 @@ __all__ = [
     "recorded_run",
     "recorded_step",
     "group_metadata",
+    "normalized_document",
 ]
 
 Grouped = dict[str, dict[str, dict[str, MetadataType]]]
@@ -268,8 +269,34 @@ def group_metadata(rows: Iterable[Sequence[Any]]) -> Grouped:
     position, decoded into ``{entity_id: {source: {key: value}}}``."""
     grouped: Grouped = {}
     for entity_id, source, document, types in rows:
-        grouped.setdefault(entity_id, {})[source] = decode_documents(document, types)
+        if type(document) is str:
+            values = decode_documents(document, types)
+        else:
+            values = _from_jsonb(document, types)
+        grouped.setdefault(entity_id, {})[source] = values
     return grouped
+
+
+def _from_jsonb(document: bytes | Any, types: str) -> dict[str, MetadataType]:
+    """A PostgreSQL JSONB document (bytes from the driver) decoded as SQLite's is.
+
+    JSONB keeps its keys in its own order and numbers as ``numeric``, which
+    prints a float such as ``1e+20`` without a decimal point: the type map
+    (plain text, in recorded order) puts the keys back in order and makes
+    such a top-level value a float again. Inside lists and dicts, and for
+    ``-0.0``, PostgreSQL's normalisation stands (docs/configuration.md)."""
+    if isinstance(document, (bytes, bytearray, memoryview)):
+        document = bytes(document).decode("utf-8")
+    elif not isinstance(document, str):
+        document = _json(document)
+    values = decode_documents(document, types)
+    ordered: dict[str, MetadataType] = {}
+    for key, type_name in json.loads(types).items():
+        if key in values:
+            value = values.pop(key)
+            ordered[key] = float(value) if type_name == "float" and type(value) is int else value
+    ordered.update(values)
+    return ordered
 
 
 def _faults(raw: str | None) -> tuple[ComponentFault, ...]:
@@ -334,3 +361,19 @@ def recorded_step(row: Any, metadata: Mapping[str, Mapping[str, MetadataType]]) 
         faults=_faults(row.faults),
         dropped=_dropped(row.dropped),
     )
+
+
+def normalized_document(document: bytes | str | Any, types: str) -> str:
+    """A document read from ``JSONB`` as the writer wrote it: the codec's compact
+    JSON, keys in recorded order, a top-level float a float again (see
+    ``_from_jsonb``); for copying a PostgreSQL store into another store."""
+    if isinstance(document, (bytes, bytearray, memoryview)):
+        document = bytes(document).decode("utf-8")
+    values = json.loads(document) if isinstance(document, str) else document
+    ordered: dict[str, Any] = {}
+    for key, type_name in json.loads(types).items():
+        if key in values:
+            value = values.pop(key)
+            ordered[key] = float(value) if type_name == "float" and type(value) is int else value
+    ordered.update(values)
+    return _json(ordered)

@@ -6,7 +6,8 @@ time-ordered UUIDs, so their indexes grow at the end); times are integer
 nanoseconds since the epoch, as the core takes them. Each (entity, source)
 metadata set is one row holding one JSON document and its type map, which
 SQLite's and PostgreSQL's JSON functions can query:
-``SELECT json_extract(document, '$.accuracy') FROM zenmeta_metadata``.
+``SELECT json_extract(document, '$.accuracy') FROM zenmeta_metadata``; on
+PostgreSQL the document is ``JSONB``: ``SELECT document->>'accuracy' …``.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from sqlalchemy import (
     inspect,
     select,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 
 from ..._errors import StoreError, StoreNotFoundError
+from ..._redact import masked_url
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -46,17 +48,20 @@ __all__ = [
     "steps",
     "metadata_sets",
     "schema_info",
+    "processes",
+    "revisions",
     "open_engine",
     "open_read_engine",
     "ensure_schema",
     "file_identity",
-    "shown_url",
     "sqlite_path",
     "is_locked_error",
+    "is_connection_error",
 ]
 
-SCHEMA_VERSION = 1
-"""Bumped whenever a table changes; a store newer than this code is refused."""
+SCHEMA_VERSION = 2
+"""Bumped whenever a table changes, with a migration script in ``migrations/``
+(Alembic revision ``"%04d" % version``); a store newer than this code is refused."""
 
 BUSY_TIMEOUT_S = 30.0
 """How long SQLite waits for another writer's lock before reporting busy."""
@@ -112,6 +117,26 @@ steps = Table(
     Index("ix_zenmeta_steps_run", "run_id", "start_ns"),
 )
 
+processes = Table(  # version 2; nothing writes it yet (the worker-liveness work will)
+    "zenmeta_processes",
+    tables,
+    Column("id", String(32), primary_key=True),  # minted at process start, not the pid
+    Column("host", Text, nullable=False),
+    Column("boot_id", Text),  # /proc/sys/kernel/random/boot_id
+    Column("pid_namespace", BigInteger),  # inode of /proc/self/ns/pid
+    Column("pid", Integer, nullable=False),
+    Column("process_start", Float),
+    Column("start_ns", BigInteger, nullable=False),
+    Column("heartbeat_ns", BigInteger),
+    Column("exit_ns", BigInteger),  # a clean exit
+)
+
+revisions = Table(  # Alembic's version table, under zenmeta's prefix
+    "zenmeta_alembic_version",
+    tables,
+    Column("version_num", String(32), primary_key=True),
+)
+
 metadata_sets = Table(
     "zenmeta_metadata",
     tables,
@@ -120,7 +145,8 @@ metadata_sets = Table(
     Column("entity_kind", String(8), nullable=False),  # "run" or "step"
     Column("run_id", String(32), nullable=False),
     Column("position", Integer, nullable=False),  # keeps sources in recorded order
-    Column("document", Text, nullable=False),  # {"key": JSON value, ...}
+    # {"key": JSON value, ...}; JSONB on PostgreSQL, so that document->>'key' works
+    Column("document", Text().with_variant(JSONB(), "postgresql"), nullable=False),
     Column("types", Text, nullable=False),  # {"key": "type name", ...}
 )
 
@@ -140,6 +166,20 @@ def is_locked_error(error: BaseException) -> bool:
     """SQLite's 'database is locked' / 'busy': worth waiting and retrying."""
     text = str(getattr(error, "orig", error)).lower()
     return "locked" in text or "busy" in text
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """The server went away (restart, failover, network): worth reconnecting.
+
+    Only a server's driver counts: SQLite's ``OperationalError`` also means
+    a broken file, which no retry mends."""
+    if getattr(error, "connection_invalidated", False):
+        return True
+    cause = getattr(error, "orig", None) or error
+    if not type(cause).__module__.startswith(("psycopg", "psycopg2", "asyncpg", "pg8000")):
+        return False
+    names = {kind.__name__ for kind in type(cause).__mro__}
+    return bool(names & {"OperationalError", "InterfaceError"})
 
 
 def open_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
@@ -165,21 +205,17 @@ def open_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
         )
         _tune_sqlite(engine, synchronous)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        # Documents are JSON text already, and readers decode them with their
+        # types: the driver passes JSONB through as text, both ways.
+        engine = create_engine(
+            url, pool_pre_ping=True, json_serializer=_json_text, json_deserializer=_json_text
+        )
     try:
         ensure_schema(engine)
     except BaseException:
         engine.dispose()
         raise
     return engine
-
-
-def shown_url(url: str) -> str:
-    """``url`` as it may be printed: a password becomes ``***``."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
 
 
 def file_identity(path: str) -> tuple[int, int] | None:
@@ -200,7 +236,7 @@ def open_read_engine(url: str) -> Engine:
     to it either. Every failure is one ``StoreError`` line naming the store.
     """
     parsed = make_url(url)
-    shown = shown_url(url)
+    shown = masked_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = sqlite_path(url)
         if path is None:
@@ -274,6 +310,10 @@ def _one_line(error: BaseException) -> str:
     return f"{type(cause).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def _json_text(value: Any) -> Any:
+    return value
+
+
 def _tune_sqlite(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -307,33 +347,18 @@ def _retry_locked(action: Any, deadline_s: float = BUSY_TIMEOUT_S) -> Any:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create the tables once; refuse a store written by a newer zenmeta."""
-    for attempt in range(3):
-        try:
-            writing = engine.connect().execution_options(zenmeta_writer=True)
-            with writing as connection, connection.begin():
-                if not inspect(connection).has_table(schema_info.name):
-                    tables.create_all(connection)
-                    connection.execute(
-                        schema_info.insert().values(name="version", value=str(SCHEMA_VERSION))
-                    )
-                    return
-                found = connection.execute(
-                    select(schema_info.c.value).where(schema_info.c.name == "version")
-                ).scalar()
-            break
-        except DBAPIError:
-            # Two processes creating one PostgreSQL schema at once: the loser retries.
-            if attempt == 2:
-                raise
-    _check_version(repr(engine.url), int(found or 0))
+    """Create the tables, or migrate an older store, under the write lock."""
+    from .migrate import ensure_schema as create_or_migrate  # Alembic only to migrate
+
+    create_or_migrate(engine)
 
 
 def _check_version(shown: str, version: int) -> None:
+    """What a reader accepts: any version up to this code's. Readers never
+    migrate (they write nothing); an older store reads as it is, since each
+    migration so far only adds tables the readers do not use."""
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"the store {shown} has schema version {version}, newer than this "
             f"zenmeta understands ({SCHEMA_VERSION}); upgrade zenmeta to read it"
         )
-    if version < SCHEMA_VERSION:  # pragma: no cover - there is no older version yet
-        raise StoreError(f"the store has schema version {version}; no migration is known")

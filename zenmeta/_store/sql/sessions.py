@@ -1,7 +1,8 @@
 """How a batch of rows reaches the database, inside one transaction.
 
-Two ways with one interface. ``CoreSession`` is SQLAlchemy Core and works on
-every database SQLAlchemy knows. ``SQLiteSession`` talks to the ``sqlite3``
+Three ways with one interface. ``CoreSession`` is SQLAlchemy Core and works on
+every database SQLAlchemy knows; ``PostgresSession`` (``postgres.py``) copies
+rows into PostgreSQL through psycopg 3. ``SQLiteSession`` talks to the ``sqlite3``
 driver directly; measured on this project's 2-core benchmark machine
 (Python 3.11, SQLite 3.40), each of these mattered:
 
@@ -24,7 +25,7 @@ driver directly; measured on this project's 2-core benchmark machine
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..._records import RUNNING
@@ -85,16 +86,32 @@ class Session(Protocol):
         """Refresh the heartbeat of those runs that are still running."""
 
 
-def open_session(engine: Engine) -> Session:
+def open_session(
+    engine: Engine, durable: Callable[[], bool] = lambda: True, *, resending: bool = False
+) -> Session:
+    """The fastest session for the engine's driver; ``durable()`` says, at each
+    transaction, whether it must wait for the disk (immediate mode);
+    ``resending``: its first transaction may repeat one the server committed
+    just before the connection dropped (PostgreSQL then skips what is there)."""
     if engine.dialect.name == "sqlite":
         return SQLiteSession(engine)
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        from .postgres import PostgresSession
+
+        return PostgresSession(engine, durable, resending=resending)
     return CoreSession(engine)
 
 
 class CoreSession:
     """Any database, through SQLAlchemy Core."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        durable: Callable[[], bool] | None = None,
+        *,
+        resending: bool = False,  # a resent batch can fail on duplicate ids here
+    ) -> None:
         self._connection = engine.connect().execution_options(zenmeta_writer=True)
 
     def begin(self) -> None:

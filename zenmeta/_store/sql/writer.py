@@ -7,8 +7,11 @@ A full queue makes the caller wait: records are never dropped to keep up.
 In immediate mode the caller writes its own record before returning, and
 the thread only refreshes the heartbeat of this process's open runs.
 
-A batch that cannot be written (unwritable file, disk full, a lock held
-for minutes) is reported once as a warning on the ``zenmeta`` logger and
+A lost connection (a server restarting, a failover) keeps the batch: the
+writer reconnects with backoff for as long as it waits out a locked file,
+while the bounded queue makes steps wait. A batch that cannot be written
+(unwritable file, disk full, a lock held or a server gone for minutes) is
+reported once as a warning on the ``zenmeta`` logger and
 remembered, so that ``flush()`` in strict mode raises ``StoreError``.
 
 A thread idle for ``IDLE_S`` with no run of this process open exits and
@@ -38,6 +41,7 @@ from .rows import FULL_METADATA, add_step_rows, metadata_rows, run_row
 from .schema import (
     ensure_schema,
     file_identity,
+    is_connection_error,
     is_locked_error,
     metadata_sets,
     runs,
@@ -72,7 +76,8 @@ IDLE_S = 5.0
 process to keep alive, gives back its thread and connection."""
 
 LOCKED_RETRY_S = 120.0
-"""How long a batch keeps retrying a locked database before it is reported."""
+"""How long a batch keeps retrying a locked database, or reconnecting to a
+server that went away, before it is reported."""
 
 Record = RunRecord | StepRecord
 
@@ -360,13 +365,16 @@ class SQLWriter:
         """Run ``work`` in one write transaction; wait out locks, report the rest."""
         give_up = time.monotonic() + LOCKED_RETRY_S
         delay = 0.05
+        resending = False
         while True:
             try:
                 if self._path is not None:
                     self._follow_file(self._path)
                 session = self._session
                 if session is None:
-                    session = self._session = open_session(self.engine)
+                    session = self._session = open_session(
+                        self.engine, self._durable, resending=resending
+                    )
                 session.begin()
                 try:
                     work(session)
@@ -377,6 +385,13 @@ class SQLWriter:
                 return
             except Exception as error:
                 if is_locked_error(error) and time.monotonic() < give_up:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                if is_connection_error(error) and time.monotonic() < give_up:
+                    self._discard_session()  # reconnect: the batch is kept
+                    resending = True  # its commit may have reached the server
+                    self._warn_once(f"lost the connection to {self.url!r}; reconnecting")
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
@@ -406,6 +421,14 @@ class SQLWriter:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         ensure_schema(self.engine)
         self._identity = file_identity(path)
+
+    def _durable(self) -> bool:
+        return self.immediate
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            warn("zenmeta: %s", message)
 
     def _discard_session(self) -> None:
         session, self._session = self._session, None

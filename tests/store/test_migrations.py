@@ -1,0 +1,159 @@
+"""Schema migrations: a version-1 store upgrades in place, once, and reads back unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path as FilePath
+from typing import Any
+
+import pytest
+import sqlalchemy
+
+import zenmeta
+from zenmeta._store import close_stores
+from zenmeta._store.sql import SQLStore
+from zenmeta._store.sql.schema import SCHEMA_VERSION
+
+FIXTURES = FilePath(__file__).parent / "fixtures"
+
+
+def _v1_copy(tmp_path: FilePath) -> str:
+    """The committed version-1 file (written by zenmeta before migrations), copied."""
+    target = tmp_path / "old" / "zenmeta.db"
+    target.parent.mkdir()
+    shutil.copyfile(FIXTURES / "v1.db", target)
+    return f"sqlite:///{target}"
+
+
+def _rows(url: str, statement: str) -> list[Any]:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            result = connection.execute(sqlalchemy.text(statement))
+            return list(result.all()) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        return set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _v1_postgres(url: str) -> str:
+    """A PostgreSQL store taken back to version 1: what version-1 code created there."""
+    SQLStore(url).close()
+    _rows(url, "DROP TABLE zenmeta_processes")
+    _rows(url, "DROP TABLE zenmeta_alembic_version")
+    _rows(url, "UPDATE zenmeta_schema SET value = '1' WHERE name = 'version'")
+    return url
+
+
+def _exported(url: str) -> list[dict[str, Any]]:
+    client = zenmeta.Client(url)
+    return [client.export_run(str(run.id)) for run in client.list_runs()]
+
+
+def test_a_version_1_file_upgrades_in_place_and_reads_back_unchanged(tmp_path: FilePath) -> None:
+    """Every run, step and value the version-1 code read from the file, read
+    again after the upgrade; the old file is kept beside it; the new table is there."""
+    url = _v1_copy(tmp_path)
+    path = url.removeprefix("sqlite:///")
+    assert _rows(url, "SELECT value FROM zenmeta_schema") == [("1",)]
+    expected = json.loads((FIXTURES / "v1.json").read_text(encoding="utf-8"))
+    assert json.loads(json.dumps(_exported(url))) == expected  # a reader reads it as it is
+    assert _rows(url, "SELECT value FROM zenmeta_schema") == [("1",)]  # and changes nothing
+    SQLStore(url).close()  # the first writer migrates it
+    assert json.loads(json.dumps(_exported(url))) == expected
+    assert zenmeta.Client(url).store_info()["schema_version"] == SCHEMA_VERSION == 2
+    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0002",)]
+    assert "zenmeta_processes" in _tables(url)
+    close_stores()
+    with sqlite3.connect(f"{path}.v1.bak") as backup:
+        assert backup.execute("SELECT value FROM zenmeta_schema").fetchall() == [("1",)]
+        names = {row[0] for row in backup.execute("SELECT name FROM sqlite_master")}
+        assert "zenmeta_processes" not in names and "zenmeta_runs" in names
+    assert SQLStore(url).describe()["runs"] == len(expected)  # opening again changes nothing
+
+
+def test_an_upgraded_store_takes_new_runs(tmp_path: FilePath) -> None:
+    """After the upgrade the store is an ordinary current store."""
+    url = _v1_copy(tmp_path)
+    zenmeta.configure(store=url)
+    with zenmeta.pipeline_run("after", run_name="after-upgrade"):
+        zenmeta.log_metadata({"fine": True})
+    runs = zenmeta.Client(url).list_runs()
+    assert runs[0].name == "after-upgrade" and runs[0].metadata["user"] == {"fine": True}
+    assert len(runs) == 3
+
+
+_OPEN_AT_ONCE = """
+import logging, sys, time
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+from zenmeta._store.sql import SQLStore
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+store = SQLStore(sys.argv[1])
+print(store.describe()["schema_version"])
+store.close()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_processes_opening_an_old_store_at_once_migrate_it_once(
+    backend: str, tmp_path: FilePath, request: pytest.FixtureRequest
+) -> None:
+    """Both open it (the lock makes the second wait); one migrates, one finds it done."""
+    if backend == "sqlite":
+        url = _v1_copy(tmp_path)
+    else:
+        from conftest import fresh_store_url
+
+        url = _v1_postgres(fresh_store_url(request, backend, tmp_path))
+    go = time.time() + 1.5
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(_OPEN_AT_ONCE), url, str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
+        )
+        for _ in range(2)
+    ]
+    outputs = [child.communicate(timeout=120) for child in children]
+    assert [child.returncode for child in children] == [0, 0], outputs
+    assert [out.strip() for out, _ in outputs] == [str(SCHEMA_VERSION)] * 2
+    upgrades = [line for _, err in outputs for line in err.splitlines() if "upgraded" in line]
+    assert len(upgrades) == 1, outputs
+    assert "from schema version 1 to 2" in upgrades[0]
+    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0002",)]
+    if backend == "sqlite":
+        expected = json.loads((FIXTURES / "v1.json").read_text(encoding="utf-8"))
+        assert json.loads(json.dumps(_exported(url))) == expected
+
+
+def test_a_new_store_is_created_current_without_importing_alembic(tmp_path: FilePath) -> None:
+    """Alembic loads only to migrate: a new store is created whole and stamped."""
+    url = f"sqlite:///{tmp_path}/new.db"
+    code = (
+        "import sys; from zenmeta._store.sql import SQLStore; "
+        f"SQLStore({url!r}).close(); SQLStore({url!r}).close(); "
+        "print('alembic' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["False"]
+    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0002",)]
+    assert _rows(url, "SELECT value FROM zenmeta_schema WHERE name = 'version'") == [("2",)]

@@ -1,0 +1,1 @@
+"""One module per schema version (Alembic revisions ``0001``, ``0002``, …)."""
