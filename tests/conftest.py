@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 import zenmeta
-from zenmeta import _store
+from zenmeta import _log, _store
 from zenmeta._tracking import components as _components
 from zenmeta._tracking import context as _context
 from zenmeta.testing import InMemoryStore, recording
@@ -28,6 +28,7 @@ def _reset() -> None:
     for run in _context.detached_runs():
         _context.remove_detached(run)
     _store.close_stores()
+    _log.forget_warnings()
 
 
 @pytest.fixture(autouse=True)

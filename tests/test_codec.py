@@ -7,6 +7,7 @@ import enum
 import json
 import math
 import pathlib
+import time
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from zenmeta import DType, Path, StorageSize, Uri
 from zenmeta._codec import (
+    MAX_KEYS_PER_RECORD,
     MAX_VALUE_BYTES,
     Dropped,
     Encoded,
@@ -26,6 +28,7 @@ from zenmeta._codec import (
     encode_metadata,
     encode_value,
     join_documents,
+    round_trip_sets,
 )
 
 
@@ -227,3 +230,40 @@ def test_str_fallback_carries_a_note() -> None:
     assert isinstance(encoded, Encoded)
     assert (decode_value(encoded.text, encoded.type_name), encoded.type_name) == ("thing!", "str")
     assert encoded.note is not None and "Thing" in encoded.note
+
+
+def test_a_huge_list_is_refused_before_it_is_converted() -> None:
+    """A list of 10**7 ints is dropped in well under a second, not after seconds."""
+    values = list(range(10**7))
+    started = time.perf_counter()
+    _, dropped, _ = encode_metadata({"big": values, "kept": 1})
+    assert time.perf_counter() - started < 0.2
+    assert [d.key for d in dropped] == ["big"]
+
+
+def test_an_int_json_cannot_write_is_dropped_by_the_codec() -> None:
+    """An int of thousands of digits is the codec's drop, never the writer's failure."""
+    encoded, dropped, _ = encode_metadata({"huge": 10**5000, "nested": [10**5000], "ok": 10**100})
+    assert sorted(d.key for d in dropped) == ["huge", "nested"]
+    assert encoded.values == {"ok": 10**100}
+
+
+def test_sets_of_tuples_round_trip() -> None:
+    """A set or frozenset of tuples comes back as one, not as a TypeError."""
+    encoded, _, _ = encode_metadata({"s": {(1, "a"), (2, (3,))}, "f": frozenset({(0,)})})
+    assert round_trip_sets({"u": encoded}) == {"u": {"s": {(1, "a"), (2, (3,))}, "f": {(0,)}}}
+
+
+def test_too_many_keys_for_one_record_are_cut_visibly() -> None:
+    """Past the per-record key limit, new keys are dropped with one `*` entry."""
+    from zenmeta._tracking.metadata import collect_metadata
+
+    sets: dict[str, Any] = {}
+    dropped: list[Any] = []
+    started = time.perf_counter()
+    collect_metadata(sets, dropped, "user", {f"k{i}": i for i in range(MAX_KEYS_PER_RECORD + 500)})
+    collect_metadata(sets, dropped, "other", {"late": 1, "later": "x"})
+    assert time.perf_counter() - started < 1.0
+    assert sum(len(s) for s in sets.values()) == MAX_KEYS_PER_RECORD
+    assert [(d.source, d.key) for d in dropped] == [("user", "*"), ("other", "*")]
+    assert "500" in dropped[0].reason and "limit" in dropped[0].reason

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, NamedTuple
 
+from ._errors import describe_error
 from ._values import DType, MetadataType, Path, StorageSize, Uri
 
 __all__ = [
@@ -24,6 +25,9 @@ __all__ = [
     "MAX_KEY_LENGTH",
     "MAX_VALUE_BYTES",
     "MAX_ARRAY_ITEMS",
+    "MAX_INT_DIGITS",
+    "MAX_KEYS_PER_RECORD",
+    "MAX_BYTES_PER_RECORD",
     "Encoded",
     "Dropped",
     "MetadataSet",
@@ -34,12 +38,24 @@ __all__ = [
     "join_documents",
     "decode_documents",
     "round_trip_sets",
+    "UNDECODABLE",
 ]
 
 MAX_DEPTH = 32
 MAX_KEY_LENGTH = 255
 MAX_VALUE_BYTES = 64 * 1024
 MAX_ARRAY_ITEMS = 10_000
+MAX_INT_DIGITS = 600
+"""Longer ints are dropped: JSON writes ints in decimal, and Python refuses to
+turn an int of more than 4,300 digits (640 at the strictest setting) into
+text; so the codec, not the writer, is where such an int stops."""
+MAX_KEYS_PER_RECORD = 10_000
+"""Keys one step or run keeps, all sources together; later new keys are
+dropped, with one ``*`` entry saying how many."""
+MAX_BYTES_PER_RECORD = 4 * 1024 * 1024
+"""About how much text one step or run keeps, all sources together."""
+
+_INT_LIMIT = 10**MAX_INT_DIGITS
 
 # Non-finite floats have no JSON token; they travel as {"$float": "NaN"}.
 # A user dict whose only key starts with "$" is wrapped in {"$dict": ...}
@@ -54,9 +70,16 @@ _BY_TYPE_NAME: dict[str, Callable[[Any], Any]] = {
     "DType": DType,
     "StorageSize": StorageSize,
     "tuple": tuple,
-    "set": set,
-    "frozenset": frozenset,
+    "set": lambda items: set(map(_hashable, items)),
+    "frozenset": lambda items: frozenset(map(_hashable, items)),
 }
+
+
+def _hashable(item: Any) -> Any:
+    """A set's member back from JSON: its tuples (stored as lists) as tuples."""
+    if isinstance(item, list):
+        return tuple(map(_hashable, item))
+    return item
 
 
 class Encoded(NamedTuple):
@@ -127,7 +150,7 @@ def _encode(value: object) -> Encoded:
     if kind is str:
         return _encode_str(value, "str")  # type: ignore[arg-type]
     if kind is int:
-        return _encoded(value, "int")
+        return _encoded(_checked_int(value), "int")  # type: ignore[arg-type]
     if kind is float:
         return _encoded(_float_json(value), "float")  # type: ignore[arg-type]
     if kind is bool:
@@ -137,7 +160,7 @@ def _encode(value: object) -> Encoded:
     name = _special_name(value)
     if name is not None:
         if name == "StorageSize":
-            return _encoded(int(value), name)  # type: ignore[call-overload]
+            return _encoded(_checked_int(int(value)), name)  # type: ignore[call-overload]
         return _encode_str(str.__str__(value), name)
     notes: list[str] = []
     converted = _to_json(value, 0, set(), notes)
@@ -152,6 +175,12 @@ def _encode(value: object) -> Encoded:
         if size > MAX_VALUE_BYTES:
             raise _Drop(f"encodes to {size} bytes, over the {MAX_VALUE_BYTES}-byte limit")
     return _encoded(converted, type_name, "; ".join(notes) or None)
+
+
+def _checked_int(value: int) -> int:
+    if -_INT_LIMIT < value < _INT_LIMIT:
+        return value
+    raise _Drop(f"an int of more than {MAX_INT_DIGITS} digits; log it as text or a float")
 
 
 def _encode_str(text: str, type_name: str) -> Encoded:
@@ -203,15 +232,16 @@ def _to_json(value: object, depth: int, active: set[int], notes: list[str]) -> A
     if isinstance(value, str):
         return value if _special_name(value) else str.__str__(value)
     if isinstance(value, int):
-        return int(value)
+        return _checked_int(int(value))
     if isinstance(value, float):
         return _float_json(float(value))
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         if isinstance(value, numpy.ndarray):
-            if value.size > MAX_ARRAY_ITEMS:
+            if value.size > MAX_ARRAY_ITEMS or value.nbytes > 8 * MAX_VALUE_BYTES:
                 raise _Drop(
-                    f"array of {value.size} items exceeds {MAX_ARRAY_ITEMS}; log a summary instead"
+                    f"array of {value.size} items ({value.nbytes} bytes) exceeds "
+                    f"{MAX_ARRAY_ITEMS} items; log a summary instead"
                 )
             return _to_json(value.tolist(), depth, active, notes)
         if isinstance(value, numpy.generic):
@@ -219,6 +249,15 @@ def _to_json(value: object, depth: int, active: set[int], notes: list[str]) -> A
         if isinstance(value, numpy.dtype):
             return DType(value)
     if isinstance(value, (Mapping, list, tuple, set, frozenset)):
+        # Checked before converting: n items take at least 2n+1 bytes of JSON
+        # ("[1,2]"), n entries 5n+1 ('{"":0}'), so a list of 10**7 ints is
+        # refused at once instead of after seconds of conversion.
+        least = (5 if isinstance(value, Mapping) else 2) * len(value) + 1
+        if least > MAX_VALUE_BYTES:
+            raise _Drop(
+                f"{len(value)} items encode to over the {MAX_VALUE_BYTES}-byte limit; "
+                "log a summary instead"
+            )
         marker = id(value)
         if marker in active:
             raise _Drop("recursive container")
@@ -341,7 +380,7 @@ def encode_metadata(
                 values[key] = value
                 types[key] = "float"
                 continue
-            if kind is int or kind is bool:
+            if kind is bool or (kind is int and -_INT_LIMIT < value < _INT_LIMIT):
                 values[key] = value
                 types[key] = kind.__name__
                 continue
@@ -365,7 +404,8 @@ def encode_metadata(
             dropped.append(Dropped(key, str(drop)))
             continue
         except Exception as error:  # a hostile __eq__/__len__/__iter__ and the like
-            dropped.append(Dropped(key, f"encoding raised {type(error).__name__}: {error}"))
+            kind_name, message = describe_error(error)
+            dropped.append(Dropped(key, f"encoding raised {kind_name}: {message}"))
             continue
         values[key] = encoded.value
         types[key] = encoded.type_name
@@ -392,15 +432,44 @@ def round_trip_sets(sets: Mapping[str, MetadataSet]) -> dict[str, dict[str, Meta
     return {source: decode_documents(*join_documents(values)) for source, values in sets.items()}
 
 
-def decode_documents(document: str, types: str) -> dict[str, MetadataType]:
-    """The inverse of ``join_documents``: every value with its type restored."""
-    values = json.loads(document)
-    type_names: dict[str, str] = json.loads(types)
+def decode_documents(
+    document: str, types: str, problems: list[tuple[str, str]] | None = None
+) -> dict[str, MetadataType]:
+    """The inverse of ``join_documents``: every value with its type restored.
+
+    Decoded value by value: one that cannot be restored reads as an
+    ``UNDECODABLE`` placeholder text, a document that is not JSON as one
+    placeholder under ``*``; each is noted in ``problems`` as (key, reason).
+    Never raises, so one damaged value never fails a reader.
+    """
+    try:
+        values = json.loads(document)
+        type_names = json.loads(types) if types else {}
+        if not isinstance(values, dict) or not isinstance(type_names, dict):
+            raise TypeError("not a JSON object")
+    except Exception as error:
+        return {"*": _undecodable("*", error, problems)}
     tagged = '"$' in document
-    return {
-        key: restore_value(_untag(value) if tagged else value, type_names.get(key, ""))
-        for key, value in values.items()
-    }
+    decoded: dict[str, MetadataType] = {}
+    for key, value in values.items():
+        try:
+            restored = _untag(value) if tagged else value
+            decoded[key] = restore_value(restored, type_names.get(key, ""))
+        except Exception as error:
+            decoded[key] = _undecodable(key, error, problems)
+    return decoded
+
+
+UNDECODABLE = "<undecodable"
+"""How a stored value that cannot be restored starts when read back."""
+
+
+def _undecodable(key: str, error: Exception, problems: list[tuple[str, str]] | None) -> str:
+    kind, message = describe_error(error)
+    reason = f"the stored value cannot be decoded: {kind}: {message}"
+    if problems is not None:
+        problems.append((key, reason))
+    return f"{UNDECODABLE} {kind}>"
 
 
 def decode_value(text: str, type_name: str) -> MetadataType:

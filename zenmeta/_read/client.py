@@ -38,6 +38,14 @@ class Client:
         self.reader: RecordReader = chosen
         self.url: str = getattr(chosen, "url", repr(chosen))
 
+    def _read(self) -> RecordReader:
+        """The reader, once this process's queued records for it are written:
+        a run read inside its own ``with`` block is found."""
+        from .._store import flush_for_reading
+
+        flush_for_reading(self.reader)
+        return self.reader
+
     def list_runs(
         self,
         *,
@@ -52,7 +60,7 @@ class Client:
         ``status="crashed"`` finds runs whose process died while they ran.
         """
         return RunList(
-            self.reader.list_runs(
+            self._read().list_runs(
                 pipeline=pipeline, status=status, since=since, limit=limit, offset=offset
             )
         )
@@ -62,7 +70,7 @@ class Client:
         text = str(ref).strip()
         if not text:
             raise RunNotFoundError("an empty run reference matches nothing")
-        matches = self.reader.find_runs(text)
+        matches = self._read().find_runs(text)
         if not matches:
             raise RunNotFoundError(f"no run has the id, id prefix or name {text!r}")
         if len(matches) > 1:
@@ -77,7 +85,7 @@ class Client:
     ) -> StepList:
         """A run's steps in execution order, each with its parent step's id."""
         run_id = run.id if isinstance(run, RecordedRun) else self.get_run(run).id
-        return StepList(self.reader.list_steps(run_id, limit=limit, offset=offset))
+        return StepList(self._read().list_steps(run_id, limit=limit, offset=offset))
 
     def get_step(self, step_id: str | UUID) -> RecordedStep:
         """One step by its full id."""
@@ -87,7 +95,7 @@ class Client:
             key = step_id if isinstance(step_id, UUID) else UUID(str(step_id))
         except ValueError:
             raise RunNotFoundError(f"{step_id!r} is not a step id") from None
-        step = self.reader.get_step(key)
+        step = self._read().get_step(key)
         if step is None:
             raise RunNotFoundError(f"no step has the id {step_id}")
         return step

@@ -15,10 +15,18 @@ import threading
 
 from .._config import settings
 from .._errors import StoreError
-from .._log import warn
+from .._errors import describe_error
+from .._log import warn, warn_throttled
 from .._records import RecordStore, RunRecord, StepRecord
 
-__all__ = ["resolve_store", "open_store", "flush", "close_stores", "report_store_fault"]
+__all__ = [
+    "resolve_store",
+    "open_store",
+    "flush",
+    "flush_for_reading",
+    "close_stores",
+    "report_store_fault",
+]
 
 _open: dict[str, RecordStore] = {}
 _used: list[RecordStore] = []
@@ -90,17 +98,13 @@ def resolve_store() -> RecordStore:
     return store
 
 
-_reported: set[str] = set()
-
-
 def report_store_fault(what: str, error: BaseException) -> None:
-    """Warn (once per message) that records were not stored; raise if strict."""
-    message = f"zenmeta: {what}: {type(error).__name__}: {error}; the run goes on unrecorded"
+    """Warn (once per cause and interval) that records were not stored; raise if strict."""
+    error_type, detail = describe_error(error)
+    message = f"zenmeta: {what}: {error_type}: {detail}; the run goes on unrecorded"
     if settings.strict():
         raise StoreError(message) from error
-    if message not in _reported:
-        _reported.add(message)
-        warn(message)
+    warn_throttled(f"{what}: {error_type}: {detail}", "%s", message)
 
 
 def flush() -> None:
@@ -116,6 +120,18 @@ def flush() -> None:
             report_store_fault(f"cannot flush {store.url!r}", error)
 
 
+def flush_for_reading(reader: object) -> None:
+    """Before a read in this process: write what this process queued for
+    that store, so a reader sees its own open run. Costs nothing when the
+    store has nothing queued (it says so through ``has_queued()``)."""
+    has_queued = getattr(reader, "has_queued", None)
+    if callable(has_queued) and has_queued():
+        try:
+            reader.flush()  # type: ignore[attr-defined]
+        except Exception as error:
+            report_store_fault(f"cannot flush {getattr(reader, 'url', reader)!r}", error)
+
+
 def close_stores() -> None:
     """Flush and close every store this process opened; runs at exit."""
     with _lock:
@@ -126,7 +142,7 @@ def close_stores() -> None:
         try:
             store.close()
         except Exception as error:  # at exit there is nobody left to raise to
-            warn("zenmeta: closing %r failed: %s", store.url, error)
+            warn("zenmeta: closing %r failed: %s", store.url, describe_error(error)[1])
 
 
 atexit.register(close_stores)

@@ -10,7 +10,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, Literal
 
-__all__ = ["Kind", "accepts_keyword", "kind_of"]
+__all__ = ["Kind", "accepts_keyword", "check_name", "kind_of", "step_name_of"]
 
 Kind = Literal["function", "coroutine", "generator", "async_generator"]
 
@@ -51,3 +51,28 @@ def accepts_keyword(fn: Callable[..., Any], keyword: str) -> bool:
     if code.co_flags & _CO_VARKEYWORDS:  # takes **kwargs
         return True
     return keyword in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+
+
+def step_name_of(target: Any) -> str:
+    """A step's default name: ``Trainer.fit`` for a method (its qualified
+    name, without the ``<locals>`` of an enclosing function), the function's
+    name for a ``functools.partial``, the class's for a callable object."""
+    for _ in range(100):  # bounded, as above: partials can nest
+        if not isinstance(target, functools.partial):
+            break
+        target = target.func
+    name = getattr(target, "__qualname__", None)
+    if not isinstance(name, str) or not name:
+        name = getattr(target, "__name__", None)
+    if not isinstance(name, str) or not name:
+        name = getattr(type(target), "__qualname__", "") or "step"
+    return name.rpartition("<locals>.")[2] or "step"
+
+
+def check_name(value: object, what: str) -> str:
+    """A name given by the user: text, not empty; refused at the call otherwise."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{what} must not be empty")
+    return str.__str__(value)

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Select, func, select
 from ..._config import Durability, settings
 from ..._errors import ConfigurationError
 from ..._records import CRASHED, RUNNING, RecordedRun, RecordedStep, RunRecord, StepRecord
-from .rows import Grouped, group_metadata, recorded_run, recorded_step
+from .rows import Grouped, Undecodable, group_metadata, recorded_run, recorded_step
 from .schema import (
     SCHEMA_VERSION,
     metadata_sets,
@@ -86,10 +86,11 @@ class SQLStore:
     def save_run(self, record: RunRecord) -> None:
         if self._follow_settings and record.end_ns is None:
             self._use(settings.durability())
-        if self._writer.immediate:
-            self._writer.write_now(record)
+        writer = self._writer
+        if writer.immediate:
+            writer.write_now(record)
         else:
-            self._writer.put(record)
+            writer.put(record, urgent=writer.announce(record))
 
     def save_step(self, record: StepRecord) -> None:
         writer = self._writer
@@ -105,6 +106,10 @@ class SQLStore:
         """Block until every accepted record is stored; strict mode raises
         ``StoreError`` if some could not be."""
         self._writer.flush()
+
+    def has_queued(self) -> bool:
+        """Whether records of this process are queued or being written."""
+        return self._writer.busy()
 
     def close(self) -> None:
         self._writer.close()
@@ -171,8 +176,9 @@ class SQLStore:
         )
         with self._reading() as connection:
             rows = connection.execute(query).all()
-            grouped = _metadata(connection, "step", [row.id for row in rows])
-        return [recorded_step(row, grouped.get(row.id, {})) for row in rows]
+            bad: Undecodable = {}
+            grouped = _metadata(connection, "step", [row.id for row in rows], bad)
+        return [recorded_step(row, grouped.get(row.id, {}), bad.get(row.id, ())) for row in rows]
 
     def get_step(self, step_run_id: UUID) -> RecordedStep | None:
         key = step_run_id.hex
@@ -180,8 +186,9 @@ class SQLStore:
             row = connection.execute(select(steps).where(steps.c.id == key)).first()
             if row is None:
                 return None
-            grouped = _metadata(connection, "step", [key])
-        return recorded_step(row, grouped.get(key, {}))
+            bad: Undecodable = {}
+            grouped = _metadata(connection, "step", [key], bad)
+        return recorded_step(row, grouped.get(key, {}), bad.get(key, ()))
 
     def describe(self) -> dict[str, Any]:
         """Where the store is and what it holds, for ``zenmeta store info``."""
@@ -221,7 +228,8 @@ class SQLStore:
     def _runs(self, connection: Connection, query: Select[Any]) -> list[RecordedRun]:
         rows = connection.execute(query).all()
         ids = [row.id for row in rows]
-        grouped = _metadata(connection, "run", ids)
+        bad: Undecodable = {}
+        grouped = _metadata(connection, "run", ids, bad)
         counts: dict[str, int] = {}
         for chunk in _chunks(ids):
             counts.update(
@@ -233,11 +241,16 @@ class SQLStore:
             )
         now = time.time_ns()
         return [
-            recorded_run(row, grouped.get(row.id, {}), counts.get(row.id, 0), now) for row in rows
+            recorded_run(
+                row, grouped.get(row.id, {}), counts.get(row.id, 0), now, bad.get(row.id, ())
+            )
+            for row in rows
         ]
 
 
-def _metadata(connection: Connection, kind: str, ids: Sequence[str]) -> Grouped:
+def _metadata(
+    connection: Connection, kind: str, ids: Sequence[str], undecodable: Undecodable
+) -> Grouped:
     grouped: Grouped = {}
     columns = (
         metadata_sets.c.entity_id,
@@ -251,7 +264,7 @@ def _metadata(connection: Connection, kind: str, ids: Sequence[str]) -> Grouped:
             .where(metadata_sets.c.entity_kind == kind, metadata_sets.c.entity_id.in_(chunk))
             .order_by(metadata_sets.c.entity_id, metadata_sets.c.position)
         )
-        grouped.update(group_metadata(rows))
+        grouped.update(group_metadata(rows, undecodable))
     return grouped
 
 
@@ -288,5 +301,33 @@ def _after_fork_in_child() -> None:
         store._writer.forget_after_fork()
 
 
+_held_over_fork: list[Any] = []
+
+
+def _before_fork() -> None:
+    """Never fork mid-transaction: SQLite's per-file lock bookkeeping would be
+    copied into the child as held by a connection it does not have, and every
+    write of the child would then wait for a lock nobody will release. A
+    writer's lock is held while it writes, so taking it waits out the write."""
+    for store in list(_open_stores):
+        lock = store._writer._lock
+        lock.acquire()
+        _held_over_fork.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_over_fork:
+        _held_over_fork.pop().release()
+
+
+def _after_fork_in_child_released() -> None:
+    _held_over_fork.clear()  # the child's writers get new locks
+    _after_fork_in_child()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child_released,
+    )

@@ -41,6 +41,7 @@ __all__ = [
     "recorded_run",
     "recorded_step",
     "group_metadata",
+    "Undecodable",
 ]
 
 Grouped = dict[str, dict[str, dict[str, MetadataType]]]
@@ -268,21 +269,52 @@ def _json_encoder() -> tuple[Callable[[Any], str], Callable[[Any, int], Iterable
 _json, _json_chunks = _json_encoder()
 
 
-def group_metadata(rows: Iterable[Sequence[Any]]) -> Grouped:
+Undecodable = dict[str, list[DroppedValue]]
+"""By entity id: the stored values that could not be decoded, as drops."""
+
+
+def group_metadata(
+    rows: Iterable[Sequence[Any]], undecodable: Undecodable | None = None
+) -> Grouped:
     """``(entity_id, source, document, types)`` rows, ordered by entity then
-    position, decoded into ``{entity_id: {source: {key: value}}}``."""
+    position, decoded into ``{entity_id: {source: {key: value}}}``; a value
+    that cannot be decoded is a placeholder, noted in ``undecodable``."""
     grouped: Grouped = {}
     for entity_id, source, document, types in rows:
-        grouped.setdefault(entity_id, {})[source] = decode_documents(document, types)
+        problems: list[tuple[str, str]] = []
+        grouped.setdefault(entity_id, {})[source] = decode_documents(document, types, problems)
+        if problems and undecodable is not None:
+            undecodable.setdefault(entity_id, []).extend(
+                DroppedValue(source, key, reason) for key, reason in problems
+            )
     return grouped
 
 
+def _loads(raw: str | None, build: Callable[..., Any]) -> tuple[Any, ...]:
+    """A stored JSON list of records; the callers turn damage into a placeholder."""
+    return () if not raw else tuple(build(*item) for item in json.loads(raw))
+
+
 def _faults(raw: str | None) -> tuple[ComponentFault, ...]:
-    return () if not raw else tuple(ComponentFault(*item) for item in json.loads(raw))
+    try:
+        return _loads(raw, ComponentFault)
+    except Exception:
+        return (ComponentFault("<undecodable>", "", "", "the stored faults cannot be decoded"),)
 
 
 def _dropped(raw: str | None) -> tuple[DroppedValue, ...]:
-    return () if not raw else tuple(DroppedValue(*item) for item in json.loads(raw))
+    try:
+        return _loads(raw, DroppedValue)
+    except Exception:
+        return (DroppedValue("<undecodable>", "*", "the stored drops cannot be decoded"),)
+
+
+def _tags(raw: str | None) -> tuple[str, ...]:
+    try:
+        tags = json.loads(raw or "[]")
+        return tuple(str(tag) for tag in tags) if isinstance(tags, list) else ()
+    except Exception:
+        return ()
 
 
 def _uuid(raw: str | None) -> UUID | None:
@@ -290,7 +322,11 @@ def _uuid(raw: str | None) -> UUID | None:
 
 
 def recorded_run(
-    row: Any, metadata: Mapping[str, Mapping[str, MetadataType]], step_count: int, now_ns: int
+    row: Any,
+    metadata: Mapping[str, Mapping[str, MetadataType]],
+    step_count: int,
+    now_ns: int,
+    undecodable: Sequence[DroppedValue] = (),
 ) -> RecordedRun:
     """A run as readers see it: ``crashed`` when its writer died while it ran."""
     status: Status = row.status
@@ -303,7 +339,7 @@ def recorded_run(
         name=row.name,
         pipeline_name=row.pipeline_name,
         parent_run_id=_uuid(row.parent_run_id),
-        tags=tuple(json.loads(row.tags)),
+        tags=_tags(row.tags),
         status=status,
         start_time=utc_from_ns(row.start_ns),
         end_time=None if row.end_ns is None else utc_from_ns(row.end_ns),
@@ -313,12 +349,16 @@ def recorded_run(
         error_message=row.error_message,
         metadata=metadata,
         faults=_faults(row.faults),
-        dropped=_dropped(row.dropped),
+        dropped=_dropped(row.dropped) + tuple(undecodable),
         step_count=step_count,
     )
 
 
-def recorded_step(row: Any, metadata: Mapping[str, Mapping[str, MetadataType]]) -> RecordedStep:
+def recorded_step(
+    row: Any,
+    metadata: Mapping[str, Mapping[str, MetadataType]],
+    undecodable: Sequence[DroppedValue] = (),
+) -> RecordedStep:
     return RecordedStep(
         id=UUID(hex=row.id),
         run_id=UUID(hex=row.run_id),
@@ -332,5 +372,5 @@ def recorded_step(row: Any, metadata: Mapping[str, Mapping[str, MetadataType]]) 
         error_message=row.error_message,
         metadata=metadata,
         faults=_faults(row.faults),
-        dropped=_dropped(row.dropped),
+        dropped=_dropped(row.dropped) + tuple(undecodable),
     )
