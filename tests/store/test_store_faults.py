@@ -107,9 +107,7 @@ def test_one_corrupt_stored_value_never_fails_a_reader(url: str, tmp_path: FileP
             "UPDATE zenmeta_metadata SET document = ? WHERE document LIKE '%kept%'",
             ('{"size":"three","kept":"yes"}',),
         )
-        db.execute(
-            "UPDATE zenmeta_metadata SET document = '{oops' WHERE document LIKE '%\"x\"%'"
-        )
+        db.execute("UPDATE zenmeta_metadata SET document = '{oops' WHERE document LIKE '%\"x\"%'")
     runs = {r.name: r for r in Client(url).list_runs()}
     damaged, broken = runs["damaged"], runs["broken"]
     assert damaged.metadata["user"]["kept"] == "yes"

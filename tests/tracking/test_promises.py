@@ -15,7 +15,7 @@ from zenmeta._tracking import components as _components
 from zenmeta.testing import InMemoryStore
 
 
-class LazyMessage(Exception):
+class LazyMessageError(Exception):
     """An error whose message template fails to render, as some libraries' do."""
 
     def __str__(self) -> str:
@@ -99,17 +99,17 @@ def test_user_exception_whose_str_raises_reaches_the_caller_and_is_recorded(
     store: InMemoryStore,
 ) -> None:
     """The very same exception comes out; the step is recorded with a fallback message."""
-    error = LazyMessage()
+    error = LazyMessageError()
 
     @track_step
     def lazy() -> None:
         raise error
 
-    with pytest.raises(LazyMessage) as caught, pipeline_run("p") as run:
+    with pytest.raises(LazyMessageError) as caught, pipeline_run("p") as run:
         lazy()
     assert caught.value is error
     (step,) = store.list_steps(run.id)
-    assert step.status == "failed" and step.error_type == "LazyMessage"
+    assert step.status == "failed" and step.error_type == "LazyMessageError"
     assert "str() raised KeyError" in (step.error_message or "")
     assert store.list_runs()[0].status == "failed"
 
@@ -117,8 +117,8 @@ def test_user_exception_whose_str_raises_reaches_the_caller_and_is_recorded(
 @pytest.mark.parametrize(
     "component",
     [
-        Hook("get_step_run_metadata", error=LazyMessage()),
-        Hook("cleanup_step_run", error=LazyMessage()),
+        Hook("get_step_run_metadata", error=LazyMessageError()),
+        Hook("cleanup_step_run", error=LazyMessageError()),
         Hook("get_step_run_metadata", result=type("Bad", (dict,), {"items": lambda s: 1 / 0})()),
     ],
     ids=["hook-error-str-raises", "cleanup-error-str-raises", "items-raises"],
@@ -200,9 +200,8 @@ def test_a_bad_setting_is_one_error_when_the_run_starts(
     monkeypatch.setenv("ZENMETA_STORE", "memory://")
     monkeypatch.setenv(variable, value)
     entered = []
-    with pytest.raises(zenmeta.ConfigurationError, match=variable) as caught:
-        with pipeline_run("p"):
-            entered.append(True)
+    with pytest.raises(zenmeta.ConfigurationError, match=variable) as caught, pipeline_run("p"):
+        entered.append(True)
     assert entered == [] and allowed in str(caught.value)
     with pytest.raises(zenmeta.ConfigurationError, match=variable):
         ok()  # an implicit run checks too
@@ -221,9 +220,11 @@ def test_a_component_named_user_is_refused() -> None:
     """`user` is the source of the user's own metadata, reserved like a taken name."""
     with pytest.raises(zenmeta.ConfigurationError, match="reserved"):
         zenmeta.register_component(StackComponent("user"))
-    with pytest.raises(zenmeta.ConfigurationError, match="reserved"):
-        with pipeline_run("p", components=[StackComponent("user")]):
-            pass
+    with (
+        pytest.raises(zenmeta.ConfigurationError, match="reserved"),
+        pipeline_run("p", components=[StackComponent("user")]),
+    ):
+        pass
 
 
 def test_client_sees_the_open_run_of_this_process(tmp_path: Any) -> None:

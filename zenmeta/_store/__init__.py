@@ -14,8 +14,7 @@ import sys
 import threading
 
 from .._config import settings
-from .._errors import StoreError
-from .._errors import describe_error
+from .._errors import StoreError, describe_error
 from .._log import warn, warn_throttled
 from .._records import RecordStore, RunRecord, StepRecord
 

@@ -50,7 +50,9 @@ def collect_metadata(
     except Exception as error:
         error_type, message = describe_error(error)
         if faults is not None:
-            faults.append(ComponentFault(source, hook, error_type, f"reading its metadata: {message}"))
+            faults.append(
+                ComponentFault(source, hook, error_type, f"reading its metadata: {message}")
+            )
             warn("zenmeta: component %r returned metadata that cannot be read: %s", source, message)
             return 0
         reason = f"reading the mapping raised {error_type}: {message}"

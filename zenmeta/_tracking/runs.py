@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 from .._codec import MetadataSet, round_trip_sets
 from .._config import check_settings
 from .._errors import RunStateError, describe_error
-from .._log import warn
 from .._info import PipelineInfo, PipelineRunInfo, utc_from_ns
+from .._log import warn
 from .._process import CURRENT_PID, host_name, process_start_time
 from .._records import (
     COMPLETED,
