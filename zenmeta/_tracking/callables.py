@@ -7,10 +7,10 @@ The same test ``inspect`` makes, without importing ``inspect`` (and with it
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-__all__ = ["Kind", "accepts_keyword", "check_name", "kind_of", "step_name_of"]
+__all__ = ["Kind", "accepts_keyword", "check_name", "check_tags", "kind_of", "step_name_of"]
 
 Kind = Literal["function", "coroutine", "generator", "async_generator"]
 
@@ -76,3 +76,17 @@ def check_name(value: object, what: str) -> str:
     if not value.strip():
         raise ValueError(f"{what} must not be empty")
     return str.__str__(value)
+
+
+def check_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
+    """Tags as a tuple of text; a lone string (``tags="abc"``) is refused, as
+    it would otherwise be read as the tags ``a``, ``b`` and ``c``."""
+    if tags is None:
+        return ()
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
+        raise TypeError(f"tags must be a list of str, not {type(tags).__name__}; e.g. tags=[...]")
+    checked = tuple(tags)
+    for tag in checked:
+        if not isinstance(tag, str):
+            raise TypeError(f"each tag must be a str, not {type(tag).__name__}")
+    return tuple(str.__str__(tag) for tag in checked)

@@ -46,7 +46,7 @@ from .._store import flush, report_store_fault, resolve_store
 from .._values import MetadataType
 from . import context as _context
 from . import signals as _signals
-from .callables import check_name, kind_of
+from .callables import check_name, check_tags, kind_of
 from .components import Faults, Stack, call_hook, raise_if_strict, stack_of
 from .ids import new_run_id
 from .metadata import collect_metadata, snapshot
@@ -90,7 +90,7 @@ class PipelineRun:
         self._requested_name = run_name
         self.name = run_name or ""
         self._components = None if components is None else list(components)
-        self.tags = _checked_tags(tags)
+        self.tags = check_tags(tags)
         self.implicit = implicit
         self.status: Status = RUNNING
         self.parent_run_id: UUID | None = None
@@ -445,17 +445,3 @@ def _end_detached_at_exit() -> None:
 
 
 atexit.register(_end_detached_at_exit)
-
-
-def _checked_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
-    """Tags as a tuple of text; a lone string (``tags="abc"``) is refused, as
-    it would otherwise be read as the tags ``a``, ``b`` and ``c``."""
-    if tags is None:
-        return ()
-    if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
-        raise TypeError(f"tags must be a list of str, not {type(tags).__name__}; e.g. tags=[...]")
-    checked = tuple(tags)
-    for tag in checked:
-        if not isinstance(tag, str):
-            raise TypeError(f"each tag must be a str, not {type(tag).__name__}")
-    return tuple(str.__str__(tag) for tag in checked)
