@@ -483,3 +483,39 @@ def test_an_interrupted_run_ends_its_parent_killed(
     parent = client.get_run(str(store.list_runs()[0].metadata["mlflow"]["mlflow_run_id"]))
     assert parent.info.status == "KILLED"
     assert mlflow.active_run() is None
+
+
+_TERMINATED_WITH_MLFLOW = """
+import sys, time, zenmeta
+from zenmeta.integrations.mlflow import MLFlowExperimentTracker
+
+tracker = MLFlowExperimentTracker(tracking_uri=sys.argv[1])
+with zenmeta.pipeline_run("served", run_name="served", components=[tracker]):
+    print("ready", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_mlflow_parent_run_killed(
+    tracking_uri: str, client: mlflow.MlflowClient, tmp_path: Path
+) -> None:
+    """`kill` mid-run: zenmeta's run reads `interrupted`, MLflow's parent run `KILLED`."""
+    import signal
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path}/runs.db"
+    env = {**os.environ, "ZENMETA_STORE": url}
+    with subprocess.Popen(
+        [sys.executable, "-c", _TERMINATED_WITH_MLFLOW, tracking_uri],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as child:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=120) == 143
+    assert zenmeta.Client(url).get_run("served").status == "interrupted"
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and {run.info.status for run in runs} == {"KILLED"}
