@@ -267,3 +267,20 @@ def test_too_many_keys_for_one_record_are_cut_visibly() -> None:
     assert sum(len(s) for s in sets.values()) == MAX_KEYS_PER_RECORD
     assert [(d.source, d.key) for d in dropped] == [("user", "*"), ("other", "*")]
     assert "500" in dropped[0].reason and "limit" in dropped[0].reason
+
+
+def test_too_many_bytes_for_one_record_are_cut_visibly() -> None:
+    """Past the per-record byte limit new keys are dropped; re-logging one key is not."""
+    from zenmeta._codec import MAX_BYTES_PER_RECORD
+    from zenmeta._tracking.metadata import collect_metadata
+
+    text = "x" * 5_000
+    sets: dict[str, Any] = {}
+    dropped: list[Any] = []
+    for _ in range(2 * MAX_BYTES_PER_RECORD // len(text)):
+        collect_metadata(sets, dropped, "user", {"same": text})
+    assert dropped == [] and sets["user"].values == {"same": text}
+    collect_metadata(sets, dropped, "user", {f"k{i}": text for i in range(1_000)})
+    assert 0 < len(sets["user"]) < 1_000
+    assert sets["user"].measure() <= MAX_BYTES_PER_RECORD
+    assert [(d.source, d.key) for d in dropped] == [("user", "*")] and "bytes" in dropped[0].reason

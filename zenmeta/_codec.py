@@ -36,6 +36,7 @@ __all__ = [
     "restore_value",
     "encode_metadata",
     "join_documents",
+    "encoded_size",
     "decode_documents",
     "round_trip_sets",
     "UNDECODABLE",
@@ -144,7 +145,7 @@ def encode_value(value: object) -> Encoded | Dropped:
 _SAFE_STR_LENGTH = MAX_VALUE_BYTES // 12 - 1
 
 
-def _encode(value: object) -> Encoded:
+def _encode(value: object, sizes: list[int] | None = None) -> Encoded:
     kind = type(value)
     # Fast path: exact built-in scalars need no conversion.
     if kind is str:
@@ -174,6 +175,8 @@ def _encode(value: object) -> Encoded:
         size = len(_dumps(converted))
         if size > MAX_VALUE_BYTES:
             raise _Drop(f"encodes to {size} bytes, over the {MAX_VALUE_BYTES}-byte limit")
+        if sizes is not None:
+            sizes.append(size)
     return _encoded(converted, type_name, "; ".join(notes) or None)
 
 
@@ -341,17 +344,27 @@ class MetadataSet:
     writer serializes the whole set in one ``json.dumps`` call.
     """
 
-    __slots__ = ("types", "values")
+    __slots__ = ("size", "types", "values")
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
         self.types: dict[str, str] = {}
+        self.size = 0
+        """About how many bytes of text the values take: counted as they are
+        added (numbers not at all: the key limit bounds them), never less
+        than the truth, re-measured exactly by ``measure()`` when it matters."""
 
     def copy(self) -> MetadataSet:
         twin = MetadataSet()
         twin.values = dict(self.values)
         twin.types = dict(self.types)
+        twin.size = self.size
         return twin
+
+    def measure(self) -> int:
+        """The exact size of the values' JSON, kept as the new ``size``."""
+        self.size = len(_dumps(self.values))
+        return self.size
 
     def __len__(self) -> int:
         return len(self.values)
@@ -372,6 +385,8 @@ def encode_metadata(
     values, types = target.values, target.types
     dropped: list[Dropped] = []
     notes: list[tuple[str, str]] = []
+    sizes: list[int] = []
+    size = 0
     for key, value in mapping.items():
         kind = type(value)
         if type(key) is str and 0 < len(key) <= MAX_KEY_LENGTH:
@@ -387,6 +402,7 @@ def encode_metadata(
             if kind is str and len(value) <= _SAFE_STR_LENGTH:
                 values[key] = value
                 types[key] = "str"
+                size += len(value)
                 continue
         elif type(key) is not str:
             if not isinstance(key, str):
@@ -398,8 +414,9 @@ def encode_metadata(
                 Dropped(key[:MAX_KEY_LENGTH], f"keys must have 1 to {MAX_KEY_LENGTH} characters")
             )
             continue
+        measured = len(sizes)
         try:
-            encoded = _encode(value)
+            encoded = _encode(value, sizes)
         except _Drop as drop:
             dropped.append(Dropped(key, str(drop)))
             continue
@@ -409,8 +426,13 @@ def encode_metadata(
             continue
         values[key] = encoded.value
         types[key] = encoded.type_name
+        if len(sizes) > measured:
+            size += sizes[-1]
+        elif type(encoded.value) is str:
+            size += len(encoded.value)
         if encoded.note is not None:
             notes.append((key, encoded.note))
+    target.size += size
     return target, dropped, notes
 
 
@@ -419,6 +441,11 @@ def _safe_repr(key: object) -> str:
         return repr(key)[:MAX_KEY_LENGTH]
     except Exception:
         return f"<{type(key).__name__} key>"
+
+
+def encoded_size(value: Any) -> int:
+    """The length of one JSON-ready value's stored text."""
+    return len(_dumps(value))
 
 
 def join_documents(values: MetadataSet) -> tuple[str, str]:

@@ -219,3 +219,24 @@ def test_store_info_json_still_parses_after_corruption(url: str, tmp_path: FileP
     assert json.loads(result.output)["runs"] == 1
     (run,) = Client(url).list_runs()
     assert run.tags == () and run.faults[0].component == "<undecodable>"
+
+
+class _Exiting(str):
+    """A name whose ``isascii`` ends the thread that asks (a hostile record)."""
+
+    def isascii(self) -> bool:
+        raise SystemExit("not today")
+
+
+def test_a_record_that_raises_system_exit_costs_only_itself(
+    url: str, zenmeta_log: pytest.LogCaptureFixture
+) -> None:
+    """Even a SystemExit from a hostile record neither stops the writer nor hangs `flush()`."""
+    zenmeta.configure(store=url)
+    with pipeline_run("p") as run:
+        run.store.save_step(_step_record(run.id, _Exiting("doom")))
+        _flush_within(run.store)
+        step(1)
+        _flush_within(run.store)
+    assert [s.metadata["user"]["i"] for s in Client(url).list_steps(run.id)] == [1]
+    assert "SystemExit" in zenmeta_log.text and run.store._writer._thread.is_alive()

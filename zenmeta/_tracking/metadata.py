@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .._codec import MAX_KEYS_PER_RECORD, MetadataSet, encode_metadata
+from .._codec import (
+    MAX_BYTES_PER_RECORD,
+    MAX_KEYS_PER_RECORD,
+    MetadataSet,
+    encode_metadata,
+    encoded_size,
+)
 from .._errors import describe_error
 from .._log import warn
 from .._records import ComponentFault, DroppedValue
@@ -76,20 +82,32 @@ def _collect(
     cut = 0
     if used + len(mapping) > MAX_KEYS_PER_RECORD:  # only then is each key checked
         mapping, cut = _within_limit(mapping, target, MAX_KEYS_PER_RECORD - used)
+        if cut:
+            reason = f"{cut} more keys were dropped: a step or run keeps at most "
+            _truncated(
+                dropped, source, f"{reason}{MAX_KEYS_PER_RECORD} keys (the limit, all sources)"
+            )
+    held_before = len(target.values)
     _, lost, notes = encode_metadata(mapping, target)
-    if cut:
-        reason = (
-            f"{cut} more keys were dropped: a step or run keeps at most "
-            f"{MAX_KEYS_PER_RECORD} keys (the limit, all sources together)"
-        )
-        dropped.append(DroppedValue(source, "*", reason))
-        _warn_once(source, "*", f"was truncated: {reason}")
+    if sum(values.size for values in sets.values()) > MAX_BYTES_PER_RECORD:
+        over = _within_bytes(sets, target, held_before)
+        if over:
+            reason = f"{over} keys were dropped: a step or run keeps about "
+            _truncated(
+                dropped, source, f"{reason}{MAX_BYTES_PER_RECORD} bytes (the limit, all sources)"
+            )
+            cut += over
     for key, note in notes:
         _warn_once(source, key, f"was converted: {note}")
     for loss in lost:
         dropped.append(DroppedValue(source, loss.key, loss.reason))
         _warn_once(source, loss.key, f"was dropped: {loss.reason}")
     return len(lost) + cut
+
+
+def _truncated(dropped: list[DroppedValue], source: str, reason: str) -> None:
+    dropped.append(DroppedValue(source, "*", reason))
+    _warn_once(source, "*", f"was truncated: {reason}")
 
 
 def _within_limit(
@@ -109,6 +127,24 @@ def _within_limit(
         else:
             cut += 1
     return kept, cut
+
+
+def _within_bytes(sets: dict[str, MetadataSet], target: MetadataSet, held_before: int) -> int:
+    """Measure exactly (the running count only ever overestimates); if the
+    record is still over its byte limit, drop the keys this call added,
+    newest first, until it fits. Returns how many were dropped."""
+    for values in sets.values():
+        values.measure()
+    total = sum(values.size for values in sets.values())
+    added = list(target.values)[held_before:]
+    dropped = 0
+    while total > MAX_BYTES_PER_RECORD and added:
+        key = added.pop()
+        total -= len(key) + 4 + encoded_size(target.values.pop(key))
+        target.types.pop(key, None)
+        dropped += 1
+    target.measure()
+    return dropped
 
 
 def snapshot(sets: Mapping[str, MetadataSet]) -> dict[str, MetadataSet]:

@@ -150,14 +150,18 @@ class SQLWriter:
 
     def flush(self) -> None:
         """Return once every record queued before the call is written."""
-        if self._thread is not None and self._thread.is_alive():
+        thread = self._thread
+        if thread is not None and thread.is_alive():
             done = threading.Event()
             self.pending.append(done)
             self._urgent = True
             self._wake.set()
             while not done.wait(0.5):
-                if not self._thread.is_alive():
+                if not thread.is_alive():
                     break
+        if thread is not None and not thread.is_alive() and not self._stopping:
+            self._thread = None  # the next record starts a new one
+            self._report(f"the writer thread for {self.url!r} is gone; writing here", "gone")
         if self.pending:  # no thread (never started, or stopped): write here
             self._drain()
         fault, self._fault = self._fault, None
@@ -226,7 +230,7 @@ class SQLWriter:
                 # a remainder is cut into many. The interval writes the rest.
                 self._drain(whole_blocks=woken and not urgent and not self._stopping)
                 self._heartbeat_if_due()
-            except Exception as error:  # the thread must outlive any fault
+            except BaseException as error:  # the thread must outlive any fault
                 cause = ": ".join(describe_error(error))
                 self._report(f"the writer for {self.url!r} failed: {cause}", cause)
 
@@ -362,7 +366,11 @@ class SQLWriter:
                 for row in metadata_rows("run", key, key, record.metadata):
                     meta_rows.extend(row)
                 live.append((key, record.status == RUNNING and record.pid == pid))
-        except Exception as error:
+        except BaseException as error:
+            # In the writer thread even a SystemExit from a hostile value is
+            # that record's fault; in the caller's thread an interrupt is theirs.
+            if not isinstance(error, Exception) and threading.current_thread() is not self._thread:
+                raise
             raise _Unbuildable(*describe_error(error)) from error
         for key, running in live:
             if running:
