@@ -284,3 +284,10 @@ def test_too_many_bytes_for_one_record_are_cut_visibly() -> None:
     assert 0 < len(sets["user"]) < 1_000
     assert sets["user"].measure() <= MAX_BYTES_PER_RECORD
     assert [(d.source, d.key) for d in dropped] == [("user", "*")] and "bytes" in dropped[0].reason
+
+
+def test_a_large_array_is_refused_by_its_size_before_tolist() -> None:
+    """An array is measured by `.size`/`.nbytes`, never converted first."""
+    wide = np.full(100, "x" * 10_000)  # 100 items, 4 MB
+    _, dropped, _ = encode_metadata({"wide": wide})
+    assert [d.key for d in dropped] == ["wide"] and "bytes" in dropped[0].reason

@@ -152,6 +152,22 @@ def test_lock_held_by_another_process_is_named_in_a_warning(
     assert "waiting" in zenmeta_log.text and "runs.db" in zenmeta_log.text
 
 
+def test_opening_a_store_another_process_has_locked_is_named_in_a_warning(
+    tmp_path: FilePath, zenmeta_log: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run of a process waits for the schema check; it says whose lock."""
+    path = tmp_path / "runs.db"
+    SQLStore(f"sqlite:///{path}").close()  # the tables exist; a new opener checks them
+    monkeypatch.setattr(_writer, "LOCK_WARN_S", 0.3)
+    with subprocess.Popen(
+        [sys.executable, "-c", _LOCK_HOLDER, str(path)], stdout=subprocess.PIPE, text=True
+    ) as holder:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        SQLStore(f"sqlite:///{path}").close()
+    assert "waiting for another process's lock to open" in zenmeta_log.text
+    assert "runs.db" in zenmeta_log.text
+
+
 def test_repeated_write_failures_warn_once_per_cause(
     url: str, tmp_path: FilePath, zenmeta_log: pytest.LogCaptureFixture
 ) -> None:

@@ -123,12 +123,15 @@ def flush_for_reading(reader: object) -> None:
     """Before a read in this process: write what this process queued for
     that store, so a reader sees its own open run. Costs nothing when the
     store has nothing queued (it says so through ``has_queued()``)."""
-    has_queued = getattr(reader, "has_queued", None)
-    if callable(has_queued) and has_queued():
-        try:
-            reader.flush()  # type: ignore[attr-defined]
-        except Exception as error:
-            report_store_fault(f"cannot flush {getattr(reader, 'url', reader)!r}", error)
+    url = getattr(reader, "url", None)
+    writing = _open.get(url) if isinstance(url, str) else None  # a reader of its own
+    for store in (reader,) if writing in (None, reader) else (reader, writing):
+        has_queued = getattr(store, "has_queued", None)
+        if callable(has_queued) and has_queued():
+            try:
+                store.flush()  # type: ignore[attr-defined]
+            except Exception as error:
+                report_store_fault(f"cannot flush {url or store!r}", error)
 
 
 def close_stores() -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
-from .._errors import ConfigurationError, ZenmetaError
+from .._errors import ConfigurationError, ZenmetaError, describe_error, safe_text
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -83,7 +83,7 @@ def _read_pyproject(directory: str) -> tuple[str, ...]:
     try:
         table = tomllib.loads(raw.decode("utf-8")).get("tool", {}).get("zenmeta", {})
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigurationError(f"{path} cannot be read: {error}") from error
+        raise ConfigurationError(f"{path} cannot be read: {safe_text(error)}") from error
     components = table.get("components", [])
     if isinstance(components, str):
         return _split(components)
@@ -137,7 +137,7 @@ def _instantiate(flavor: str) -> object:
     except Exception as error:
         raise ConfigurationError(
             f"component flavor {flavor!r} ({entry_point.value}) cannot be created: "
-            f"{type(error).__name__}: {error}"
+            f"{': '.join(describe_error(error))}"
         ) from error
     with _lock:
         return _instances.setdefault(flavor, instance)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Sequence
@@ -23,7 +24,9 @@ from sqlalchemy import Connection, Select, func, select
 
 from ..._config import Durability, settings
 from ..._errors import ConfigurationError
+from ..._log import warn
 from ..._records import CRASHED, RUNNING, RecordedRun, RecordedStep, RunRecord, StepRecord
+from . import writer as writer_module
 from .rows import Grouped, Undecodable, group_metadata, recorded_run, recorded_step
 from .schema import (
     SCHEMA_VERSION,
@@ -69,7 +72,19 @@ class SQLStore:
         self.url = url
         self._follow_settings = durability is None
         self.durability: str = durability or settings.durability()
-        self.engine = open_engine(url)
+        # Opening takes the write lock once (to create or check the schema):
+        # waiting for another process's lock there is said, naming the store.
+        waiting = threading.Timer(
+            writer_module.LOCK_WARN_S,
+            warn,
+            ("zenmeta: waiting for another process's lock to open %r", url),
+        )
+        waiting.daemon = True
+        waiting.start()
+        try:
+            self.engine = open_engine(url)
+        finally:
+            waiting.cancel()
         self._writer = SQLWriter(
             self.engine,
             url,
