@@ -42,6 +42,10 @@ __all__ = [
     "recorded_step",
     "group_metadata",
     "Undecodable",
+    "Unbuildable",
+    "unbuildable",
+    "refused_content",
+    "latest_runs",
 ]
 
 Grouped = dict[str, dict[str, dict[str, MetadataType]]]
@@ -374,3 +378,34 @@ def recorded_step(
         faults=_faults(row.faults),
         dropped=_dropped(row.dropped) + tuple(undecodable),
     )
+
+
+class Unbuildable(Exception):  # noqa: N818 - a wrapper, named for what it says
+    """A record could not be turned into rows (a value the codec let through
+    but JSON cannot encode, a name that is not text)."""
+
+
+def unbuildable(error: BaseException) -> bool:
+    return isinstance(error, Unbuildable)
+
+
+def refused_content(error: BaseException) -> bool:
+    """The database refused what a record holds (a duplicate id, a value it
+    cannot bind), as opposed to failing as a whole (a full disk, a lock)."""
+    if isinstance(error, Unbuildable):
+        return True
+    import sqlite3
+
+    orig = getattr(error, "orig", error)
+    if isinstance(orig, sqlite3.OperationalError):
+        return False
+    names = {kind.__name__ for kind in type(orig).__mro__}
+    return bool(names & {"IntegrityError", "DataError", "InterfaceError", "ProgrammingError"})
+
+
+def latest_runs(run_records: list[RunRecord]) -> list[RunRecord]:
+    """Each run's newest snapshot: a run record replaces the earlier ones."""
+    latest: dict[UUID, RunRecord] = {}
+    for record in run_records:
+        latest[record.run_id] = record
+    return list(latest.values())

@@ -35,7 +35,16 @@ from ..._errors import StoreError, describe_error
 from ..._log import warn, warn_throttled
 from ..._records import RUNNING, RunRecord, StepRecord
 from ..liveness import HEARTBEAT_S
-from .rows import FULL_METADATA, add_step_rows, metadata_rows, run_row
+from .rows import (
+    FULL_METADATA,
+    Unbuildable,
+    add_step_rows,
+    latest_runs,
+    metadata_rows,
+    refused_content,
+    run_row,
+    unbuildable,
+)
 from .schema import is_locked_error, metadata_sets, runs, steps
 from .sessions import ROWS_PER_STATEMENT, Session, Shaped, open_session, shape_of
 
@@ -309,7 +318,7 @@ class SQLWriter:
         try:
             self._transaction(work, report=False, count=count)
         except Exception as error:
-            if count > 1 and _refused_content(error):
+            if count > 1 and refused_content(error):
                 self._one_by_one(step_records, run_records, report=report)
                 return
             if not report:
@@ -324,7 +333,7 @@ class SQLWriter:
         singles: list[tuple[list[StepRecord], list[RunRecord]]] = [
             ([record], []) for record in step_records
         ]
-        singles += [([], [record]) for record in _latest(run_records)]
+        singles += [([], [record]) for record in latest_runs(run_records)]
         for steps_alone, runs_alone in singles:
             try:
                 work, count = self._rows(steps_alone, runs_alone)
@@ -332,7 +341,7 @@ class SQLWriter:
             except Exception as error:
                 if not report:
                     raise
-                if not _refused_content(error) and not _unbuildable(error):
+                if not refused_content(error) and not unbuildable(error):
                     self._report_batch(1, error)
                     continue
                 record = (steps_alone or runs_alone)[0]
@@ -348,7 +357,7 @@ class SQLWriter:
         self, step_records: list[StepRecord], run_records: list[RunRecord]
     ) -> tuple[Callable[[Session], None], int]:
         """Turn records into rows (here, in the writer, not in the step)."""
-        latest_runs = _latest(run_records)
+        newest = latest_runs(run_records)
         step_rows: Shaped = {}
         meta_rows: list[Any] = []
         try:
@@ -358,7 +367,7 @@ class SQLWriter:
             run_ids = []
             live: list[tuple[str, bool]] = []
             pid = os.getpid()
-            for record in latest_runs:
+            for record in newest:
                 key = record.run_id.hex
                 run_ids.append(key)
                 shape, values = shape_of(run_row(record, now))
@@ -371,7 +380,7 @@ class SQLWriter:
             # that record's fault; in the caller's thread an interrupt is theirs.
             if not isinstance(error, Exception) and threading.current_thread() is not self._thread:
                 raise
-            raise _Unbuildable(*describe_error(error)) from error
+            raise Unbuildable(*describe_error(error)) from error
         for key, running in live:
             if running:
                 self._live.add(key)
@@ -387,7 +396,7 @@ class SQLWriter:
             if now - self._beat_ns >= HEARTBEAT_S * 1e9:
                 self._beat(session, now)
 
-        return store, len(step_records) + len(latest_runs)
+        return store, len(step_records) + len(newest)
 
     def _report_batch(self, count: int, error: BaseException) -> None:
         error_type, detail = describe_error(getattr(error, "orig", None) or error)
@@ -452,37 +461,6 @@ class SQLWriter:
         remember for flush."""
         self._fault = f"zenmeta: {message}"
         warn_throttled(f"{self.url} {cause}", "zenmeta: %s", message)
-
-
-class _Unbuildable(Exception):  # noqa: N818 - a wrapper, named for what it says
-    """A record could not be turned into rows (a value the codec let through
-    but JSON cannot encode, a name that is not text)."""
-
-
-def _unbuildable(error: BaseException) -> bool:
-    return isinstance(error, _Unbuildable)
-
-
-def _refused_content(error: BaseException) -> bool:
-    """The database refused what a record holds (a duplicate id, a value it
-    cannot bind), as opposed to failing as a whole (a full disk, a lock)."""
-    if isinstance(error, _Unbuildable):
-        return True
-    import sqlite3
-
-    orig = getattr(error, "orig", error)
-    if isinstance(orig, sqlite3.OperationalError):
-        return False
-    names = {kind.__name__ for kind in type(orig).__mro__}
-    return bool(names & {"IntegrityError", "DataError", "InterfaceError", "ProgrammingError"})
-
-
-def _latest(run_records: list[RunRecord]) -> list[RunRecord]:
-    """Each run's newest snapshot: a run record replaces the earlier ones."""
-    latest: dict[UUID, RunRecord] = {}
-    for record in run_records:
-        latest[record.run_id] = record
-    return list(latest.values())
 
 
 _inherited: list[object] = []
