@@ -385,7 +385,7 @@ def encode_metadata(
     values, types = target.values, target.types
     dropped: list[Dropped] = []
     notes: list[tuple[str, str]] = []
-    sizes: list[int] = []
+    sizes: list[int] = []  # the slow path's measured sizes, as it measures them
     size = 0
     for key, value in mapping.items():
         kind = type(value)

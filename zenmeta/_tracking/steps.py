@@ -87,7 +87,8 @@ def _begin(config: StepConfig) -> StepState | None:
 def _prepare(state: StepState) -> None:
     for name, fn in state.stack.hooks("prepare_step_run"):
         call_hook(name, "prepare_step_run", fn, (state.info,), state.faults)
-    state.faults.raise_interrupt()  # before the user's code: it is not to run
+    if state.faults.interrupt is not None:
+        state.faults.raise_interrupt()  # before the user's code: it is not to run
 
 
 def _finish(state: StepState, error: BaseException | None) -> None:
@@ -132,7 +133,8 @@ def _finish(state: StepState, error: BaseException | None) -> None:
             tuple(state.dropped),
         )
     )
-    state.faults.raise_interrupt()
+    if state.faults.interrupt is not None:
+        state.faults.raise_interrupt()
     if error is None and (state.faults or state.dropped):
         raise_if_strict(state.faults, state.dropped)
 
