@@ -45,8 +45,14 @@ class Hook(StackComponent):
     def get_step_run_metadata(self, info: Any) -> Any:
         return self._maybe("get_step_run_metadata")
 
+    def prepare_step_run(self, info: Any) -> None:
+        self._maybe("prepare_step_run")
+
     def cleanup_step_run(self, info: Any, step_failed: bool) -> None:
         self._maybe("cleanup_step_run")
+
+    def cleanup_pipeline_run(self, info: Any, run_failed: bool) -> None:
+        self._maybe("cleanup_pipeline_run")
 
 
 @track_step
@@ -159,6 +165,31 @@ def test_interrupt_in_a_run_hook_records_the_run_interrupted(store: InMemoryStor
     (run,) = store.list_runs()
     assert run.status == "interrupted"
     assert [(f.component, f.hook) for f in run.faults] == [("hook", "prepare_pipeline_run")]
+
+
+def test_interrupt_before_the_step_stops_it_and_is_recorded(store: InMemoryStore) -> None:
+    """Ctrl-C in `prepare_step_run`: the user's code does not run; step and run read interrupted."""
+    ran = []
+
+    @track_step
+    def body() -> None:
+        ran.append(True)
+
+    component = Hook("prepare_step_run", error=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt), pipeline_run("p", components=[component]) as run:
+        body()
+    (step,) = store.list_steps(run.id)
+    assert ran == [] and step.status == "interrupted" and step.faults[0].hook == "prepare_step_run"
+    assert store.list_runs()[0].status == "interrupted"
+
+
+def test_interrupt_in_run_cleanup_records_the_run_interrupted(store: InMemoryStore) -> None:
+    """Ctrl-C in `cleanup_pipeline_run` of a run that succeeded: recorded, then raised."""
+    component = Hook("cleanup_pipeline_run", error=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt), pipeline_run("p", components=[component]):
+        ok()
+    (run,) = store.list_runs()
+    assert run.status == "interrupted" and run.faults[0].hook == "cleanup_pipeline_run"
 
 
 # -- point 8: slow hooks ---------------------------------------------------------
