@@ -70,7 +70,7 @@ def configure(
     for name, flag in (("strict", strict), ("implicit_runs", implicit_runs)):
         if not isinstance(flag, (bool, _Unset)) and flag is not None:
             raise ConfigurationError(
-                f"{name} must be True, False or None (the default), not {flag!r}"
+                f"{name} must be True, False or None (the default), not {type(flag).__name__}"
             )
     with _lock:
         if not isinstance(store, _Unset):
