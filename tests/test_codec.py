@@ -7,6 +7,7 @@ import enum
 import json
 import math
 import pathlib
+import time
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -18,10 +19,12 @@ from hypothesis import strategies as st
 
 from zenmeta import DType, Path, StorageSize, Uri
 from zenmeta._codec import (
+    MAX_KEYS_PER_RECORD,
     MAX_VALUE_BYTES,
     decode_documents,
     encode_metadata,
     join_documents,
+    round_trip_sets,
 )
 
 
@@ -230,3 +233,64 @@ def test_str_fallback_carries_a_note() -> None:
     assert stored(Thing()) == ("thing!", "str")
     _, _, notes = encode_metadata({"k": Thing()})
     assert len(notes) == 1 and "Thing" in notes[0][1]
+
+
+def test_a_huge_list_is_refused_before_it_is_converted() -> None:
+    """A list of 10**7 ints is dropped in well under a second, not after seconds."""
+    values = list(range(10**7))
+    started = time.perf_counter()
+    _, dropped, _ = encode_metadata({"big": values, "kept": 1})
+    assert time.perf_counter() - started < 0.2
+    assert [d.key for d in dropped] == ["big"]
+
+
+def test_an_int_json_cannot_write_is_dropped_by_the_codec() -> None:
+    """An int of thousands of digits is the codec's drop, never the writer's failure."""
+    encoded, dropped, _ = encode_metadata({"huge": 10**5000, "nested": [10**5000], "ok": 10**100})
+    assert sorted(d.key for d in dropped) == ["huge", "nested"]
+    assert encoded.values == {"ok": 10**100}
+
+
+def test_sets_of_tuples_round_trip() -> None:
+    """A set or frozenset of tuples comes back as one, not as a TypeError."""
+    encoded, _, _ = encode_metadata({"s": {(1, "a"), (2, (3,))}, "f": frozenset({(0,)})})
+    assert round_trip_sets({"u": encoded}) == {"u": {"s": {(1, "a"), (2, (3,))}, "f": {(0,)}}}
+
+
+def test_too_many_keys_for_one_record_are_cut_visibly() -> None:
+    """Past the per-record key limit, new keys are dropped with one `*` entry."""
+    from zenmeta._tracking.metadata import collect_metadata
+
+    sets: dict[str, Any] = {}
+    dropped: list[Any] = []
+    started = time.perf_counter()
+    collect_metadata(sets, dropped, "user", {f"k{i}": i for i in range(MAX_KEYS_PER_RECORD + 500)})
+    collect_metadata(sets, dropped, "other", {"late": 1, "later": "x"})
+    assert time.perf_counter() - started < 1.0
+    assert sum(len(s) for s in sets.values()) == MAX_KEYS_PER_RECORD
+    assert [(d.source, d.key) for d in dropped] == [("user", "*"), ("other", "*")]
+    assert "500" in dropped[0].reason and "limit" in dropped[0].reason
+
+
+def test_too_many_bytes_for_one_record_are_cut_visibly() -> None:
+    """Past the per-record byte limit new keys are dropped; re-logging one key is not."""
+    from zenmeta._codec import MAX_BYTES_PER_RECORD
+    from zenmeta._tracking.metadata import collect_metadata
+
+    text = "x" * 5_000
+    sets: dict[str, Any] = {}
+    dropped: list[Any] = []
+    for _ in range(2 * MAX_BYTES_PER_RECORD // len(text)):
+        collect_metadata(sets, dropped, "user", {"same": text})
+    assert dropped == [] and sets["user"].values == {"same": text}
+    collect_metadata(sets, dropped, "user", {f"k{i}": text for i in range(1_000)})
+    assert 0 < len(sets["user"]) < 1_000
+    assert sets["user"].measure() <= MAX_BYTES_PER_RECORD
+    assert [(d.source, d.key) for d in dropped] == [("user", "*")] and "bytes" in dropped[0].reason
+
+
+def test_a_large_array_is_refused_by_its_size_before_tolist() -> None:
+    """An array is measured by `.size`/`.nbytes`, never converted first."""
+    wide = np.full(100, "x" * 10_000)  # 100 items, 4 MB
+    _, dropped, _ = encode_metadata({"wide": wide})
+    assert [d.key for d in dropped] == ["wide"] and "bytes" in dropped[0].reason

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, NamedTuple
 
+from ._errors import describe_error
 from ._values import DType, MetadataType, Path, StorageSize, Uri
 
 __all__ = [
@@ -24,20 +25,36 @@ __all__ = [
     "MAX_KEY_LENGTH",
     "MAX_VALUE_BYTES",
     "MAX_ARRAY_ITEMS",
+    "MAX_INT_DIGITS",
+    "MAX_KEYS_PER_RECORD",
+    "MAX_BYTES_PER_RECORD",
     "Encoded",
     "Dropped",
     "MetadataSet",
     "restore_value",
     "encode_metadata",
     "join_documents",
+    "encoded_size",
     "decode_documents",
     "round_trip_sets",
+    "UNDECODABLE",
 ]
 
 MAX_DEPTH = 32
 MAX_KEY_LENGTH = 255
 MAX_VALUE_BYTES = 64 * 1024
 MAX_ARRAY_ITEMS = 10_000
+MAX_INT_DIGITS = 600
+"""Longer ints are dropped: JSON writes ints in decimal, and Python refuses to
+turn an int of more than 4,300 digits (640 at the strictest setting) into
+text; so the codec, not the writer, is where such an int stops."""
+MAX_KEYS_PER_RECORD = 10_000
+"""Keys one step or run keeps, all sources together; later new keys are
+dropped, with one ``*`` entry saying how many."""
+MAX_BYTES_PER_RECORD = 4 * 1024 * 1024
+"""About how much text one step or run keeps, all sources together."""
+
+_INT_LIMIT = 10**MAX_INT_DIGITS
 
 # Non-finite floats have no JSON token; they travel as {"$float": "NaN"}.
 # A user dict whose only key starts with "$" is wrapped in {"$dict": ...}
@@ -52,9 +69,16 @@ _BY_TYPE_NAME: dict[str, Callable[[Any], Any]] = {
     "DType": DType,
     "StorageSize": StorageSize,
     "tuple": tuple,
-    "set": set,
-    "frozenset": frozenset,
+    "set": lambda items: set(map(_hashable, items)),
+    "frozenset": lambda items: frozenset(map(_hashable, items)),
 }
+
+
+def _hashable(item: Any) -> Any:
+    """A set's member back from JSON: its tuples (stored as lists) as tuples."""
+    if isinstance(item, list):
+        return tuple(map(_hashable, item))
+    return item
 
 
 class Encoded(NamedTuple):
@@ -106,13 +130,13 @@ def _dumps(value: Any) -> str:
 _SAFE_STR_LENGTH = MAX_VALUE_BYTES // 12 - 1
 
 
-def _encode(value: object) -> Encoded:
+def _encode(value: object, sizes: list[int] | None = None) -> Encoded:
     kind = type(value)
     # Fast path: exact built-in scalars need no conversion.
     if kind is str:
         return _encode_str(value, "str")  # type: ignore[arg-type]
     if kind is int:
-        return _encoded(value, "int")
+        return _encoded(_checked_int(value), "int")  # type: ignore[arg-type]
     if kind is float:
         return _encoded(_float_json(value), "float")  # type: ignore[arg-type]
     if kind is bool:
@@ -122,7 +146,7 @@ def _encode(value: object) -> Encoded:
     name = _special_name(value)
     if name is not None:
         if name == "StorageSize":
-            return _encoded(int(value), name)  # type: ignore[call-overload]
+            return _encoded(_checked_int(int(value)), name)  # type: ignore[call-overload]
         return _encode_str(str.__str__(value), name)
     notes: list[str] = []
     converted = _to_json(value, 0, set(), notes)
@@ -136,7 +160,15 @@ def _encode(value: object) -> Encoded:
         size = len(_dumps(converted))
         if size > MAX_VALUE_BYTES:
             raise _Drop(f"encodes to {size} bytes, over the {MAX_VALUE_BYTES}-byte limit")
+        if sizes is not None:
+            sizes.append(size)
     return _encoded(converted, type_name, "; ".join(notes) or None)
+
+
+def _checked_int(value: int) -> int:
+    if -_INT_LIMIT < value < _INT_LIMIT:
+        return value
+    raise _Drop(f"an int of more than {MAX_INT_DIGITS} digits; log it as text or a float")
 
 
 def _encode_str(text: str, type_name: str) -> Encoded:
@@ -188,15 +220,16 @@ def _to_json(value: object, depth: int, active: set[int], notes: list[str]) -> A
     if isinstance(value, str):
         return value if _special_name(value) else str.__str__(value)
     if isinstance(value, int):
-        return int(value)
+        return _checked_int(int(value))
     if isinstance(value, float):
         return _float_json(float(value))
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         if isinstance(value, numpy.ndarray):
-            if value.size > MAX_ARRAY_ITEMS:
+            if value.size > MAX_ARRAY_ITEMS or value.nbytes > 8 * MAX_VALUE_BYTES:
                 raise _Drop(
-                    f"array of {value.size} items exceeds {MAX_ARRAY_ITEMS}; log a summary instead"
+                    f"array of {value.size} items ({value.nbytes} bytes) exceeds "
+                    f"{MAX_ARRAY_ITEMS} items; log a summary instead"
                 )
             return _to_json(value.tolist(), depth, active, notes)
         if isinstance(value, numpy.generic):
@@ -204,6 +237,15 @@ def _to_json(value: object, depth: int, active: set[int], notes: list[str]) -> A
         if isinstance(value, numpy.dtype):
             return DType(value)
     if isinstance(value, (Mapping, list, tuple, set, frozenset)):
+        # Checked before converting: n items take at least 2n+1 bytes of JSON
+        # ("[1,2]"), n entries 5n+1 ('{"":0}'), so a list of 10**7 ints is
+        # refused at once instead of after seconds of conversion.
+        least = (5 if isinstance(value, Mapping) else 2) * len(value) + 1
+        if least > MAX_VALUE_BYTES:
+            raise _Drop(
+                f"{len(value)} items encode to over the {MAX_VALUE_BYTES}-byte limit; "
+                "log a summary instead"
+            )
         marker = id(value)
         if marker in active:
             raise _Drop("recursive container")
@@ -287,17 +329,27 @@ class MetadataSet:
     writer serializes the whole set in one ``json.dumps`` call.
     """
 
-    __slots__ = ("types", "values")
+    __slots__ = ("size", "types", "values")
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
         self.types: dict[str, str] = {}
+        self.size = 0
+        """About how many bytes of text the values take: counted as they are
+        added (numbers not at all: the key limit bounds them), never less
+        than the truth, re-measured exactly by ``measure()`` when it matters."""
 
     def copy(self) -> MetadataSet:
         twin = MetadataSet()
         twin.values = dict(self.values)
         twin.types = dict(self.types)
+        twin.size = self.size
         return twin
+
+    def measure(self) -> int:
+        """The exact size of the values' JSON, kept as the new ``size``."""
+        self.size = len(_dumps(self.values))
+        return self.size
 
     def __len__(self) -> int:
         return len(self.values)
@@ -318,6 +370,8 @@ def encode_metadata(
     values, types = target.values, target.types
     dropped: list[Dropped] = []
     notes: list[tuple[str, str]] = []
+    sizes: list[int] = []  # the slow path's measured sizes, as it measures them
+    size = 0
     for key, value in mapping.items():
         kind = type(value)
         if type(key) is str and 0 < len(key) <= MAX_KEY_LENGTH:
@@ -326,13 +380,14 @@ def encode_metadata(
                 values[key] = value
                 types[key] = "float"
                 continue
-            if kind is int or kind is bool:
+            if kind is bool or (kind is int and -_INT_LIMIT < value < _INT_LIMIT):
                 values[key] = value
                 types[key] = kind.__name__
                 continue
             if kind is str and len(value) <= _SAFE_STR_LENGTH:
                 values[key] = value
                 types[key] = "str"
+                size += len(value)
                 continue
         elif type(key) is not str:
             if not isinstance(key, str):
@@ -344,18 +399,25 @@ def encode_metadata(
                 Dropped(key[:MAX_KEY_LENGTH], f"keys must have 1 to {MAX_KEY_LENGTH} characters")
             )
             continue
+        measured = len(sizes)
         try:
-            encoded = _encode(value)
+            encoded = _encode(value, sizes)
         except _Drop as drop:
             dropped.append(Dropped(key, str(drop)))
             continue
         except Exception as error:  # a hostile __eq__/__len__/__iter__ and the like
-            dropped.append(Dropped(key, f"encoding raised {type(error).__name__}: {error}"))
+            kind_name, message = describe_error(error)
+            dropped.append(Dropped(key, f"encoding raised {kind_name}: {message}"))
             continue
         values[key] = encoded.value
         types[key] = encoded.type_name
+        if len(sizes) > measured:
+            size += sizes[-1]
+        elif type(encoded.value) is str:
+            size += len(encoded.value)
         if encoded.note is not None:
             notes.append((key, encoded.note))
+    target.size += size
     return target, dropped, notes
 
 
@@ -364,6 +426,11 @@ def _safe_repr(key: object) -> str:
         return repr(key)[:MAX_KEY_LENGTH]
     except Exception:
         return f"<{type(key).__name__} key>"
+
+
+def encoded_size(value: Any) -> int:
+    """The length of one JSON-ready value's stored text."""
+    return len(_dumps(value))
 
 
 def join_documents(values: MetadataSet) -> tuple[str, str]:
@@ -377,15 +444,44 @@ def round_trip_sets(sets: Mapping[str, MetadataSet]) -> dict[str, dict[str, Meta
     return {source: decode_documents(*join_documents(values)) for source, values in sets.items()}
 
 
-def decode_documents(document: str, types: str) -> dict[str, MetadataType]:
-    """The inverse of ``join_documents``: every value with its type restored."""
-    values = json.loads(document)
-    type_names: dict[str, str] = json.loads(types)
+def decode_documents(
+    document: str, types: str, problems: list[tuple[str, str]] | None = None
+) -> dict[str, MetadataType]:
+    """The inverse of ``join_documents``: every value with its type restored.
+
+    Decoded value by value: one that cannot be restored reads as an
+    ``UNDECODABLE`` placeholder text, a document that is not JSON as one
+    placeholder under ``*``; each is noted in ``problems`` as (key, reason).
+    Never raises, so one damaged value never fails a reader.
+    """
+    try:
+        values = json.loads(document)
+        type_names = json.loads(types) if types else {}
+        if not isinstance(values, dict) or not isinstance(type_names, dict):
+            raise TypeError("not a JSON object")
+    except Exception as error:
+        return {"*": _undecodable("*", error, problems)}
     tagged = '"$' in document
-    return {
-        key: restore_value(_untag(value) if tagged else value, type_names.get(key, ""))
-        for key, value in values.items()
-    }
+    decoded: dict[str, MetadataType] = {}
+    for key, value in values.items():
+        try:
+            restored = _untag(value) if tagged else value
+            decoded[key] = restore_value(restored, type_names.get(key, ""))
+        except Exception as error:
+            decoded[key] = _undecodable(key, error, problems)
+    return decoded
+
+
+UNDECODABLE = "<undecodable"
+"""How a stored value that cannot be restored starts when read back."""
+
+
+def _undecodable(key: str, error: Exception, problems: list[tuple[str, str]] | None) -> str:
+    kind, message = describe_error(error)
+    reason = f"the stored value cannot be decoded: {kind}: {message}"
+    if problems is not None:
+        problems.append((key, reason))
+    return f"{UNDECODABLE} {kind}>"
 
 
 def restore_value(value: Any, type_name: str) -> MetadataType:

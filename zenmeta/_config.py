@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Configuration",
     "Durability",
+    "check_settings",
     "configure",
     "get_configuration",
     "reset_configuration",
@@ -86,6 +87,11 @@ def configure(
     """
     if durability not in (UNSET, None, "batched", "immediate"):
         raise ConfigurationError(f"durability must be 'batched' or 'immediate', not {durability!r}")
+    for name, flag in (("strict", strict), ("implicit_runs", implicit_runs)):
+        if not isinstance(flag, (bool, _Unset)) and flag is not None:
+            raise ConfigurationError(
+                f"{name} must be True, False or None (the default), not {type(flag).__name__}"
+            )
     with _lock:
         if not isinstance(store, _Unset):
             _configured.store = store
@@ -118,7 +124,9 @@ def _flag(name: str, default: bool) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ConfigurationError(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")
+    raise ConfigurationError(
+        f"{name}={raw!r} is not a boolean; use one of 1/0, true/false, yes/no, on/off"
+    )
 
 
 class settings:  # noqa: N801 - a namespace of readers, used like a module
@@ -142,7 +150,9 @@ class settings:  # noqa: N801 - a namespace of readers, used like a module
             return _configured.durability
         raw = os.environ.get("ZENMETA_DURABILITY", "batched").strip().lower()
         if raw not in ("batched", "immediate"):
-            raise ConfigurationError(f"ZENMETA_DURABILITY={raw!r}: use 'batched' or 'immediate'")
+            raise ConfigurationError(
+                f"ZENMETA_DURABILITY={raw!r} is not a durability; use 'batched' or 'immediate'"
+            )
         return raw  # type: ignore[return-value]
 
     @staticmethod
@@ -161,6 +171,15 @@ class settings:  # noqa: N801 - a namespace of readers, used like a module
         if _configured.store is not None:
             return _configured.store
         return os.environ.get("ZENMETA_STORE") or default_store_url()
+
+
+def check_settings() -> None:
+    """Read every setting once, so that a bad environment variable is one
+    ``ConfigurationError`` (naming it and its allowed values) when a run
+    starts, instead of surfacing later inside a step."""
+    settings.strict()
+    settings.implicit_runs()
+    settings.durability()
 
 
 def default_store_url() -> str:

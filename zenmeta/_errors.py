@@ -34,6 +34,8 @@ __all__ = [
     "RunNotFoundError",
     "MissingExtraError",
     "QueryError",
+    "describe_error",
+    "safe_text",
 ]
 
 
@@ -104,3 +106,35 @@ class QueryError(ZenmetaError, ValueError):
     def __init__(self, message: str, position: int) -> None:
         super().__init__(f"{message} (at position {position})")
         self.position = position
+
+
+def safe_text(value: object, limit: int = 10_000) -> str:
+    """``str(value)``, or a placeholder when its ``__str__`` raises or lies.
+
+    The one way zenmeta describes a user's object: a lazy message template
+    that fails to render must never turn into an error of zenmeta's.
+    """
+    try:
+        text = str(value)
+        if not isinstance(text, str):
+            raise TypeError("__str__ returned a non-string")
+        text = str.__str__(text)
+    except Exception as error:  # describing must never raise
+        try:
+            kind = type(error).__name__
+        except Exception:  # pragma: no cover - a broken metaclass
+            kind = "error"
+        return f"<{_type_name(value)}: str() raised {kind}>"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def describe_error(error: BaseException) -> tuple[str, str]:
+    """An exception's type name and message, neither of which can raise."""
+    return _type_name(error), safe_text(error)
+
+
+def _type_name(value: object) -> str:
+    try:
+        return str.__str__(type(value).__name__)
+    except Exception:  # pragma: no cover - a broken metaclass
+        return "object"

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import _config, _store
+from . import _config, _log, _store
 from ._store.memory import InMemoryStore
 from ._tracking import components, context, metadata
 
@@ -33,7 +33,8 @@ def reset() -> None:
     2. every open store is flushed and closed, and its remembered faults forgotten;
        every exporter used is shut down;
     3. registered components and the instances of configured flavors are dropped;
-    4. remembered warnings are forgotten, so the next dropped value warns again;
+    4. remembered warnings are forgotten, so the next dropped value (or store
+       fault) warns again;
     5. everything given to ``zenmeta.configure()`` is undone.
 
     Stores come before configuration so that queued records still reach the
@@ -44,6 +45,7 @@ def reset() -> None:
     _store.close_stores()
     components.clear_components()
     metadata.forget_warnings()
+    _log.forget_warnings()
     _config.reset_configuration()
 
 

@@ -546,3 +546,39 @@ def test_a_plain_store_path_puts_the_tracking_store_beside_it(tmp_path: Path) ->
     """`configure(store="data/runs.db")` (a plain path) keeps MLflow's file beside it."""
     zenmeta.configure(store=str(tmp_path / "data" / "runs.db"))
     assert local_tracking_uri() == f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}"
+
+
+_TERMINATED_WITH_MLFLOW = """
+import sys, time, zenmeta
+from zenmeta.integrations.mlflow import MLFlowExperimentTracker
+
+tracker = MLFlowExperimentTracker(tracking_uri=sys.argv[1])
+with zenmeta.pipeline_run("served", run_name="served", components=[tracker]):
+    print("ready", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_mlflow_parent_run_killed(
+    tracking_uri: str, client: mlflow.MlflowClient, tmp_path: Path
+) -> None:
+    """`kill` mid-run: zenmeta's run reads `interrupted`, MLflow's parent run `KILLED`."""
+    import signal
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path}/runs.db"
+    env = {**os.environ, "ZENMETA_STORE": url}
+    with subprocess.Popen(
+        [sys.executable, "-c", _TERMINATED_WITH_MLFLOW, tracking_uri],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as child:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=120) == 143
+    assert zenmeta.Client(url).get_run("served").status == "interrupted"
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and {run.info.status for run in runs} == {"KILLED"}

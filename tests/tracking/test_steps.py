@@ -221,7 +221,7 @@ def test_methods_of_every_kind_are_steps(store: InMemoryStore) -> None:
         assert model.scale(2) == 6
         assert Model.add(1, 2) == 3
         assert model.add(2, 2) == 4
-    assert step_names(store) == ["make", "scale", "add", "add_2"]
+    assert step_names(store) == ["Model.make", "Model.scale", "Model.add", "Model.add_2"]
 
 
 def test_failing_step_reraises_the_same_exception(store: InMemoryStore) -> None:

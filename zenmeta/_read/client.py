@@ -111,6 +111,14 @@ class Client:
         self.url: str = masked_url(str(getattr(chosen, "url", repr(chosen))))
         """Where the reader reads, as it may be printed (no password)."""
 
+    def _read(self) -> RecordReader:
+        """The reader, once this process's queued records for it are written:
+        a run read inside its own ``with`` block is found."""
+        from .._store import flush_for_reading
+
+        flush_for_reading(self.reader)
+        return self.reader
+
     def list_runs(
         self,
         *,
@@ -130,7 +138,7 @@ class Client:
         """
         parsed = None if where is None else parse_filter(where)
         query = RunQuery(pipeline, status, since, limit, offset, parsed)
-        found = RunList(self._with_steps(run) for run in self.reader.list_runs(query))
+        found = RunList(self._with_steps(run) for run in self._read().list_runs(query))
         found.store_url = self.url
         return found
 
@@ -143,7 +151,7 @@ class Client:
         text = str(ref).strip()
         if not text:
             raise RunNotFoundError("an empty run reference matches nothing")
-        matches = self.reader.find_runs(text)
+        matches = self._read().find_runs(text)
         if not matches:
             raise RunNotFoundError(f"no run has the id, id prefix or name {text!r}")
         if len(matches) > 1:
@@ -165,13 +173,13 @@ class Client:
         ``where`` filters them (``"status = 'failed' or user.loss > 1"``)."""
         run_id = run.id if isinstance(run, RecordedRun) else self.get_run(run).id
         parsed = None if where is None else parse_filter(where, steps=True)
-        return StepList(self.reader.list_steps(run_id, limit=limit, offset=offset, where=parsed))
+        return StepList(self._read().list_steps(run_id, limit=limit, offset=offset, where=parsed))
 
     def find_steps(self, where: str, *, limit: int | None = None, offset: int = 0) -> StepList:
         """Steps of every run that pass ``where``, newest first: which step wrote
         MLflow run Y? ``find_steps("mlflow.mlflow_run_id = 'Y'")``."""
         parsed = parse_filter(where, steps=True)
-        return StepList(self.reader.find_steps(parsed, limit=limit, offset=offset))
+        return StepList(self._read().find_steps(parsed, limit=limit, offset=offset))
 
     def get_step(self, step: RunRef, name: str | None = None) -> RecordedStep:
         """One step: by its full id, or by run and invocation name
@@ -189,7 +197,7 @@ class Client:
             key = step if isinstance(step, UUID) else UUID(str(step))
         except ValueError:
             raise RunNotFoundError(f"{step!r} is not a step id") from None
-        recorded = self.reader.get_step(key)
+        recorded = self._read().get_step(key)
         if recorded is None:
             raise RunNotFoundError(f"no step has the id {step}")
         return recorded
@@ -201,7 +209,7 @@ class Client:
         from .diff import diff_runs
 
         runs = [self.get_run(ref) for ref in (a, b, *more)]
-        steps = [self.reader.list_steps(run.id) for run in runs]
+        steps = [self._read().list_steps(run.id) for run in runs]
         return diff_runs(runs, steps, everything=everything)
 
     def delete_runs(self, *runs: RunRef) -> int:
@@ -250,7 +258,7 @@ class Client:
         query = RunQuery(where=And(tuple(terms)) if terms else None, with_metadata=False)
         chosen = [
             run
-            for run in self.reader.list_runs(query)
+            for run in self._read().list_runs(query)
             if run.status != RUNNING and "pinned" not in run.tags
         ]
         if keep_last is not None:

@@ -26,8 +26,8 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, NamedTuple
 
 from .._config import settings
-from .._errors import ConfigurationError, StoreError
-from .._log import warn
+from .._errors import ConfigurationError, StoreError, describe_error
+from .._log import warn, warn_throttled
 from .._records import ComponentFault, RecordReader
 from .._redact import masked_url
 
@@ -43,6 +43,7 @@ __all__ = [
     "close_stores",
     "copy_store",
     "flush",
+    "flush_for_reading",
     "flush_stores",
     "open_reader",
     "open_store",
@@ -294,13 +295,12 @@ def sink_name(sink: object) -> str:
 
 
 def report_sink_fault(what: str, error: BaseException) -> None:
-    """Warn (once per message) that a sink failed; raise if strict."""
-    message = f"zenmeta: {what}: {type(error).__name__}: {error}; records are still stored"
+    """Warn (once per cause and interval) that a sink failed; raise if strict."""
+    error_type, detail = describe_error(error)
+    message = f"zenmeta: {what}: {error_type}: {detail}; records are still stored"
     if settings.strict():
         raise StoreError(message) from error
-    if message not in _reported:
-        _reported.add(message)
-        warn(message)
+    warn_throttled(f"{what}: {error_type}: {detail}", "%s", message)
 
 
 def _resolve_sinks() -> tuple[RecordSink, ...]:
@@ -353,17 +353,13 @@ def _named_sink(name: str) -> RecordSink | None:
         return _named_sinks.setdefault(name, created)
 
 
-_reported: set[str] = set()
-
-
 def report_store_fault(what: str, error: BaseException) -> None:
-    """Warn (once per message) that records were not stored; raise if strict."""
-    message = f"zenmeta: {what}: {type(error).__name__}: {error}; the run goes on unrecorded"
+    """Warn (once per cause and interval) that records were not stored; raise if strict."""
+    error_type, detail = describe_error(error)
+    message = f"zenmeta: {what}: {error_type}: {detail}; the run goes on unrecorded"
     if settings.strict():
         raise StoreError(message) from error
-    if message not in _reported:
-        _reported.add(message)
-        warn(message)
+    warn_throttled(f"{what}: {error_type}: {detail}", "%s", message)
 
 
 def flush_stores() -> None:
@@ -381,6 +377,21 @@ def flush_stores() -> None:
             raise
         except Exception as error:
             report_store_fault(f"cannot flush {store.url!r}", error)
+
+
+def flush_for_reading(reader: object) -> None:
+    """Before a read in this process: write what this process queued for
+    that store, so a reader sees its own open run. Costs nothing when the
+    store has nothing queued (it says so through ``has_queued()``)."""
+    url = getattr(reader, "url", None)
+    writing = _open.get(url) if isinstance(url, str) else None  # a reader of its own
+    for store in (reader,) if writing in (None, reader) else (reader, writing):
+        has_queued = getattr(store, "has_queued", None)
+        if callable(has_queued) and has_queued():
+            try:
+                store.flush()  # type: ignore[attr-defined]
+            except Exception as error:
+                report_store_fault(f"cannot flush {url or store!r}", error)
 
 
 def flush(timeout_millis: int = 30_000) -> None:
@@ -440,7 +451,6 @@ def close_stores() -> None:
         stores = list({id(store): store for store in _open.values()}.values())
         _open.clear()
         _used.clear()
-        _reported.clear()
         sinks = list(_used_sinks)
         _used_sinks.clear()
         _named_sinks.clear()

@@ -8,6 +8,7 @@ once, so a step only loops over the components that really implement a hook.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,10 +18,11 @@ if TYPE_CHECKING:
     from .._info import PipelineRunInfo, StepRunInfo
     from .._values import MetadataType
 
+
 from .._config import settings
-from .._errors import ComponentError, ConfigurationError, MetadataError
+from .._errors import ComponentError, ConfigurationError, MetadataError, describe_error
 from .._log import warn
-from .._records import ComponentFault, DroppedValue
+from .._records import USER_SOURCE, ComponentFault, DroppedValue
 from .callables import accepts_keyword
 from .flavors import configured_components, reset_flavors
 
@@ -34,7 +36,13 @@ __all__ = [
     "clear_components",
     "call_hook",
     "raise_if_strict",
+    "Faults",
+    "SLOW_HOOK_S",
 ]
+
+SLOW_HOOK_S = 1.0
+"""A hook slower than this is recorded (as a ``SlowHook`` fault) and warned
+about: hooks run on the step's own thread, so their time is the step's."""
 
 
 HOOKS = (
@@ -113,6 +121,8 @@ class Stack:
     def __init__(self, components: Sequence[object]) -> None:
         self.components = tuple(components)
         self.names = tuple(component_name(c) for c in self.components)
+        if USER_SOURCE in self.names:
+            raise ConfigurationError(_RESERVED)
         duplicates = {n for n in self.names if self.names.count(n) > 1}
         if duplicates:
             raise ConfigurationError(
@@ -152,6 +162,11 @@ class Stack:
         return selected, missing
 
 
+_RESERVED = (
+    f"the component name {USER_SOURCE!r} is reserved for metadata the user logs "
+    "with log_metadata(); give the component another name"
+)
+
 _registered: list[object] = []
 _lock = threading.Lock()
 _default: list[tuple[tuple[object, ...], Stack]] = []  # (configured flavors, stack)
@@ -164,6 +179,8 @@ def register_component(component: object) -> None:
             f"{component!r} has none of the component hooks ({', '.join(HOOKS)})"
         )
     name = component_name(component)
+    if name == USER_SOURCE:
+        raise ConfigurationError(_RESERVED)
     with _lock:
         if any(component_name(c) == name for c in _registered):
             raise ConfigurationError(f"a component named {name!r} is already registered")
@@ -206,6 +223,25 @@ def stack_of(components: Iterable[object] | None) -> Stack:
     return default_stack() if components is None else Stack(list(components))
 
 
+class Faults(list[ComponentFault]):
+    """The faults of one run or step, plus an interrupt a hook raised.
+
+    ``KeyboardInterrupt``, ``SystemExit`` and ``GeneratorExit`` from a hook
+    are recorded like any fault, held here while the lifecycle finishes
+    (the step is still written, later cleanups still run), and re-raised by
+    the caller once the record is safe.
+    """
+
+    interrupt: BaseException | None = None
+    """Set on the instance only when a hook was interrupted: creating a
+    ``Faults`` stays as cheap as creating a list, on every step."""
+
+    def raise_interrupt(self) -> None:
+        interrupt, self.interrupt = self.interrupt, None
+        if interrupt is not None:
+            raise interrupt
+
+
 def call_hook(
     component: str,
     hook: str,
@@ -216,20 +252,30 @@ def call_hook(
     """Call one hook; a raising hook is logged and recorded, never propagated.
 
     Strict mode is applied by the caller once the whole lifecycle step is
-    done, so that one failing component never skips another's cleanup.
+    done, so that one failing component never skips another's cleanup. An
+    interrupt is recorded, then held in ``faults`` (a ``Faults``) for the
+    caller to re-raise, or re-raised at once into a plain list.
     """
+    started = time.perf_counter()
     try:
-        return fn(*args)
-    except Exception as error:
-        faults.append(ComponentFault(component, hook, type(error).__name__, str(error)))
-        warn(
-            "zenmeta: component %r failed in %s: %s: %s",
-            component,
-            hook,
-            type(error).__name__,
-            error,
-        )
-        return None
+        result = fn(*args)
+    except BaseException as error:
+        error_type, message = describe_error(error)
+        faults.append(ComponentFault(component, hook, error_type, message))
+        warn("zenmeta: component %r failed in %s: %s: %s", component, hook, error_type, message)
+        if isinstance(error, Exception):
+            return None
+        if isinstance(faults, Faults):
+            if faults.interrupt is None:
+                faults.interrupt = error
+            return None
+        raise
+    elapsed = time.perf_counter() - started
+    if elapsed > SLOW_HOOK_S:
+        message = f"took {elapsed:.1f} s (over {SLOW_HOOK_S} s), on the step's thread"
+        faults.append(ComponentFault(component, hook, "SlowHook", message))
+        warn("zenmeta: component %r is slow in %s: %s", component, hook, message)
+    return result
 
 
 def raise_if_strict(faults: list[ComponentFault], dropped: list[DroppedValue]) -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
-from .._errors import ConfigurationError, ZenmetaError
+from .._errors import ConfigurationError, ZenmetaError, describe_error
 from .._project import current_project, forget_projects
 
 __all__ = [
@@ -95,7 +95,7 @@ def _instantiate(flavor: str) -> object:
     except Exception as error:
         raise ConfigurationError(
             f"component flavor {flavor!r} ({entry_point.value}) cannot be created: "
-            f"{type(error).__name__}: {error}"
+            f"{': '.join(describe_error(error))}"
         ) from error
     with _lock:
         return _instances.setdefault(flavor, instance)

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .._codec import MetadataSet, encode_metadata
+from .._codec import (
+    MAX_BYTES_PER_RECORD,
+    MAX_KEYS_PER_RECORD,
+    MetadataSet,
+    encode_metadata,
+    encoded_size,
+)
+from .._errors import describe_error
 from .._log import warn
-from .._records import DroppedValue
+from .._records import ComponentFault, DroppedValue
 
 __all__ = ["collect_metadata", "forget_warnings", "snapshot"]
 
@@ -38,11 +45,36 @@ def collect_metadata(
     dropped: list[DroppedValue],
     source: str,
     mapping: object,
+    *,
+    faults: list[ComponentFault] | None = None,
+    hook: str = "",
 ) -> int:
     """Coerce ``mapping`` into ``sets[source]``; return how many keys were dropped.
 
     A later value for the same key replaces the earlier one (latest wins).
+    A mapping that cannot even be read (its ``items()`` raises) keeps what
+    was read so far; from a hook (``faults`` given) that is the component's
+    fault, from the user a dropped ``*``. Nothing here raises.
     """
+    try:
+        return _collect(sets, dropped, source, mapping)
+    except Exception as error:
+        error_type, message = describe_error(error)
+        if faults is not None:
+            faults.append(
+                ComponentFault(source, hook, error_type, f"reading its metadata: {message}")
+            )
+            warn("zenmeta: component %r returned metadata that cannot be read: %s", source, message)
+            return 0
+        reason = f"reading the mapping raised {error_type}: {message}"
+        dropped.append(DroppedValue(source, "*", reason))
+        _warn_once(source, "*", f"was dropped: {reason}")
+        return 1
+
+
+def _collect(
+    sets: dict[str, MetadataSet], dropped: list[DroppedValue], source: str, mapping: object
+) -> int:
     if type(mapping) is not dict and not isinstance(mapping, Mapping):
         reason = f"expected a mapping of metadata, got {type(mapping).__name__}"
         dropped.append(DroppedValue(source, "*", reason))
@@ -51,13 +83,76 @@ def collect_metadata(
     target = sets.get(source)
     if target is None:
         target = sets[source] = MetadataSet()
+    used = total = 0
+    for values in sets.values():  # one to three sources: a loop beats sum()
+        used += len(values.values)
+        total += values.size
+    cut = 0
+    if used + len(mapping) > MAX_KEYS_PER_RECORD:  # only then is each key checked
+        mapping, cut = _within_limit(mapping, target, MAX_KEYS_PER_RECORD - used)
+        if cut:
+            reason = f"{cut} more keys were dropped: a step or run keeps at most "
+            _truncated(
+                dropped, source, f"{reason}{MAX_KEYS_PER_RECORD} keys (the limit, all sources)"
+            )
+    held_before, size_before = len(target.values), target.size
     _, lost, notes = encode_metadata(mapping, target)
+    if total + target.size - size_before > MAX_BYTES_PER_RECORD:
+        over = _within_bytes(sets, target, held_before)
+        if over:
+            reason = f"{over} keys were dropped: a step or run keeps about "
+            _truncated(
+                dropped, source, f"{reason}{MAX_BYTES_PER_RECORD} bytes (the limit, all sources)"
+            )
+            cut += over
     for key, note in notes:
         _warn_once(source, key, f"was converted: {note}")
     for loss in lost:
         dropped.append(DroppedValue(source, loss.key, loss.reason))
         _warn_once(source, loss.key, f"was dropped: {loss.reason}")
-    return len(lost)
+    return len(lost) + cut
+
+
+def _truncated(dropped: list[DroppedValue], source: str, reason: str) -> None:
+    dropped.append(DroppedValue(source, "*", reason))
+    _warn_once(source, "*", f"was truncated: {reason}")
+
+
+def _within_limit(
+    mapping: Mapping[object, object], target: MetadataSet, room: int
+) -> tuple[dict[object, object], int]:
+    """The keys that fit: every key already held (it is replaced), and new
+    ones while there is room; and how many new ones were cut."""
+    kept: dict[object, object] = {}
+    held = target.values
+    cut = 0
+    for key, value in mapping.items():
+        if key in held:
+            kept[key] = value
+        elif room > 0:
+            kept[key] = value
+            room -= 1
+        else:
+            cut += 1
+    return kept, cut
+
+
+def _within_bytes(sets: dict[str, MetadataSet], target: MetadataSet, held_before: int) -> int:
+    """Measure exactly (the running count only ever overestimates); if the
+    record is still over its byte limit, drop the keys this call added,
+    newest first, until it fits. Returns how many were dropped."""
+    for values in sets.values():
+        values.measure()
+    total = sum(values.size for values in sets.values())
+    added = list(target.values)[held_before:]
+    dropped = 0
+    while total > MAX_BYTES_PER_RECORD and added:
+        key = added.pop()
+        total -= len(key) + 4 + encoded_size(target.values.pop(key))
+        target.types.pop(key, None)
+        dropped += 1
+    target.measure()
+    return dropped
 
 
 def snapshot(sets: Mapping[str, MetadataSet]) -> dict[str, MetadataSet]:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import Token
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -26,8 +26,10 @@ if TYPE_CHECKING:
     from .._values import MetadataType
 
 from .._codec import MetadataSet, round_trip_sets
-from .._errors import RunStateError
+from .._config import check_settings
+from .._errors import RunStateError, describe_error
 from .._info import PipelineInfo, PipelineRunInfo, utc_from_ns
+from .._log import warn
 from .._process import CURRENT_PID, host_name, process_start_time
 from .._records import (
     COMPLETED,
@@ -44,8 +46,9 @@ from .._records import (
 )
 from .._store import flush_stores, report_store_fault, resolve_store
 from . import context as _context
-from .callables import kind_of
-from .components import Stack, call_hook, raise_if_strict, stack_of
+from . import signals as _signals
+from .callables import check_name, check_tags, kind_of
+from .components import Faults, Stack, call_hook, raise_if_strict, stack_of
 from .ids import new_run_id
 from .metadata import collect_metadata, snapshot
 
@@ -79,12 +82,16 @@ class PipelineRun:
         tags: Iterable[str] | None = None,
         implicit: bool = False,
     ) -> None:
+        if name is not None:
+            check_name(name, "the pipeline name")
+        if run_name is not None:
+            check_name(run_name, "run_name")
         self.id: UUID = new_run_id()
         self.pipeline_name = name or "pipeline"
         self._requested_name = run_name
         self.name = run_name or ""
         self._components = None if components is None else list(components)
-        self.tags = tuple(tags or ())
+        self.tags = check_tags(tags)
         self.implicit = implicit
         self.status: Status = RUNNING
         self.parent_run_id: UUID | None = None
@@ -97,7 +104,7 @@ class PipelineRun:
         self._lock = threading.Lock()
         self._token: Token[PipelineRun | None] | None = None
         self._metadata: dict[str, MetadataSet] = {}
-        self._faults: list[ComponentFault] = []
+        self._faults = Faults()
         self._dropped: list[DroppedValue] = []
         self._step_counts: dict[str, itertools.count[int]] = {}
         self._pid = CURRENT_PID[0]
@@ -135,6 +142,7 @@ class PipelineRun:
 
     # -- lifecycle --------------------------------------------------------
     def _open(self) -> None:
+        check_settings()  # a bad setting fails here, never inside a step
         self._stack = stack_of(self._components)
         with self._lock:
             if self._phase != _NEW:
@@ -155,6 +163,8 @@ class PipelineRun:
             self.id, self.name, self.pipeline, self.parent_run_id, self.tags, self.start_ns
         )
         self._store = resolve_store()
+        _signals.run_opened(self)
+        _signals.install_termination_handler()
 
     def _start_hooks(self) -> None:
         """Record the run, then collect its components' run metadata."""
@@ -166,9 +176,21 @@ class PipelineRun:
             result = call_hook(name, "get_pipeline_run_metadata", fn, (self.id,), self._faults)
             if result is not None:
                 with self._lock:
-                    collect_metadata(self._metadata, self._dropped, name, result)
+                    collect_metadata(
+                        self._metadata,
+                        self._dropped,
+                        name,
+                        result,
+                        faults=self._faults,
+                        hook="get_pipeline_run_metadata",
+                    )
         if hooks or self._faults or self._dropped:
             self._save()
+        interrupt = self._faults.interrupt
+        if interrupt is not None:
+            self._faults.interrupt = None
+            self._close(interrupt)  # recorded interrupted, never left running
+            raise interrupt
         try:
             raise_if_strict(self._faults, self._dropped)
         except Exception as error:
@@ -187,13 +209,19 @@ class PipelineRun:
             hook = functools.partial(fn, status=status) if name in takers else fn
             args = (self.info, status != COMPLETED)
             call_hook(name, "cleanup_pipeline_run", hook, args, self._faults)
+        interrupt = self._faults.interrupt
+        self._faults.interrupt = None
+        if error is None and interrupt is not None:
+            error, status = interrupt, status_for(interrupt)
         self.end_ns = time.time_ns()
         self.status = status
         if error is not None:
-            self.error_type = type(error).__name__
-            self.error_message = str(error)
+            self.error_type, self.error_message = describe_error(error)
+        _signals.run_closed(self)
         self._save()
         flush_stores()
+        if interrupt is not None:
+            raise interrupt
         if error is None:
             raise_if_strict(self._faults[faults_before:], [])
 
@@ -220,15 +248,13 @@ class PipelineRun:
         try:
             self._store.save_run(record)
         except Exception as error:
-            report_store_fault(f"cannot write run {self.name!r} to {self._store.url!r}", error)
+            report_store_fault(f"cannot write runs to {self._store.url!r}", error)
 
     def _save_step(self, record: StepRecord) -> None:
         try:
             self._store.save_step(record)
         except Exception as error:
-            report_store_fault(
-                f"cannot write a step of {self.name!r} to {self._store.url!r}", error
-            )
+            report_store_fault(f"cannot write steps to {self._store.url!r}", error)
 
     def _next_invocation(self, step_name: str) -> str:
         """``train``, then ``train_2``, ``train_3``… unique within this run.
@@ -337,18 +363,35 @@ class PipelineRun:
         self._close(error)
 
 
+@overload
+def pipeline_run(name: F, /) -> F: ...
+
+
+@overload
 def pipeline_run(
     name: str | None = None,
     *,
     run_name: str | None = None,
     components: Iterable[object] | None = None,
     tags: Iterable[str] | None = None,
-) -> PipelineRun:
+) -> PipelineRun: ...
+
+
+def pipeline_run(
+    name: Any = None,
+    *,
+    run_name: str | None = None,
+    components: Iterable[object] | None = None,
+    tags: Iterable[str] | None = None,
+) -> Any:
     """Open a pipeline run: ``with pipeline_run("training") as run: ...``.
 
     ``components`` replaces the default stack for this run. Also usable as
-    ``async with`` and as a decorator (a new run per call).
+    ``async with`` and as a decorator (a new run per call), with arguments
+    or bare (``@pipeline_run``: the pipeline is named after the function).
     """
+    if callable(name) and not isinstance(name, str):
+        return PipelineRun(run_name=run_name, components=components, tags=tags)(name)
     return PipelineRun(name, run_name=run_name, components=components, tags=tags)
 
 
@@ -367,6 +410,17 @@ def start_run(
     """
     run = PipelineRun(name, run_name=run_name, components=components, tags=tags)
     run._detached = True
+    for earlier in _context.detached_runs():
+        if earlier.pipeline_name == run.pipeline_name:
+            warn(
+                "zenmeta: run %r of pipeline %r is still open; start_run() ends it as "
+                "completed before starting the next (call run.end() to end it yourself)",
+                earlier.name,
+                earlier.pipeline_name,
+            )
+            with contextlib.suppress(RunStateError):
+                earlier.end()
+    _signals.install_excepthook()
     run._open()
     _context.add_detached(run)
     try:
@@ -379,10 +433,16 @@ def start_run(
 
 def _end_detached_at_exit() -> None:
     """Like MLflow, end runs still open at exit as completed, so none is
-    left reading ``running``; their steps were recorded as they finished."""
+    left reading ``running``; their steps were recorded as they finished.
+    A process ending on an uncaught exception ends them ``failed`` with it,
+    one stopped by SIGTERM ``interrupted``."""
+    error = _signals.uncaught_error()
+    if error is None and _signals.terminated():
+        error = SystemExit(_signals.TERMINATED_STATUS)
     for run in reversed(_context.detached_runs()):
         with contextlib.suppress(Exception):  # at exit nobody is left to raise to
-            run.end()
+            _context.remove_detached(run)
+            run._close(error)
 
 
 atexit.register(_end_detached_at_exit)

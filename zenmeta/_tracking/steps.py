@@ -17,13 +17,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .._config import settings
-from .._errors import NoActiveContextError
+from .._errors import NoActiveContextError, describe_error
 from .._info import StepConfig, StepRunInfo
 from .._log import warn
 from .._records import COMPLETED, USER_SOURCE, ComponentFault, DroppedValue, StepRecord
 from . import context as _context
-from .callables import kind_of
-from .components import Stack, call_hook, raise_if_strict
+from .callables import check_name, kind_of, step_name_of
+from .components import Faults, Stack, call_hook, raise_if_strict
 from .ids import new_id
 from .metadata import collect_metadata
 from .runs import PipelineRun, status_for
@@ -50,7 +50,7 @@ class StepState:
         self.implicit = implicit  # the run was opened for this step alone
         self.metadata: dict[str, MetadataSet] = {}
         self.dropped: list[DroppedValue] = []
-        self.faults: list[ComponentFault] = []
+        self.faults = Faults()
         self.ended = False  # set under _late_writes once its record is built
 
 
@@ -100,18 +100,28 @@ def _begin(config: StepConfig) -> StepState | None:
 def _prepare(state: StepState) -> None:
     for name, fn in state.stack.hooks("prepare_step_run"):
         call_hook(name, "prepare_step_run", fn, (state.info,), state.faults)
+    if state.faults.interrupt is not None:
+        state.faults.raise_interrupt()  # before the user's code: it is not to run
 
 
 def _finish(state: StepState, error: BaseException | None) -> None:
     """Collect, clean up and record the step; raises only in strict mode
-    and only when the user's own code succeeded."""
+    and only when the user's own code succeeded, or re-raises an interrupt
+    a hook raised once the step is written."""
     end_ns = time.time_ns()
     info = state.info
     stack = state.stack
     for name, fn in stack.hooks("get_step_run_metadata"):
         result = call_hook(name, "get_step_run_metadata", fn, (info,), state.faults)
         if result is not None:
-            collect_metadata(state.metadata, state.dropped, name, result)
+            collect_metadata(
+                state.metadata,
+                state.dropped,
+                name,
+                result,
+                faults=state.faults,
+                hook="get_step_run_metadata",
+            )
     for name, fn in stack.hooks("cleanup_step_run"):
         call_hook(name, "cleanup_step_run", fn, (info, error is not None), state.faults)
     with _late_writes:
@@ -119,7 +129,8 @@ def _finish(state: StepState, error: BaseException | None) -> None:
     if error is None:
         status, error_type, message = COMPLETED, None, None
     else:
-        status, error_type, message = status_for(error), type(error).__name__, str(error)
+        status = status_for(error)
+        error_type, message = describe_error(error)
     state.run._save_step(
         StepRecord(
             info.step_run_id,
@@ -137,6 +148,8 @@ def _finish(state: StepState, error: BaseException | None) -> None:
             tuple(state.dropped),
         )
     )
+    if state.faults.interrupt is not None:
+        state.faults.raise_interrupt()
     if error is None and (state.faults or state.dropped):
         raise_if_strict(state.faults, state.dropped)
 
@@ -367,7 +380,7 @@ def track_step(
             # Wrap the function inside and rebuild the descriptor, so binding
             # stays Python's own: no proxy object on the call path.
             return type(target)(decorate(target.__func__))
-        step_name = name or getattr(target, "__name__", None) or "step"
+        step_name = name or step_name_of(target)
         config = StepConfig(
             step_name,
             MappingProxyType(dict(settings or {})),
@@ -375,6 +388,8 @@ def track_step(
         )
         return _wrap(target, config)
 
+    if name is not None:
+        check_name(name, "@track_step(name=...)")
     if func is None:
         return decorate
     if not callable(func) and not isinstance(func, (classmethod, staticmethod)):
@@ -382,32 +397,33 @@ def track_step(
     return decorate(func)
 
 
-def log_metadata(metadata: Mapping[str, Any]) -> None:
+def log_metadata(metadata: Mapping[str, Any], *, run: bool = False) -> None:
     """Attach metadata to the current step, else to the current run.
 
-    Values are coerced per key; a value that cannot be kept is dropped with
-    a warning and a record of why, never raising into the step (except in
-    strict mode). A re-logged key replaces its value.
+    ``run=True`` attaches it to the current run even from inside a step
+    (ZenML's ``log_metadata`` can target the run alike). Values are coerced
+    per key; a value that cannot be kept is dropped with a warning and a
+    record of why, never raising into the step (except in strict mode). A
+    re-logged key replaces its value.
     """
     state = _step_var.get()
-    if state is not None:
+    if state is not None and not run:
         with _late_writes:
             if state.ended:
                 warn(
-                    "zenmeta: log_metadata() reached step %r after it ended; %d key(s) not "
-                    "recorded",
+                    "zenmeta: log_metadata() reached step %r after it ended; its values "
+                    "were not recorded",
                     state.info.pipeline_step_name,
-                    len(metadata) if isinstance(metadata, Mapping) else 1,
                 )
                 return
             dropped = collect_metadata(state.metadata, state.dropped, USER_SOURCE, metadata)
         if dropped:
             raise_if_strict([], state.dropped[-1:])
         return
-    run = _context.current_run()
-    if run is None:
+    current = _context.current_run()
+    if current is None:
         raise NoActiveContextError(
             "log_metadata() was called outside any step or run; call it inside a "
             "@track_step function or a `with pipeline_run()` block"
         )
-    run.log_metadata(metadata)
+    current.log_metadata(metadata)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..._config import Durability, settings
 from ..._errors import ConfigurationError, StoreError
 from ..._filters import Filter, matches
+from ..._log import warn
 from ..._records import (
     ALL_RUNS,
     CRASHED,
@@ -37,8 +39,9 @@ from ..._records import (
 )
 from ..._redact import masked_url
 from . import retention
+from . import writer as writer_module
 from .query import compile_filter
-from .rows import Grouped, group_metadata, recorded_run, recorded_step
+from .rows import Grouped, Undecodable, group_metadata, recorded_run, recorded_step
 from .schema import (
     SCHEMA_VERSION,
     metadata_sets,
@@ -84,7 +87,19 @@ class SQLStore:
         self.url = masked_url(url)  # what is shown; the real URL stays in the engine
         self._follow_settings = durability is None
         self.durability: str = durability or settings.durability()
-        self.engine = open_engine(url)
+        # Opening takes the write lock once (to create or check the schema):
+        # waiting for another process's lock there is said, naming the store.
+        waiting = threading.Timer(
+            writer_module.LOCK_WARN_S,
+            warn,
+            ("zenmeta: waiting for another process's lock to open %r", url),
+        )
+        waiting.daemon = True
+        waiting.start()
+        try:
+            self.engine = open_engine(url)
+        finally:
+            waiting.cancel()
         self._dialect = self.engine.dialect.name
         self._writer = SQLWriter(
             self.engine,
@@ -102,10 +117,11 @@ class SQLStore:
     def save_run(self, record: RunRecord) -> None:
         if self._follow_settings and record.end_ns is None:
             self._use(settings.durability())
-        if self._writer.immediate:
-            self._writer.write_now(record)
+        writer = self._writer
+        if writer.immediate:
+            writer.write_now(record)
         else:
-            self._writer.put(record)
+            writer.put(record, urgent=writer.announce(record))
 
     def save_step(self, record: StepRecord) -> None:
         writer = self._writer
@@ -123,6 +139,10 @@ class SQLStore:
         """Block until every accepted record is stored; strict mode raises
         ``StoreError`` if some could not be."""
         self._writer.flush()
+
+    def has_queued(self) -> bool:
+        """Whether records of this process are queued or being written."""
+        return self._writer.busy()
 
     def close(self) -> None:
         self._writer.close()
@@ -214,8 +234,9 @@ class SQLStore:
         statement = statement.offset(offset or None).limit(limit)
         with self._reading() as connection:
             rows = connection.execute(statement).all()
-            grouped = _metadata(connection, "step", [row.id for row in rows])
-        return [recorded_step(row, grouped.get(row.id, {})) for row in rows]
+            bad: Undecodable = {}
+            grouped = _metadata(connection, "step", [row.id for row in rows], bad)
+        return [recorded_step(row, grouped.get(row.id, {}), bad.get(row.id, ())) for row in rows]
 
     def get_step(self, step_run_id: UUID) -> RecordedStep | None:
         key = step_run_id.hex
@@ -223,8 +244,9 @@ class SQLStore:
             row = connection.execute(select(steps).where(steps.c.id == key)).first()
             if row is None:
                 return None
-            grouped = _metadata(connection, "step", [key])
-        return recorded_step(row, grouped.get(key, {}))
+            bad: Undecodable = {}
+            grouped = _metadata(connection, "step", [key], bad)
+        return recorded_step(row, grouped.get(key, {}), bad.get(key, ()))
 
     # -- pruning (RunDeleter) ----------------------------------------------
     def delete_runs(self, run_ids: Sequence[UUID]) -> int:
@@ -285,7 +307,8 @@ class SQLStore:
     ) -> list[RecordedRun]:
         rows = connection.execute(query).all()
         ids = [row.id for row in rows]
-        grouped = _metadata(connection, "run", ids) if with_metadata else {}
+        bad: Undecodable = {}
+        grouped = _metadata(connection, "run", ids, bad) if with_metadata else {}
         counts: dict[str, tuple[int, int]] = {}
         failed = func.sum(case((steps.c.status == "failed", 1), else_=0))
         for chunk in _chunks(ids):
@@ -299,11 +322,22 @@ class SQLStore:
         found = []
         for row in rows:
             count, failures = counts.get(row.id, (0, 0))
-            found.append(recorded_run(row, grouped.get(row.id, {}), count, now, failures))
+            found.append(
+                recorded_run(
+                    row,
+                    grouped.get(row.id, {}),
+                    count,
+                    now,
+                    failed_step_count=failures,
+                    undecodable=bad.get(row.id, ()),
+                )
+            )
         return found
 
 
-def _metadata(connection: Connection, kind: str, ids: Sequence[str]) -> Grouped:
+def _metadata(
+    connection: Connection, kind: str, ids: Sequence[str], undecodable: Undecodable
+) -> Grouped:
     grouped: Grouped = {}
     columns = (
         metadata_sets.c.entity_id,
@@ -317,7 +351,7 @@ def _metadata(connection: Connection, kind: str, ids: Sequence[str]) -> Grouped:
             .where(metadata_sets.c.entity_kind == kind, metadata_sets.c.entity_id.in_(chunk))
             .order_by(metadata_sets.c.entity_id, metadata_sets.c.position)
         )
-        grouped.update(group_metadata(rows))
+        grouped.update(group_metadata(rows, undecodable))
     return grouped
 
 
@@ -369,6 +403,9 @@ class SQLReader(SQLStore):
     def flush(self) -> None:
         pass
 
+    def has_queued(self) -> bool:
+        return False  # a reader queues nothing; flush_for_reading asks the writer too
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -401,5 +438,33 @@ def _after_fork_in_child() -> None:
         store._writer.forget_after_fork()
 
 
+_held_over_fork: list[Any] = []
+
+
+def _before_fork() -> None:
+    """Never fork mid-transaction: SQLite's per-file lock bookkeeping would be
+    copied into the child as held by a connection it does not have, and every
+    write of the child would then wait for a lock nobody will release. A
+    writer's lock is held while it writes, so taking it waits out the write."""
+    for store in list(_open_stores):
+        lock = store._writer._lock
+        lock.acquire()
+        _held_over_fork.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_over_fork:
+        _held_over_fork.pop().release()
+
+
+def _after_fork_in_child_released() -> None:
+    _held_over_fork.clear()  # the child's writers get new locks
+    _after_fork_in_child()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child_released,
+    )

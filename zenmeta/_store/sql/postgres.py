@@ -91,6 +91,9 @@ class PostgresSession:
         if not self._durable():
             self._cursor.execute("SET LOCAL synchronous_commit = off")
 
+    def wait_for_locks(self, seconds: float) -> None:
+        """PostgreSQL's row locks are short-lived; nothing to bound here."""
+
     def commit(self) -> None:
         self._driver.commit()
         self._resending = False

@@ -43,6 +43,11 @@ __all__ = [
     "recorded_step",
     "group_metadata",
     "normalized_document",
+    "Undecodable",
+    "Unbuildable",
+    "unbuildable",
+    "refused_content",
+    "latest_runs",
 ]
 
 Grouped = dict[str, dict[str, dict[str, MetadataType]]]
@@ -264,20 +269,34 @@ def _json_encoder() -> tuple[Callable[[Any], str], Callable[[Any, int], Iterable
 _json, _json_chunks = _json_encoder()
 
 
-def group_metadata(rows: Iterable[Sequence[Any]]) -> Grouped:
+Undecodable = dict[str, list[DroppedValue]]
+"""By entity id: the stored values that could not be decoded, as drops."""
+
+
+def group_metadata(
+    rows: Iterable[Sequence[Any]], undecodable: Undecodable | None = None
+) -> Grouped:
     """``(entity_id, source, document, types)`` rows, ordered by entity then
-    position, decoded into ``{entity_id: {source: {key: value}}}``."""
+    position, decoded into ``{entity_id: {source: {key: value}}}``; a value
+    that cannot be decoded is a placeholder, noted in ``undecodable``."""
     grouped: Grouped = {}
     for entity_id, source, document, types in rows:
+        problems: list[tuple[str, str]] = []
         if type(document) is str:
-            values = decode_documents(document, types)
+            values = decode_documents(document, types, problems)
         else:
-            values = _from_jsonb(document, types)
+            values = _from_jsonb(document, types, problems)
         grouped.setdefault(entity_id, {})[source] = values
+        if problems and undecodable is not None:
+            undecodable.setdefault(entity_id, []).extend(
+                DroppedValue(source, key, reason) for key, reason in problems
+            )
     return grouped
 
 
-def _from_jsonb(document: bytes | Any, types: str) -> dict[str, MetadataType]:
+def _from_jsonb(
+    document: bytes | Any, types: str, problems: list[tuple[str, str]]
+) -> dict[str, MetadataType]:
     """A PostgreSQL JSONB document (bytes from the driver) decoded as SQLite's is.
 
     JSONB keeps its keys in its own order and numbers as ``numeric``, which
@@ -289,7 +308,7 @@ def _from_jsonb(document: bytes | Any, types: str) -> dict[str, MetadataType]:
         document = bytes(document).decode("utf-8")
     elif not isinstance(document, str):
         document = _json(document)
-    values = decode_documents(document, types)
+    values = decode_documents(document, types, problems)
     ordered: dict[str, MetadataType] = {}
     for key, type_name in json.loads(types).items():
         if key in values:
@@ -299,12 +318,31 @@ def _from_jsonb(document: bytes | Any, types: str) -> dict[str, MetadataType]:
     return ordered
 
 
+def _loads(raw: str | None, build: Callable[..., Any]) -> tuple[Any, ...]:
+    """A stored JSON list of records; the callers turn damage into a placeholder."""
+    return () if not raw else tuple(build(*item) for item in json.loads(raw))
+
+
 def _faults(raw: str | None) -> tuple[ComponentFault, ...]:
-    return () if not raw else tuple(ComponentFault(*item) for item in json.loads(raw))
+    try:
+        return _loads(raw, ComponentFault)
+    except Exception:
+        return (ComponentFault("<undecodable>", "", "", "the stored faults cannot be decoded"),)
 
 
 def _dropped(raw: str | None) -> tuple[DroppedValue, ...]:
-    return () if not raw else tuple(DroppedValue(*item) for item in json.loads(raw))
+    try:
+        return _loads(raw, DroppedValue)
+    except Exception:
+        return (DroppedValue("<undecodable>", "*", "the stored drops cannot be decoded"),)
+
+
+def _tags(raw: str | None) -> tuple[str, ...]:
+    try:
+        tags = json.loads(raw or "[]")
+        return tuple(str(tag) for tag in tags) if isinstance(tags, list) else ()
+    except Exception:
+        return ()
 
 
 def _uuid(raw: str | None) -> UUID | None:
@@ -317,6 +355,7 @@ def recorded_run(
     step_count: int,
     now_ns: int,
     failed_step_count: int = 0,
+    undecodable: Sequence[DroppedValue] = (),
 ) -> RecordedRun:
     """A run as readers see it: ``crashed`` when its writer died while it ran."""
     status: Status = row.status
@@ -329,7 +368,7 @@ def recorded_run(
         name=row.name,
         pipeline_name=row.pipeline_name,
         parent_run_id=_uuid(row.parent_run_id),
-        tags=tuple(json.loads(row.tags)),
+        tags=_tags(row.tags),
         status=status,
         start_time=utc_from_ns(row.start_ns),
         end_time=None if row.end_ns is None else utc_from_ns(row.end_ns),
@@ -339,13 +378,17 @@ def recorded_run(
         error_message=row.error_message,
         metadata=metadata,
         faults=_faults(row.faults),
-        dropped=_dropped(row.dropped),
+        dropped=_dropped(row.dropped) + tuple(undecodable),
         step_count=step_count,
         failed_step_count=failed_step_count,
     )
 
 
-def recorded_step(row: Any, metadata: Mapping[str, Mapping[str, MetadataType]]) -> RecordedStep:
+def recorded_step(
+    row: Any,
+    metadata: Mapping[str, Mapping[str, MetadataType]],
+    undecodable: Sequence[DroppedValue] = (),
+) -> RecordedStep:
     return RecordedStep(
         id=UUID(hex=row.id),
         run_id=UUID(hex=row.run_id),
@@ -359,7 +402,7 @@ def recorded_step(row: Any, metadata: Mapping[str, Mapping[str, MetadataType]]) 
         error_message=row.error_message,
         metadata=metadata,
         faults=_faults(row.faults),
-        dropped=_dropped(row.dropped),
+        dropped=_dropped(row.dropped) + tuple(undecodable),
     )
 
 
@@ -377,3 +420,37 @@ def normalized_document(document: bytes | str | Any, types: str) -> str:
             ordered[key] = float(value) if type_name == "float" and type(value) is int else value
     ordered.update(values)
     return _json(ordered)
+
+
+class Unbuildable(Exception):  # noqa: N818 - a wrapper, named for what it says
+    """A record could not be turned into rows (a value the codec let through
+    but JSON cannot encode, a name that is not text)."""
+
+
+def unbuildable(error: BaseException) -> bool:
+    return isinstance(error, Unbuildable)
+
+
+def refused_content(error: BaseException) -> bool:
+    """The database refused what a record holds (a duplicate id, a value it
+    cannot bind), as opposed to failing as a whole (a full disk, a lock)."""
+    if isinstance(error, Unbuildable):
+        return True
+    import sqlite3
+
+    orig = getattr(error, "orig", error)
+    if isinstance(orig, sqlite3.OperationalError):
+        return False
+    state = getattr(orig, "sqlstate", None)
+    if isinstance(state, str):  # PostgreSQL says: class 22 data, 23 integrity
+        return state.startswith(("22", "23"))
+    names = {kind.__name__ for kind in type(orig).__mro__}
+    return bool(names & {"IntegrityError", "DataError", "InterfaceError", "ProgrammingError"})
+
+
+def latest_runs(run_records: list[RunRecord]) -> list[RunRecord]:
+    """Each run's newest snapshot: a run record replaces the earlier ones."""
+    latest: dict[UUID, RunRecord] = {}
+    for record in run_records:
+        latest[record.run_id] = record
+    return list(latest.values())

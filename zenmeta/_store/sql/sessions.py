@@ -85,6 +85,10 @@ class Session(Protocol):
     def beat(self, ids: Sequence[str], now_ns: int) -> None:
         """Refresh the heartbeat of those runs that are still running."""
 
+    def wait_for_locks(self, seconds: float) -> None:
+        """Wait at most this long for a lock per attempt, so that the writer
+        can say it is waiting instead of blocking silently inside the driver."""
+
 
 def open_session(
     engine: Engine, durable: Callable[[], bool] = lambda: True, *, resending: bool = False
@@ -113,6 +117,9 @@ class CoreSession:
         resending: bool = False,  # a resent batch can fail on duplicate ids here
     ) -> None:
         self._connection = engine.connect().execution_options(zenmeta_writer=True)
+
+    def wait_for_locks(self, seconds: float) -> None:
+        """Servers report lock waits their own way; nothing to set here."""
 
     def begin(self) -> None:
         self._connection.begin()
@@ -170,6 +177,9 @@ class SQLiteSession:
         except AttributeError:  # Python 3.10 cannot ask; assume SQLite's smallest default
             limit = 999
         self._variables: int = limit
+
+    def wait_for_locks(self, seconds: float) -> None:
+        self._driver.execute(f"PRAGMA busy_timeout = {max(1, int(seconds * 1000))}")
 
     def begin(self) -> None:
         # IMMEDIATE takes the write lock up front, waiting up to the busy

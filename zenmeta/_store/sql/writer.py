@@ -7,12 +7,18 @@ A full queue makes the caller wait: records are never dropped to keep up.
 In immediate mode the caller writes its own record before returning, and
 the thread only refreshes the heartbeat of this process's open runs.
 
+A batch that cannot be written (unwritable file, disk full, a lock held
+for minutes) is reported as a warning on the ``zenmeta`` logger, once per
+cause and interval, and remembered, so that ``flush()`` in strict mode
+raises ``StoreError``. A record that cannot be turned into rows, or that the
+database refuses for its content, is dropped alone, with a warning: the rest
+of its batch (other runs' steps among it) is written. A run's first record
+jumps the queue and wakes the writer at once, so that a process killed
+moments after starting a run still leaves the run on disk.
+
 A lost connection (a server restarting, a failover) keeps the batch: the
 writer reconnects with backoff for as long as it waits out a locked file,
-while the bounded queue makes steps wait. A batch that cannot be written
-(unwritable file, disk full, a lock held or a server gone for minutes) is
-reported once as a warning on the ``zenmeta`` logger and
-remembered, so that ``flush()`` in strict mode raises ``StoreError``.
+while the bounded queue makes steps wait.
 
 A thread idle for ``IDLE_S`` with no run of this process open exits and
 closes its connection; the next record starts it again. Before each batch
@@ -33,11 +39,20 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from ..._config import settings
-from ..._errors import StoreError
-from ..._log import warn
+from ..._errors import StoreError, describe_error
+from ..._log import warn, warn_throttled
 from ..._records import RUNNING, RunRecord, StepRecord
 from ..liveness import HEARTBEAT_S
-from .rows import FULL_METADATA, add_step_rows, metadata_rows, run_row
+from .rows import (
+    FULL_METADATA,
+    Unbuildable,
+    add_step_rows,
+    latest_runs,
+    metadata_rows,
+    refused_content,
+    run_row,
+    unbuildable,
+)
 from .schema import (
     ensure_schema,
     file_identity,
@@ -79,6 +94,10 @@ LOCKED_RETRY_S = 120.0
 """How long a batch keeps retrying a locked database, or reconnecting to a
 server that went away, before it is reported."""
 
+LOCK_WARN_S = 3.0
+"""Waiting this long for another process's lock is said in a warning naming
+the store; the wait itself goes on (up to ``LOCKED_RETRY_S``)."""
+
 Record = RunRecord | StepRecord
 
 
@@ -114,11 +133,21 @@ class SQLWriter:
         self._warned: set[str] = set()
         self._path = sqlite_path(url) if engine.dialect.name == "sqlite" else None
         self._identity = None if self._path is None else file_identity(self._path)
+        self._writing = False  # records popped from the queue, not yet committed
+        self._announced: set[UUID] = set()  # runs whose first record was queued
 
     # -- the caller's side -------------------------------------------------
-    def put(self, record: Record) -> None:
-        """Queue a record; wait only when the queue is full."""
+    def put(self, record: Record, *, urgent: bool = False) -> None:
+        """Queue a record; wait only when the queue is full. An urgent one (a
+        run's first record) goes first and wakes the writer at once."""
         pending = self.pending
+        if urgent:
+            pending.appendleft(record)
+            self._urgent = True
+            if self._thread is None:
+                self.start()
+            self._wake.set()
+            return
         pending.append(record)
         if len(pending) >= self.nudge_at:
             self.nudge()
@@ -133,6 +162,20 @@ class SQLWriter:
             if self._thread is None:
                 self.start()
             self._wake.set()
+
+    def announce(self, record: RunRecord) -> bool:
+        """Whether this is the first record of its run seen here (then urgent)."""
+        if record.run_id in self._announced:
+            if record.end_ns is not None:
+                self._announced.discard(record.run_id)
+            return False
+        if record.end_ns is None:
+            self._announced.add(record.run_id)
+        return True
+
+    def busy(self) -> bool:
+        """Whether records are queued or being written."""
+        return bool(self.pending) or self._writing
 
     def write_now(self, record: Record) -> None:
         """Write one record before returning (immediate mode); errors propagate."""
@@ -153,6 +196,9 @@ class SQLWriter:
                 thread = self._thread  # a retired thread hands over to a new one
                 if thread is None or not thread.is_alive():
                     break
+        if thread is not None and not thread.is_alive() and not self._stopping:
+            self._thread = None  # the next record starts a new one
+            self._report(f"the writer thread for {self.url!r} is gone; writing here", "gone")
         if self.pending:  # no thread (never started, or stopped): write here
             self._drain()
         fault, self._fault = self._fault, None
@@ -246,8 +292,8 @@ class SQLWriter:
                 # a remainder is cut into many. The interval writes the rest.
                 self._drain(whole_blocks=woken and not urgent and not self._stopping)
                 self._heartbeat_if_due()
-            except Exception as error:  # the thread must outlive any fault
-                cause = f"{type(error).__name__}: {error}"
+            except BaseException as error:  # the thread must outlive any fault
+                cause = ": ".join(describe_error(error))
                 self._report(f"the writer for {self.url!r} failed: {cause}", cause)
 
     def _retire(self) -> bool:
@@ -292,11 +338,15 @@ class SQLWriter:
                 pass
             with self._room:
                 self._room.notify_all()
-            if step_records or run_records:
-                with self._lock:
-                    self._store(step_records, run_records, report=True)
-            for event in done:
-                event.set()
+            try:
+                if step_records or run_records:
+                    self._writing = True
+                    with self._lock:
+                        self._store(step_records, run_records, report=True)
+            finally:  # a waiter is never left waiting, whatever happened
+                self._writing = False
+                for event in done:
+                    event.set()
 
     def _heartbeat_if_due(self) -> None:
         now = time.time_ns()
@@ -312,7 +362,7 @@ class SQLWriter:
 
     # -- writing -------------------------------------------------------------
     def _write(self, batch: list[Record], *, report: bool) -> None:
-        """Turn records into rows (here, not in the step) and store them."""
+        """Sort records into steps and runs, and store them."""
         step_records: list[StepRecord] = []
         run_records: list[RunRecord] = []
         for record in batch:
@@ -325,25 +375,81 @@ class SQLWriter:
     def _store(
         self, step_records: list[StepRecord], run_records: list[RunRecord], *, report: bool
     ) -> None:
-        """Write steps and runs (drained in one pass) in one transaction."""
-        latest_runs: dict[UUID, RunRecord] = {}
-        for run_record in run_records:
-            latest_runs[run_record.run_id] = run_record
+        """Write steps and runs (drained in one pass) in one transaction; a
+        record that cannot be written is dropped alone (see ``_one_by_one``)."""
+        try:
+            work, count = self._rows(step_records, run_records)
+        except Exception:  # a record that cannot become rows: find it
+            self._one_by_one(step_records, run_records, report=report)
+            return
+        try:
+            self._transaction(work, report=False, count=count)
+        except Exception as error:
+            if count > 1 and refused_content(error):
+                self._one_by_one(step_records, run_records, report=report)
+                return
+            if not report:
+                raise
+            self._report_batch(count, error)
+
+    def _one_by_one(
+        self, step_records: list[StepRecord], run_records: list[RunRecord], *, report: bool
+    ) -> None:
+        """Write each record alone; drop, with a warning, those that fail for
+        what they hold. Only ever reached after a batch failed that way."""
+        singles: list[tuple[list[StepRecord], list[RunRecord]]] = [
+            ([record], []) for record in step_records
+        ]
+        singles += [([], [record]) for record in latest_runs(run_records)]
+        for steps_alone, runs_alone in singles:
+            try:
+                work, count = self._rows(steps_alone, runs_alone)
+                self._transaction(work, report=False, count=count)
+            except Exception as error:
+                if not report:
+                    raise
+                if not refused_content(error) and not unbuildable(error):
+                    self._report_batch(1, error)
+                    continue
+                record = (steps_alone or runs_alone)[0]
+                what = "step" if steps_alone else "run"
+                cause = ": ".join(describe_error(error))
+                self._report(
+                    f"dropped a {what} record of run {record.run_id} that {self.url!r} "
+                    f"cannot store ({cause}); the rest of its batch was written",
+                    f"record: {cause}",
+                )
+
+    def _rows(
+        self, step_records: list[StepRecord], run_records: list[RunRecord]
+    ) -> tuple[Callable[[Session], None], int]:
+        """Turn records into rows (here, in the writer, not in the step)."""
+        newest = latest_runs(run_records)
         step_rows: Shaped = {}
         meta_rows: list[Any] = []
-        add_step_rows(step_records, step_rows, meta_rows, {})
-        now = time.time_ns()
-        run_rows: Shaped = {}
-        run_ids = []
-        pid = os.getpid()
-        for record in latest_runs.values():
-            key = record.run_id.hex
-            run_ids.append(key)
-            shape, values = shape_of(run_row(record, now))
-            run_rows.setdefault(shape, []).extend(values)
-            for row in metadata_rows("run", key, key, record.metadata):
-                meta_rows.extend(row)
-            if record.status == RUNNING and record.pid == pid:
+        try:
+            add_step_rows(step_records, step_rows, meta_rows, {})
+            now = time.time_ns()
+            run_rows: Shaped = {}
+            run_ids = []
+            live: list[tuple[str, bool]] = []
+            pid = os.getpid()
+            for record in newest:
+                key = record.run_id.hex
+                run_ids.append(key)
+                shape, values = shape_of(run_row(record, now))
+                run_rows.setdefault(shape, []).extend(values)
+                for row in metadata_rows("run", key, key, record.metadata):
+                    meta_rows.extend(row)
+                live.append((key, record.status == RUNNING and record.pid == pid))
+        except BaseException as error:
+            # In the writer thread even a SystemExit from a hostile value is
+            # that record's fault; in the caller's thread an interrupt is theirs.
+            if not isinstance(error, Exception) and threading.current_thread() is not self._thread:
+                raise
+            raise Unbuildable(*describe_error(error)) from error
+        for key, running in live:
+            if running:
                 self._live.add(key)
             else:
                 self._live.discard(key)
@@ -357,15 +463,26 @@ class SQLWriter:
             if now - self._beat_ns >= HEARTBEAT_S * 1e9:
                 self._beat(session, now)
 
-        self._transaction(store, report=report, count=len(step_records) + len(run_records))
+        return store, len(step_records) + len(newest)
+
+    def _report_batch(self, count: int, error: BaseException) -> None:
+        error_type, detail = describe_error(getattr(error, "orig", None) or error)
+        cause = f"{error_type}: {detail}"
+        self._report(
+            f"cannot write {count} records to {self.url!r}: {cause}; they are lost, "
+            "the steps went on",
+            cause,
+        )
 
     def _transaction(
         self, work: Callable[[Session], None], *, report: bool, count: int = 0
     ) -> None:
         """Run ``work`` in one write transaction; wait out locks, report the rest."""
-        give_up = time.monotonic() + LOCKED_RETRY_S
+        started = time.monotonic()
+        give_up = started + LOCKED_RETRY_S
         delay = 0.05
         resending = False
+        warned = False
         while True:
             try:
                 if self._path is not None:
@@ -375,6 +492,7 @@ class SQLWriter:
                     session = self._session = open_session(
                         self.engine, self._durable, resending=resending
                     )
+                    session.wait_for_locks(LOCK_WARN_S)
                 session.begin()
                 try:
                     work(session)
@@ -385,6 +503,16 @@ class SQLWriter:
                 return
             except Exception as error:
                 if is_locked_error(error) and time.monotonic() < give_up:
+                    waited = time.monotonic() - started
+                    if not warned and waited >= LOCK_WARN_S:
+                        warned = True
+                        warn(
+                            "zenmeta: waiting for another process's lock on %r "
+                            "(%.1f s so far; giving up after %.0f s)",
+                            self.url,
+                            waited,
+                            LOCKED_RETRY_S,
+                        )
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
@@ -398,12 +526,7 @@ class SQLWriter:
                 self._discard_session()
                 if not report:
                     raise
-                cause = f"{type(error).__name__}: {getattr(error, 'orig', None) or error}"
-                self._report(
-                    f"cannot write {count} records to {self.url!r}: {cause}; they are lost, "
-                    "the steps went on",
-                    cause,
-                )
+                self._report_batch(count, error)
                 return
 
     def _follow_file(self, path: str) -> None:
@@ -437,11 +560,10 @@ class SQLWriter:
                 session.close()
 
     def _report(self, message: str, cause: str) -> None:
-        """Warn once per cause (a full disk fails every batch), remember for flush."""
+        """Warn once per cause and interval (a full disk fails every batch),
+        remember for flush."""
         self._fault = f"zenmeta: {message}"
-        if cause not in self._warned:
-            self._warned.add(cause)
-            warn("zenmeta: %s", message)
+        warn_throttled(f"{self.url} {cause}", "zenmeta: %s", message)
 
 
 _inherited: list[object] = []
