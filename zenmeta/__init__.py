@@ -24,6 +24,7 @@ from ._errors import (
 from ._info import PipelineInfo, PipelineRunInfo, StepConfig, StepRunInfo
 from ._read.client import Client
 from ._records import ComponentFault, DroppedValue, RecordedRun, RecordedStep
+from ._redaction import redact
 from ._store import flush
 from ._tracking.components import StackComponent, register_component, unregister_component
 from ._tracking.context import carry_context, get_run_context, get_step_context
@@ -40,6 +41,7 @@ __all__ = [
     "start_run",
     "PipelineRun",
     "log_metadata",
+    "redact",
     "get_step_context",
     "get_run_context",
     "StepRunInfo",

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
 
 from ._errors import ConfigurationError
 from ._records import RecordStore
 
-__all__ = ["configure", "reset_configuration", "settings", "Durability"]
+if TYPE_CHECKING:
+    from ._redaction import Rules
+
+RedactSpec = bool | str | Mapping[str, Sequence[str]]
+"""What ``configure(redact=...)`` takes (see ``_redaction.parse_rules``)."""
+
+__all__ = ["configure", "reset_configuration", "settings", "Durability", "RedactSpec"]
 
 Durability = Literal["batched", "immediate"]
 _TRUE = {"1", "true", "yes", "on"}
@@ -32,13 +39,14 @@ UNSET = _Unset()
 class _Settings:
     """What ``configure()`` was given; ``None`` means "use the default"."""
 
-    __slots__ = ("durability", "implicit_runs", "store", "strict")
+    __slots__ = ("durability", "implicit_runs", "redact", "store", "strict")
 
     def __init__(self) -> None:
         self.store: str | RecordStore | None = None
         self.strict: bool | None = None
         self.implicit_runs: bool | None = None
         self.durability: Durability | None = None
+        self.redact: RedactSpec | None = None
 
 
 _configured = _Settings()
@@ -51,6 +59,7 @@ def configure(
     strict: bool | _Unset | None = UNSET,
     implicit_runs: bool | _Unset | None = UNSET,
     durability: Durability | _Unset | None = UNSET,
+    redact: RedactSpec | _Unset | None = UNSET,
 ) -> None:
     """Set zenmeta's behaviour for this process; ``None`` restores the default.
 
@@ -64,9 +73,17 @@ def configure(
     - ``durability``: ``"batched"`` (default) writes in the background at
       least every second; ``"immediate"`` writes each record before the step
       returns (``ZENMETA_DURABILITY``).
+    - ``redact``: the secret-masking rules applied to every recorded value
+      (``ZENMETA_REDACT``): ``True`` (default), ``False`` or ``"off"``, or
+      ``{"patterns": [...], "allow_keys": [...], "secret_keys": [...]}`` to
+      mask more or to let a key through; read as each run starts.
     """
     if durability not in (UNSET, None, "batched", "immediate"):
         raise ConfigurationError(f"durability must be 'batched' or 'immediate', not {durability!r}")
+    if not isinstance(redact, _Unset) and redact is not None:
+        from ._redaction import parse_rules
+
+        parse_rules(redact)  # a bad pattern is an error here, not at the first run
     with _lock:
         if not isinstance(store, _Unset):
             _configured.store = store
@@ -76,6 +93,8 @@ def configure(
             _configured.implicit_runs = implicit_runs
         if not isinstance(durability, _Unset):
             _configured.durability = durability
+        if not isinstance(redact, _Unset):
+            _configured.redact = redact
 
 
 def reset_configuration() -> None:
@@ -120,6 +139,13 @@ class settings:  # noqa: N801 - a namespace of readers, used like a module
         if raw not in ("batched", "immediate"):
             raise ConfigurationError(f"ZENMETA_DURABILITY={raw!r}: use 'batched' or 'immediate'")
         return raw  # type: ignore[return-value]
+
+    @staticmethod
+    def redaction() -> Rules:
+        """The effective redaction rules (parsed once per distinct setting)."""
+        from ._redaction import rules_from
+
+        return rules_from(_configured.redact)
 
     @staticmethod
     def store() -> str | RecordStore:

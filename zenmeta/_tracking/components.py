@@ -19,6 +19,7 @@ from .._errors import ComponentError, ConfigurationError, MetadataError
 from .._info import PipelineRunInfo, StepRunInfo
 from .._log import warn
 from .._records import ComponentFault, DroppedValue
+from .._redaction import is_redaction_note
 from .._values import MetadataType
 from .callables import accepts_keyword
 from .flavors import configured_components, reset_flavors
@@ -241,6 +242,9 @@ def raise_if_strict(faults: list[ComponentFault], dropped: list[DroppedValue]) -
     """In strict mode, turn the first recorded fault or drop into an error."""
     if not (faults or dropped) or not settings.strict():
         return
+    dropped = [drop for drop in dropped if not is_redaction_note(drop.reason)]
+    if not (faults or dropped):
+        return  # a masked secret is recorded, not an error
     if faults:
         fault = faults[0]
         raise ComponentError(

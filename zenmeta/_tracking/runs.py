@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
 from .._codec import MetadataSet, round_trip_sets
+from .._config import settings
 from .._errors import RunStateError
 from .._info import PipelineInfo, PipelineRunInfo, utc_from_ns
 from .._process import CURRENT_PID, host_name, process_start_time
@@ -40,13 +41,14 @@ from .._records import (
     Status,
     StepRecord,
 )
+from .._redaction import DEFAULT_RULES, Rules
 from .._store import flush, report_store_fault, resolve_store
 from .._values import MetadataType
 from . import context as _context
 from .callables import kind_of
 from .components import Stack, call_hook, raise_if_strict, stack_of
 from .ids import new_run_id
-from .metadata import collect_metadata, snapshot
+from .metadata import collect_metadata, mask_message, masked_faults, snapshot
 
 __all__ = ["PipelineRun", "pipeline_run", "start_run", "status_for"]
 
@@ -99,6 +101,7 @@ class PipelineRun:
         self._faults: list[ComponentFault] = []
         self._dropped: list[DroppedValue] = []
         self._step_counts: dict[str, itertools.count[int]] = {}
+        self.redaction: Rules = DEFAULT_RULES
         self._pid = CURRENT_PID[0]
         self.stack: Stack
         self.store: RecordStore
@@ -154,6 +157,7 @@ class PipelineRun:
             self.id, self.name, self.pipeline, self.parent_run_id, self.tags, self.start_ns
         )
         self.store = resolve_store()
+        self.redaction = settings.redaction()  # like the store: chosen as each run starts
 
     def _start_hooks(self) -> None:
         """Record the run, then collect its components' run metadata."""
@@ -165,7 +169,7 @@ class PipelineRun:
             result = call_hook(name, "get_pipeline_run_metadata", fn, (self.id,), self._faults)
             if result is not None:
                 with self._lock:
-                    collect_metadata(self._metadata, self._dropped, name, result)
+                    collect_metadata(self._metadata, self._dropped, name, result, self.redaction)
         if hooks or self._faults or self._dropped:
             self._save()
         try:
@@ -190,7 +194,7 @@ class PipelineRun:
         self.status = status
         if error is not None:
             self.error_type = type(error).__name__
-            self.error_message = str(error)
+            self.error_message = mask_message(str(error), self.redaction)
         self._save()
         flush()
         if error is None:
@@ -213,7 +217,7 @@ class PipelineRun:
                 error_type=self.error_type,
                 error_message=self.error_message,
                 metadata=snapshot(self._metadata),
-                faults=tuple(self._faults),
+                faults=masked_faults(self._faults, self.redaction),
                 dropped=tuple(self._dropped),
             )
         try:
@@ -246,7 +250,7 @@ class PipelineRun:
         with self._lock:
             if self._phase != _OPEN:
                 raise RunStateError(f"run {self.name!r} is not running", run_id=self.id)
-            collect_metadata(self._metadata, self._dropped, source, metadata)
+            collect_metadata(self._metadata, self._dropped, source, metadata, self.redaction)
         self._save()
         raise_if_strict([], self._dropped[-1:] if self._dropped else [])
 

@@ -24,7 +24,7 @@ from . import context as _context
 from .callables import kind_of
 from .components import Stack, call_hook, raise_if_strict
 from .ids import new_id
-from .metadata import collect_metadata
+from .metadata import collect_metadata, mask_message, masked_faults
 from .runs import PipelineRun, status_for
 
 __all__ = ["track_step", "log_metadata", "StepState"]
@@ -98,13 +98,14 @@ def _finish(state: StepState, error: BaseException | None) -> None:
     for name, fn in stack.hooks("get_step_run_metadata"):
         result = call_hook(name, "get_step_run_metadata", fn, (info,), state.faults)
         if result is not None:
-            collect_metadata(state.metadata, state.dropped, name, result)
+            collect_metadata(state.metadata, state.dropped, name, result, state.run.redaction)
     for name, fn in stack.hooks("cleanup_step_run"):
         call_hook(name, "cleanup_step_run", fn, (info, error is not None), state.faults)
     if error is None:
         status, error_type, message = COMPLETED, None, None
     else:
-        status, error_type, message = status_for(error), type(error).__name__, str(error)
+        status, error_type = status_for(error), type(error).__name__
+        message = mask_message(str(error), state.run.redaction)
     state.run.save_step(
         StepRecord(
             info.step_run_id,
@@ -118,7 +119,7 @@ def _finish(state: StepState, error: BaseException | None) -> None:
             error_type,
             message,
             state.metadata,  # the state dies with the step: no copy needed
-            tuple(state.faults),
+            masked_faults(state.faults, state.run.redaction) if state.faults else (),
             tuple(state.dropped),
         )
     )
@@ -376,7 +377,8 @@ def log_metadata(metadata: Mapping[str, Any]) -> None:
     """
     state = _step_var.get()
     if state is not None:
-        if collect_metadata(state.metadata, state.dropped, USER_SOURCE, metadata):
+        rules = state.run.redaction
+        if collect_metadata(state.metadata, state.dropped, USER_SOURCE, metadata, rules):
             raise_if_strict([], state.dropped[-1:])
         return
     run = _context.current_run()
