@@ -15,7 +15,7 @@ EXPECTED = {
     "Uri", "Path", "DType", "StorageSize", "MetadataType", "RecordedRun", "RecordedStep",
     "ComponentFault", "DroppedValue", "ZenmetaError", "NoActiveContextError", "RunStateError",
     "ComponentError", "MetadataError", "ConfigurationError", "StoreError", "RunNotFoundError",
-    "MissingExtraError", "__version__",
+    "MissingExtraError", "redact", "__version__",
 }  # fmt: skip
 
 

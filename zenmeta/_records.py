@@ -9,7 +9,7 @@ Every store implements ``RecordStore`` (writing) and ``RecordReader``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -35,6 +35,8 @@ __all__ = [
     "StepRecord",
     "RecordStore",
     "RecordReader",
+    "MetadataRewrite",
+    "MetadataRewriter",
     "RecordedRun",
     "RecordedStep",
     "RunList",
@@ -133,6 +135,25 @@ class RecordStore(Protocol):
 
     def close(self) -> None:
         """Flush and release resources; the store is not used afterwards."""
+
+
+class MetadataRewrite(NamedTuple):
+    """One stored metadata set to replace (``zenmeta store scan --fix``), and
+    the notes to add to its run's or step's dropped list."""
+
+    kind: Literal["run", "step"]
+    entity_id: UUID
+    source: str
+    metadata: MetadataSet
+    notes: tuple[DroppedValue, ...] = ()
+
+
+@runtime_checkable
+class MetadataRewriter(Protocol):
+    """A store that can rewrite what it already holds (both built-in stores can)."""
+
+    def rewrite_metadata(self, run_id: UUID, rewrites: Sequence[MetadataRewrite]) -> None:
+        """Replace the given metadata sets of one run and its steps, in one transaction."""
 
 
 class RecordedStep(NamedTuple):

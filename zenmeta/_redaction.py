@@ -193,8 +193,15 @@ class Rules:
 
 def _mask(match: re.Match[str], fired: list[str]) -> str:
     rule = _FORMAT_NAMES[match.lastgroup or ""]
-    if rule not in fired:
+    shown = _masked(match, rule)
+    # Masking is idempotent: an already masked value fires no rule again, so
+    # ``store scan`` finds nothing left after ``--fix``.
+    if shown != match.group(0) and rule not in fired:
         fired.append(rule)
+    return shown
+
+
+def _masked(match: re.Match[str], rule: str) -> str:
     groups = match.groupdict()
     if rule == "url credentials":
         # With a password, the user stays (it says who connected); a lone

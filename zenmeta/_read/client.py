@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from datetime import datetime
     from uuid import UUID
 
+    from .scan import SecretFinding
+
 from .._config import settings
 from .._errors import RunNotFoundError, StoreError
 from .._records import RecordedRun, RecordedStep, RecordReader, RunList, StepList
@@ -98,6 +100,21 @@ class Client:
         exported = run.to_dict()
         exported["steps"] = [step.to_dict() for step in self.list_steps(run)]
         return exported
+
+    def scan_secrets(self, *, fix: bool = False) -> list[SecretFinding]:
+        """Stored values the redaction rules would mask, as (run, step, source,
+        key, rule); with ``fix=True`` they are masked in place, one
+        transaction per run, each with a ``redacted:`` note.
+
+        The rules are the configured ones (``configure(redact=...)``,
+        ``ZENMETA_REDACT``); switched off, the built-in rules are used, since
+        a scan for nothing would be no scan.
+        """
+        from .._redaction import DEFAULT_RULES
+        from .scan import scan_store
+
+        rules = settings.redaction()
+        return scan_store(self.reader, rules if rules.enabled else DEFAULT_RULES, fix=fix)
 
     def store_info(self) -> dict[str, Any]:
         """Where the store is and what it holds: URL, kind, schema version, counts."""

@@ -7,7 +7,8 @@ a test sees exactly the types a database store would give back.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -15,7 +16,16 @@ if TYPE_CHECKING:
 
 from .._codec import round_trip_sets
 from .._info import utc_from_ns
-from .._records import RecordedRun, RecordedStep, RunRecord, StepRecord
+from .._records import MetadataRewrite, RecordedRun, RecordedStep, RunRecord, StepRecord
+
+_Record = TypeVar("_Record", RunRecord, StepRecord)
+
+
+def _rewritten(record: _Record, change: MetadataRewrite) -> _Record:
+    metadata = {**record.metadata, change.source: change.metadata.copy()}
+    dropped = record.dropped + tuple(n for n in change.notes if n not in record.dropped)
+    return record._replace(metadata=metadata, dropped=dropped)
+
 
 __all__ = ["InMemoryStore"]
 
@@ -49,6 +59,19 @@ class InMemoryStore:
         with self._lock:
             self._runs.clear()
             self._steps.clear()
+
+    def rewrite_metadata(self, run_id: UUID, rewrites: Sequence[MetadataRewrite]) -> None:
+        """Replace metadata sets of one run and its steps, and add their notes, at once."""
+        with self._lock:
+            for change in rewrites:
+                if change.kind == "run":
+                    run = self._runs[run_id]
+                    self._runs[run_id] = _rewritten(run, change)
+                    continue
+                steps = self._steps.get(run_id, [])
+                for index, step in enumerate(steps):
+                    if step.step_run_id == change.entity_id:
+                        steps[index] = _rewritten(step, change)
 
     # reading -----------------------------------------------------------
     def list_runs(

@@ -10,6 +10,7 @@ immediate); reading rebuilds exactly what ``InMemoryStore`` returns, and a
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 import weakref
@@ -21,9 +22,18 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Select, func, select
 
+from ..._codec import join_documents
 from ..._config import Durability, settings
 from ..._errors import ConfigurationError
-from ..._records import CRASHED, RUNNING, RecordedRun, RecordedStep, RunRecord, StepRecord
+from ..._records import (
+    CRASHED,
+    RUNNING,
+    MetadataRewrite,
+    RecordedRun,
+    RecordedStep,
+    RunRecord,
+    StepRecord,
+)
 from .rows import Grouped, group_metadata, recorded_run, recorded_step
 from .schema import (
     SCHEMA_VERSION,
@@ -116,6 +126,31 @@ class SQLStore:
             self._writer.flush()  # records keep their order across the switch
             self.durability = durability
             self._writer.immediate = durability == "immediate"
+
+    # -- rewriting (MetadataRewriter) --------------------------------------
+    def rewrite_metadata(self, run_id: UUID, rewrites: Sequence[MetadataRewrite]) -> None:
+        """Replace stored metadata sets of one run and its steps, and add
+        their notes, in one transaction (``zenmeta store scan --fix``).
+
+        Queued records are written first, so a rewrite never races the
+        writer with an older copy of the same set.
+        """
+        self._writer.flush()
+        sqlite = self.engine.dialect.name == "sqlite"
+        writing = self.engine.connect().execution_options(zenmeta_writer=True)
+        with writing as connection:
+            if sqlite:  # the old text must not survive in freed space or the WAL
+                _driver(connection).execute("PRAGMA secure_delete=ON")
+            try:
+                with connection.begin():
+                    for change in rewrites:
+                        _rewrite(connection, run_id, change)
+            finally:
+                if sqlite:
+                    _driver(connection).execute("PRAGMA secure_delete=OFF")
+        if sqlite:
+            with self.engine.connect() as connection:
+                _driver(connection).execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- reading (RecordReader) --------------------------------------------
     def list_runs(
@@ -235,6 +270,36 @@ class SQLStore:
         return [
             recorded_run(row, grouped.get(row.id, {}), counts.get(row.id, 0), now) for row in rows
         ]
+
+
+def _driver(connection: Connection) -> Any:
+    """The sqlite3 connection itself: it runs a PRAGMA outside any transaction."""
+    return connection.connection.driver_connection
+
+
+def _rewrite(connection: Connection, run_id: UUID, change: MetadataRewrite) -> None:
+    entity = change.entity_id.hex
+    document, types = join_documents(change.metadata)
+    connection.execute(
+        metadata_sets.update()
+        .where(
+            metadata_sets.c.entity_id == entity,
+            metadata_sets.c.source == change.source,
+            metadata_sets.c.run_id == run_id.hex,
+        )
+        .values(document=document, types=types)
+    )
+    if not change.notes:
+        return
+    table = runs if change.kind == "run" else steps
+    stored = connection.execute(select(table.c.dropped).where(table.c.id == entity)).scalar()
+    dropped = json.loads(stored) if stored else []
+    for note in change.notes:
+        if list(note) not in dropped:
+            dropped.append(list(note))
+    connection.execute(
+        table.update().where(table.c.id == entity).values(dropped=json.dumps(dropped))
+    )
 
 
 def _metadata(connection: Connection, kind: str, ids: Sequence[str]) -> Grouped:

@@ -1,0 +1,93 @@
+"""Finding secrets already stored, and masking them in place.
+
+Runs recorded before redaction existed, or with it switched off, may hold
+credentials. The scan reads through the reader protocol, puts each stored
+metadata set back through the same rules the tracking core applies, and
+reports what they would mask; the fix hands the masked sets to the store's
+``rewrite_metadata``, one transaction per run, with a ``redacted:`` note on
+each run or step it changed, as if the value had been masked when recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+from .._codec import encode_metadata
+from .._errors import StoreError
+from .._records import (
+    DroppedValue,
+    MetadataRewrite,
+    MetadataRewriter,
+    RecordedRun,
+    RecordedStep,
+    RecordReader,
+)
+from .._redaction import REDACTED_PREFIX, Rules, redact_set
+from .._values import MetadataType
+
+__all__ = ["SecretFinding", "scan_store"]
+
+
+class SecretFinding(NamedTuple):
+    """A stored value the redaction rules would mask: where, and which rule."""
+
+    run_id: UUID
+    run_name: str
+    step_id: UUID | None
+    step_name: str | None
+    source: str
+    key: str
+    rule: str
+
+
+def scan_store(reader: RecordReader, rules: Rules, *, fix: bool) -> list[SecretFinding]:
+    """Every finding in the store, newest run first; with ``fix``, masked in place."""
+    rewriter = reader if fix else None
+    if fix and not isinstance(reader, MetadataRewriter):
+        raise StoreError(f"{reader!r} cannot rewrite stored metadata")
+    findings: list[SecretFinding] = []
+    for run in reader.list_runs():
+        rewrites: list[MetadataRewrite] = []
+        entities: list[RecordedRun | RecordedStep] = [run, *reader.list_steps(run.id)]
+        for entity in entities:
+            for source, values in entity.metadata.items():
+                found = _scan_set(run, entity, source, values, rules, rewrites)
+                findings.extend(found)
+        if rewriter is not None and rewrites:
+            rewriter.rewrite_metadata(run.id, rewrites)  # type: ignore[attr-defined]
+    return findings
+
+
+def _scan_set(
+    run: RecordedRun,
+    entity: RecordedRun | RecordedStep,
+    source: str,
+    values: Mapping[str, MetadataType],
+    rules: Rules,
+    rewrites: list[MetadataRewrite],
+) -> list[SecretFinding]:
+    encoded, _, _ = encode_metadata(values)  # values read back re-encode to what was stored
+    redactions = redact_set(encoded, list(values), rules)
+    if not redactions:
+        return []
+    is_step = isinstance(entity, RecordedStep)
+    notes = tuple(DroppedValue(source, key, REDACTED_PREFIX + rule) for key, rule in redactions)
+    rewrites.append(
+        MetadataRewrite("step" if is_step else "run", entity.id, source, encoded, notes)
+    )
+    return [
+        SecretFinding(
+            run.id,
+            run.name,
+            entity.id if is_step else None,
+            entity.name if is_step else None,
+            source,
+            key,
+            rule,
+        )
+        for key, rule in redactions
+    ]
