@@ -70,7 +70,7 @@ _FORMATS: tuple[tuple[str, str], ...] = (
         "secret parameter",
         r"(?P<param>(?<![A-Za-z0-9])[A-Za-z0-9_.\-]*(?i:"
         + _SECRET_NAMES
-        + r"|pwd|sig|signature)[A-Za-z0-9_.\-]*=)[^\s&#;,'\"]+",
+        + r"|pwd|sig|signature)[A-Za-z0-9_.\-]*=)(?!=)[^\s&#;,'\"]+",
     ),
     ("aws access key id", r"(?<![A-Z0-9])(?P<aws>AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"),
     ("github token", r"(?P<gh>gh[pousr]_|github_pat_)[A-Za-z0-9_]{20,}"),
