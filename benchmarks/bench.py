@@ -147,8 +147,10 @@ def main() -> None:
     args = parser.parse_args()
     print(f"Python {sys.version.split()[0]}, zenmeta {zenmeta.__version__}")
     import bench_store
+    import bench_trust
 
     rows = core_rows(args.ops, args.repeats) + bench_store.rows(args.ops, args.repeats)
+    rows += bench_trust.rows(args.ops, args.repeats)
     print_table(rows, "OpenTelemetry SDK span + 3 attributes")
     if args.million:
         # A fresh process: the rows above already raised this one's peak

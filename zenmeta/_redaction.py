@@ -147,6 +147,11 @@ class Rules:
         self._strings: dict[str, bool] = {}
 
     # -- keys ---------------------------------------------------------------
+    @property
+    def known_keys(self) -> dict[str, bool]:
+        """Keys judged so far: ``False`` for a clean one (see ``encode_metadata``)."""
+        return self._keys
+
     def is_secret_key(self, key: str) -> bool:
         """Whether values under ``key`` are hidden whole (cached per key)."""
         verdict = self._keys.get(key)
@@ -382,7 +387,13 @@ def _walk(value: Any, path: str, rules: Rules, found: list[Redaction]) -> Any:
     if isinstance(value, list):
         changed = False
         items = []
+        seen = rules._strings
+        short = 0 if rules.extra else _SHORTEST_SECRET
         for index, item in enumerate(value):
+            # Lists of words (package lists, command lines): skip known-clean text inline.
+            if type(item) is str and (len(item) < short or seen.get(item) is False):
+                items.append(item)
+                continue
             new = _walk(item, f"{path}[{index}]", rules, found)
             changed = changed or new is not item
             items.append(new)

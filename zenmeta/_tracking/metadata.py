@@ -21,6 +21,7 @@ from .._redaction import DEFAULT_RULES, REDACTED_PREFIX, Rules, redact_set
 
 __all__ = ["collect_metadata", "mask_message", "masked_faults", "snapshot"]
 
+_NONE_CLEAN: dict[str, bool] = {}
 _warned: set[tuple[str, str, str]] = set()
 _WARNED_LIMIT = 10_000
 
@@ -55,11 +56,17 @@ def collect_metadata(
     target = sets.get(source)
     if target is None:
         target = sets[source] = MetadataSet()
-    _, lost, notes = encode_metadata(mapping, target)
     if rules.enabled:
-        redactions = redact_set(target, mapping, rules)
-        if redactions:
-            _note_redactions(dropped, source, redactions)
+        suspects: list[str] = []
+        # With extra patterns any text may match: no key is known to be clean.
+        clean = _NONE_CLEAN if rules.extra else rules.known_keys
+        _, lost, notes = encode_metadata(mapping, target, clean_keys=clean, suspects=suspects)
+        if suspects:
+            redactions = redact_set(target, suspects, rules)
+            if redactions:
+                _note_redactions(dropped, source, redactions)
+    else:
+        _, lost, notes = encode_metadata(mapping, target)
     for key, note in notes:
         _warn_once(source, key, f"was converted: {note}")
     for loss in lost:

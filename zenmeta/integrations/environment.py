@@ -52,7 +52,8 @@ _git_lock = threading.Lock()
 
 class _GitState(NamedTuple):
     signature: tuple[object, ...]
-    tracked: tuple[str, ...] | None  # None: too many files to check by stat
+    tracked: tuple[str, ...] | None  # absolute paths; None: too many to check by stat
+    file_stats: tuple[tuple[int, int, int] | None, ...]
     racy: bool
     info: dict[str, MetadataType]
     diff: str | None
@@ -132,33 +133,56 @@ def _stat(path: str) -> tuple[int, int, int] | None:
     return (found.st_mtime_ns, found.st_size, found.st_ino)
 
 
-def _signature(repository: _Repository, tracked: Sequence[str] | None) -> tuple[object, ...]:
-    """What must be unchanged for a cached answer to hold."""
+def _signature(repository: _Repository) -> tuple[object, ...]:
+    """HEAD (its text and stat), the ref it names, packed refs, index and config."""
     head = os.path.join(repository.git_dir, "HEAD")
-    ref: str | None = None
     try:
         with open(head, encoding="utf-8") as file:
             content = file.read().strip()
     except OSError:
         content = ""
+    ref = None
     if content.startswith("ref:"):
-        ref = os.path.join(repository.common_dir, content[4:].strip())
-    parts: list[object] = [
+        ref = _stat(os.path.join(repository.common_dir, content[4:].strip()))
+    return (
         content,
         _stat(head),
-        None if ref is None else _stat(ref),
+        ref,
         _stat(os.path.join(repository.common_dir, "packed-refs")),
         _stat(os.path.join(repository.git_dir, "index")),
         _stat(os.path.join(repository.common_dir, "config")),
-    ]
-    if tracked is not None:
-        root = repository.root
-        parts.extend(_stat(os.path.join(root, name)) for name in tracked)
-    return tuple(parts)
+    )
 
 
-def _is_racy(signature: tuple[object, ...], now_ns: int) -> bool:
-    return any(isinstance(part, tuple) and part[0] >= now_ns - _RACY_NS for part in signature)
+def _file_stats(paths: Sequence[str]) -> tuple[tuple[int, int, int] | None, ...]:
+    return tuple(_stat(path) for path in paths)
+
+
+def _files_unchanged(paths: Sequence[str], before: Sequence[tuple[int, int, int] | None]) -> bool:
+    """The tracked files' stats as recorded; stops at the first change.
+
+    The hot loop of a warm run: ~1-3 µs per tracked file.
+    """
+    stat = os.stat
+    for path, recorded in zip(paths, before, strict=True):
+        try:
+            now = stat(path)
+        except OSError:
+            if recorded is not None:
+                return False
+            continue
+        if (
+            recorded is None
+            or now.st_mtime_ns != recorded[0]
+            or now.st_size != recorded[1]
+            or now.st_ino != recorded[2]
+        ):
+            return False
+    return True
+
+
+def _is_racy(stats: Sequence[object], now_ns: int) -> bool:
+    return any(isinstance(part, tuple) and part[0] >= now_ns - _RACY_NS for part in stats)
 
 
 def git_info(
@@ -179,7 +203,8 @@ def git_info(
         cached is not None
         and not cached.racy
         and cached.tracked is not None
-        and _signature(repository, cached.tracked) == cached.signature
+        and _signature(repository) == cached.signature
+        and _files_unchanged(cached.tracked, cached.file_stats)
     ):
         return _with_diff(cached, diff)
     with _git_lock:
@@ -213,11 +238,12 @@ def _probe_git(repository: _Repository, timeout: float) -> _GitState:
     listing = _git_bytes(["ls-files", "-z"], root, timeout)
     tracked: tuple[str, ...] | None = None
     if listing is not None:
-        names = [name for name in listing.decode("utf-8", "surrogateescape").split("\0") if name]
-        tracked = tuple(names) if len(names) <= STAT_LIMIT else None
-    signature = _signature(
-        repository, tracked
-    )  # before reading: a change meanwhile shows next time
+        names = listing.decode("utf-8", "surrogateescape").split("\0")
+        paths = [os.path.join(root, name) for name in names if name]
+        tracked = tuple(paths) if len(paths) <= STAT_LIMIT else None
+    # Stats before the git commands: a change made meanwhile shows at the next run.
+    signature = _signature(repository)
+    file_stats = _file_stats(tracked or ())
     info: dict[str, MetadataType] = {"git_root": Path(root)}
     commit = _git(["rev-parse", "--verify", "-q", "HEAD"], root, timeout)
     info["git_commit"] = commit
@@ -243,7 +269,8 @@ def _probe_git(repository: _Repository, timeout: float) -> _GitState:
         info["git_remote"] = None
     if listing is None and commit is None:
         info = {}  # git is missing, hangs, or this is no repository it knows
-    return _GitState(signature, tracked, _is_racy(signature, started), info, diff_text)
+    racy = _is_racy(signature, started) or _is_racy(file_stats, started)
+    return _GitState(signature, tracked, file_stats, racy, info, diff_text)
 
 
 def _in_kernel() -> bool:
