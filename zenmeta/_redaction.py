@@ -124,7 +124,16 @@ class Redaction(NamedTuple):
 class Rules:
     """A compiled rule set; ``DEFAULT_RULES`` unless configured otherwise."""
 
-    __slots__ = ("_keys", "_strings", "allowed", "enabled", "extra", "secret_keys", "spec")
+    __slots__ = (
+        "_keys",
+        "_names",
+        "_strings",
+        "allowed",
+        "enabled",
+        "extra",
+        "secret_keys",
+        "spec",
+    )
 
     def __init__(
         self,
@@ -143,7 +152,8 @@ class Rules:
             self.extra = tuple(re.compile(pattern) for pattern in patterns)
         except re.error as error:
             raise ConfigurationError(f"a redaction pattern does not compile: {error}") from None
-        self._keys: dict[str, bool] = {}
+        self._keys: dict[str, bool] = {}  # needs attention (name or text)
+        self._names: dict[str, bool] = {}  # names a secret
         self._strings: dict[str, bool] = {}
 
     # -- keys ---------------------------------------------------------------
@@ -154,13 +164,24 @@ class Rules:
 
     def is_secret_key(self, key: str) -> bool:
         """Whether values under ``key`` are hidden whole (cached per key)."""
-        verdict = self._keys.get(key)
+        verdict = self._names.get(key)
         if verdict is None:
             lowered = key.lower()
             verdict = lowered not in self.allowed and (
                 _patterns()[0].search(key) is not None
                 or any(name.lower() in lowered for name in self.secret_keys)
             )
+            if len(self._names) >= _CACHE_LIMIT:
+                self._names.clear()
+            self._names[key] = verdict
+        return verdict
+
+    def needs_attention(self, key: str) -> bool:
+        """Whether ``key`` names a secret or holds one in its own text; a
+        ``False`` here lets the encoder skip its values' fast-path checks."""
+        verdict = self._keys.get(key)
+        if verdict is None:
+            verdict = self.is_secret_key(key) or bool(self.mask_text(key)[1])
             if len(self._keys) >= _CACHE_LIMIT:
                 self._keys.clear()
             self._keys[key] = verdict
@@ -361,24 +382,32 @@ def redact_set(
 
 
 def _redact_key(target: MetadataSet, key: Any, rules: Rules, found: list[Redaction]) -> None:
-    values = target.values
+    values, types = target.values, target.types
     if key not in values or type(key) is not str:
         return  # dropped, or not a text key
-    value = values[key]
+    rules.needs_attention(key)  # judged once: the encoder's fast path skips it from now on
+    path = key
+    if rules.may_hold_secret(key):  # a token used as a key: the key itself is masked
+        path, fired = rules.mask_text(key)
+        if fired:
+            values[path] = values.pop(key)
+            types[path] = types.pop(key)
+            found.extend(Redaction(path, rule) for rule in fired)
+    value = values[path]
     if rules.is_secret_key(key):
         if value is not None and value != "" and value != MARKER:
-            values[key] = MARKER
-            target.types[key] = "str"
-            found.append(Redaction(key, "secret key"))
+            values[path] = MARKER
+            types[path] = "str"
+            found.append(Redaction(path, "secret key"))
         return
     kind = type(value)
     if kind is str:
         masked, fired = rules.mask_text(value)
         if fired:
-            values[key] = masked
-            found.extend(Redaction(key, rule) for rule in fired)
+            values[path] = masked
+            found.extend(Redaction(path, rule) for rule in fired)
     elif kind is dict or kind is list:
-        values[key] = _walk(value, key, rules, found)
+        values[path] = _walk(value, path, rules, found)
 
 
 def _walk(value: Any, path: str, rules: Rules, found: list[Redaction]) -> Any:
@@ -402,18 +431,20 @@ def _walk(value: Any, path: str, rules: Rules, found: list[Redaction]) -> Any:
         changed = False
         result: dict[str, Any] = {}
         for key, item in value.items():
-            inner = path if key.startswith("$") and len(value) == 1 else f"{path}.{key}"
-            if key.startswith("$") and len(value) == 1:
-                new = _walk(item, inner, rules, found)
-            elif rules.is_secret_key(key) and item is not None and item != "" and item != MARKER:
+            if key.startswith("$") and len(value) == 1:  # a codec tag, not a key
+                result[key] = new = _walk(item, path, rules, found)
+                changed = changed or new is not item
+                continue
+            new_key = key
+            if rules.may_hold_secret(key):
+                new_key, fired = rules.mask_text(key)
+                found.extend(Redaction(f"{path}.{new_key}", rule) for rule in fired)
+            inner = f"{path}.{new_key}"
+            if rules.is_secret_key(key) and item is not None and item != "" and item != MARKER:
                 new = MARKER
                 found.append(Redaction(inner, "secret key"))
             else:
                 new = _walk(item, inner, rules, found)
-            new_key = key
-            if rules.may_hold_secret(key):
-                new_key, fired = rules.mask_text(key)
-                found.extend(Redaction(inner, rule) for rule in fired)
             changed = changed or new is not item or new_key != key
             result[new_key] = new
         return result if changed else value

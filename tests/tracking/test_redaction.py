@@ -100,6 +100,36 @@ def test_well_known_secret_formats_are_masked_inside_text(
     assert _reasons(run)[("user", "items[1]")] == f"redacted: {rule}"
 
 
+def test_a_token_used_as_a_key_is_masked_in_the_key_and_in_the_note(
+    store: InMemoryStore,
+) -> None:
+    """A secret in a key's own text is masked there too, at the top and nested."""
+    with pipeline_run("p"):
+        log_metadata({GITHUB_TOKEN: 1, "by_key": {AWS_KEY: "x"}})
+        log_metadata({GITHUB_TOKEN: 2})  # again: the fast path must not let it through
+    run = store.list_runs()[0]
+    assert run.metadata["user"] == {"ghp_***": 2, "by_key": {"AKIA***": "x"}}
+    assert GITHUB_TOKEN not in repr(run.dropped) and AWS_KEY not in repr(run.dropped)
+    assert _reasons(run)[("user", "by_key.AKIA***")] == "redacted: aws access key id"
+
+
+def test_a_component_fault_message_is_masked() -> None:
+    """A hook that raises with a credential in its message is recorded without it."""
+
+    class Failing(zenmeta.StackComponent):
+        def get_step_run_metadata(self, info: Any) -> dict[str, Any]:
+            raise RuntimeError(f"upload to https://u:{PASSWORD}@host/x failed")
+
+    @track_step
+    def work() -> None:
+        pass
+
+    with recording(strict=False) as store, pipeline_run("p", components=[Failing()]):
+        work()
+    step = store.list_steps(store.list_runs()[0].id)[0]
+    assert step.faults[0].message == "upload to https://u:***@host/x failed"
+
+
 def test_ordinary_values_pass_unchanged_with_no_note(store: InMemoryStore) -> None:
     """Numbers, words, paths, ``max_tokens`` and ``tokenizer`` are not secrets."""
     ordinary = {
