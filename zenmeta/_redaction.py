@@ -53,7 +53,7 @@ REDACTED_PREFIX = "redacted: "
 # Names that make a key (or a URL/command-line parameter) secret, matched as
 # case-insensitive substrings. ``token`` followed by ``s``/``iz``/``is`` is
 # excluded: ``max_tokens`` and ``tokenizer`` are everyday ML settings.
-_SECRET_NAMES = r"token(?!s|iz|is)|secret|password|passwd|api_?key|credential|private_?key"
+_SECRET_NAMES = r"token(?!s|iz|is)|secret|password|passwd|api[_-]?key|credential|private[_-]?key"
 
 # (rule name, pattern, replacement); replacements keep what helps a reader
 # recognise the value (the scheme and user of a URL, a token's kind).
@@ -68,9 +68,11 @@ _FORMATS: tuple[tuple[str, str], ...] = (
     ),
     (
         "secret parameter",
-        r"(?P<param>(?<![A-Za-z0-9])[A-Za-z0-9_.\-]*(?i:"
+        # A name containing a secret word (``db_password=``, ``--api-key=``), or
+        # exactly one of the short ones (``sig=``, not ``design=``).
+        r"(?P<param>(?<![A-Za-z0-9_.\-])(?:[A-Za-z0-9_.\-]*(?i:"
         + _SECRET_NAMES
-        + r"|pwd|sig|signature)[A-Za-z0-9_.\-]*=)(?!=)[^\s&#;,'\"]+",
+        + r"|access[_-]?key)[A-Za-z0-9_.\-]*|(?i:pwd|sig|signature|auth))=)(?!=)[^\s&#;,'\"]+",
     ),
     ("aws access key id", r"(?<![A-Z0-9])(?P<aws>AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"),
     ("github token", r"(?P<gh>gh[pousr]_|github_pat_)[A-Za-z0-9_]{20,}"),

@@ -85,6 +85,9 @@ def test_values_under_secret_keys_are_replaced_in_nested_dicts_and_lists(
         (JWT, JWT[10:], "jwt"),
         (PEM, "MIIEowIBAAKCAQEA7bq", "private key"),
         ("https://example.com/hook?token=zzsecret&page=2", "zzsecret", "secret parameter"),
+        ("https://blob.example.com/f?sig=zzsig123", "zzsig123", "secret parameter"),
+        ("train.py --api-key=zzkey123", "zzkey123", "secret parameter"),
+        ("PGPASSWORD=zzpg123 psql", "zzpg123", "secret parameter"),
     ],
 )
 def test_well_known_secret_formats_are_masked_inside_text(
@@ -141,6 +144,8 @@ def test_ordinary_values_pass_unchanged_with_no_note(store: InMemoryStore) -> No
         "data": "s3://bucket/data/train.csv",
         "email": "team@example.com",
         "formula": "a=b+c",
+        "layout": "design=wide author=bob",
+        "requirement": "SecretStorage==3.3.3",
     }
     with pipeline_run("p"):
         log_metadata(ordinary)
