@@ -165,7 +165,7 @@ def redact_set(target: MetadataSet, keys: Iterable[Any], rules: Rules) -> list[R
     """
     found: list[Redaction] = []
     values = target.values
-    known = rules._keys
+    known = rules.known_keys
     short = 0 if rules.extra else SHORTEST_SECRET
     for key in keys:
         if known.get(key) is False:

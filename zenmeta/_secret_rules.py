@@ -88,12 +88,12 @@ class Rules:
     """A compiled rule set; ``DEFAULT_RULES`` unless configured otherwise."""
 
     __slots__ = (
-        "_keys",
         "_names",
         "_strings",
         "allowed",
         "enabled",
         "extra",
+        "known_keys",
         "secret_keys",
         "spec",
     )
@@ -115,16 +115,13 @@ class Rules:
             self.extra = tuple(re.compile(pattern) for pattern in patterns)
         except re.error as error:
             raise ConfigurationError(f"a redaction pattern does not compile: {error}") from None
-        self._keys: dict[str, bool] = {}  # needs attention (name or text)
+        # Keys judged so far, True when one needs attention (its name or its
+        # own text): the encoder's fast path skips values under a False one.
+        self.known_keys: dict[str, bool] = {}
         self._names: dict[str, bool] = {}  # names a secret
         self._strings: dict[str, bool] = {}
 
     # -- keys ---------------------------------------------------------------
-    @property
-    def known_keys(self) -> dict[str, bool]:
-        """Keys judged so far: ``False`` for a clean one (see ``encode_metadata``)."""
-        return self._keys
-
     def is_secret_key(self, key: str) -> bool:
         """Whether values under ``key`` are hidden whole (cached per key)."""
         verdict = self._names.get(key)
@@ -142,12 +139,12 @@ class Rules:
     def needs_attention(self, key: str) -> bool:
         """Whether ``key`` names a secret or holds one in its own text; a
         ``False`` here lets the encoder skip its values' fast-path checks."""
-        verdict = self._keys.get(key)
+        verdict = self.known_keys.get(key)
         if verdict is None:
             verdict = self.is_secret_key(key) or bool(self.mask_text(key)[1])
-            if len(self._keys) >= _CACHE_LIMIT:
-                self._keys.clear()
-            self._keys[key] = verdict
+            if len(self.known_keys) >= _CACHE_LIMIT:
+                self.known_keys.clear()
+            self.known_keys[key] = verdict
         return verdict
 
     # -- strings ------------------------------------------------------------
