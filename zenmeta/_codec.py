@@ -362,6 +362,12 @@ def encode_metadata(
                 if screening and known.get(key) is not False:
                     suspect(key)
                 continue
+            if kind is StorageSize:  # what resource components report, at every step
+                values[key] = int(value)
+                types[key] = "StorageSize"
+                if screening and known.get(key) is not False:
+                    suspect(key)
+                continue
             if kind is str and len(value) <= _SAFE_STR_LENGTH:
                 values[key] = value
                 types[key] = "str"
@@ -386,10 +392,13 @@ def encode_metadata(
         except Exception as error:  # a hostile __eq__/__len__/__iter__ and the like
             dropped.append(Dropped(key, f"encoding raised {type(error).__name__}: {error}"))
             continue
-        values[key] = encoded.value
+        stored = values[key] = encoded.value
         types[key] = encoded.type_name
-        if screening:
-            suspect(key)
+        if screening and (
+            known.get(key) is not False
+            or not (type(stored) is int or type(stored) is float or stored is None)
+        ):
+            suspect(key)  # a StorageSize under a known key is a plain number by now
         if encoded.note is not None:
             notes.append((key, encoded.note))
     return target, dropped, notes

@@ -134,12 +134,14 @@ except ImportError:  # pragma: no cover - Windows has no getrusage
     _getrusage = None  # type: ignore[assignment]
 
 
+_MAXRSS_UNIT = 1 if sys.platform == "darwin" else _KIB  # macOS counts bytes, Linux KiB
+
+
 def _lifetime_peak() -> int:
-    """``getrusage``'s maximum RSS in bytes (it counts KiB, but bytes on macOS); 0 if unknown."""
+    """``getrusage``'s maximum RSS in bytes; 0 where there is no getrusage."""
     if _getrusage is None:  # pragma: no cover - Windows
         return 0
-    peak = _getrusage(_RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * _KIB)
+    return int(_getrusage(_RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT)
 
 
 class ResourcesComponent(StackComponent):
@@ -195,7 +197,7 @@ class ResourcesComponent(StackComponent):
         if "peak_rss" not in metadata and mark:
             metadata["peak_rss"] = StorageSize(mark)
             metadata["peak_rss_scope"] = "process lifetime"
-        if self.gpu:
+        if self.gpu and self._gpus != []:  # [] once the probe found no device
             self._add_gpus(metadata)
         return metadata
 
