@@ -236,7 +236,10 @@ def _probe_git(repository: _Repository, timeout: float) -> _GitState:
     started = time.time_ns()
     root = repository.root
     listing = _git_bytes(["ls-files", "-z"], root, timeout)
-    tracked: tuple[str, ...] | None = None
+    # Without an answer (no git, or one that hangs) there is nothing to stat:
+    # the empty answer is kept until HEAD or the index change, so a hanging
+    # git costs its timeout once, not at every run.
+    tracked: tuple[str, ...] | None = ()
     if listing is not None:
         names = listing.decode("utf-8", "surrogateescape").split("\0")
         paths = [os.path.join(root, name) for name in names if name]
@@ -260,7 +263,7 @@ def _probe_git(repository: _Repository, timeout: float) -> _GitState:
             info["git_dirty"] = changed > 0
             info["git_changed_files"] = changed
             info["git_diff_sha256"] = hashlib.sha256(raw).hexdigest() if changed else None
-            diff_text = raw.decode("utf-8", "replace")
+            diff_text = raw[: 4 * DIFF_LIMIT].decode("utf-8", "replace")  # enough to cut from
     remote = _git(["config", "--get", "remote.origin.url"], root, timeout)
     if remote:
         shown = without_credentials(remote)
