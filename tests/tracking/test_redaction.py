@@ -300,3 +300,12 @@ def test_no_secret_reaches_the_sqlite_file(tmp_path: FilePath) -> None:
     planted += [GITHUB_TOKEN, "sk-live-zz-planted", "zz-run-password"]
     assert [secret for secret in planted if secret.encode() in raw] == []
     assert b"redacted: url credentials" in raw
+
+
+def test_notebook_html_shows_a_redaction_as_such(store: InMemoryStore) -> None:
+    """In Jupyter a redaction reads 'redacted source/key (rule)', not 'dropped'."""
+    with pipeline_run("p"):
+        log_metadata({"db": f"postgresql://alice:{PASSWORD}@db/prod"})
+    html = store.list_runs()[0]._repr_html_()
+    assert "redacted user/db (url credentials)" in html
+    assert "dropped" not in html and PASSWORD not in html
