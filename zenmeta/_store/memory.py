@@ -18,16 +18,16 @@ from .._codec import round_trip_sets
 from .._info import utc_from_ns
 from .._records import MetadataRewrite, RecordedRun, RecordedStep, RunRecord, StepRecord
 
+__all__ = ["InMemoryStore"]
+
 _Record = TypeVar("_Record", RunRecord, StepRecord)
 
 
 def _rewritten(record: _Record, change: MetadataRewrite) -> _Record:
+    """A record with one metadata set replaced and its notes added."""
     metadata = {**record.metadata, change.source: change.metadata.copy()}
     dropped = record.dropped + tuple(n for n in change.notes if n not in record.dropped)
     return record._replace(metadata=metadata, dropped=dropped)
-
-
-__all__ = ["InMemoryStore"]
 
 
 class InMemoryStore:
