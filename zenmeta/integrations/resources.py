@@ -144,6 +144,15 @@ def _lifetime_peak() -> int:
     return int(_getrusage(_RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT)
 
 
+def _usage() -> tuple[int, int]:
+    """(process CPU ns, maximum RSS bytes) from one ``getrusage`` call: two
+    figures for one system call, where ``process_time`` would be another."""
+    if _getrusage is None:  # pragma: no cover - Windows
+        return time.process_time_ns(), 0
+    usage = _getrusage(_RUSAGE_SELF)
+    return int((usage.ru_utime + usage.ru_stime) * 1e9), int(usage.ru_maxrss * _MAXRSS_UNIT)
+
+
 class ResourcesComponent(StackComponent):
     """Record each step's wall time, CPU time, memory and GPU use (see the module).
 
@@ -162,22 +171,25 @@ class ResourcesComponent(StackComponent):
     # path (a dict's single operations are atomic), /proc opened once, and
     # the high-water mark read through getrusage.
     def prepare_step_run(self, info: StepRunInfo) -> None:
-        rss = 0
-        if _proc.pid == _proc.current_pid or _proc.ensure():
-            if _proc.available:
-                rss = _proc.rss()
-            if _proc.resettable:
-                if _open_steps:  # the reset erases their peak: credit it to them first
-                    mark = _lifetime_peak()
-                    for other in list(_open_steps.values()):
-                        if mark > other.peak:
-                            other.peak = mark
-                _proc.reset_peak()
-        opened = _Open(time.perf_counter_ns(), time.process_time_ns(), time.thread_time_ns(), rss)
+        if _proc.pid != _proc.current_pid:
+            _proc.ensure()
+        if _proc.resettable:
+            if _open_steps:  # the reset erases their peak: credit it to them first
+                mark = _lifetime_peak()
+                for other in list(_open_steps.values()):
+                    if mark > other.peak:
+                        other.peak = mark
+            _proc.reset_peak()
+            cpu, rss = _usage()  # just reset, the high-water mark is the RSS now
+        else:
+            cpu = _usage()[0]
+            rss = _proc.rss() if _proc.available else 0
+        opened = _Open(time.perf_counter_ns(), cpu, time.thread_time_ns(), rss)
         _open_steps[(id(self), info.step_run_id)] = opened
 
     def get_step_run_metadata(self, info: StepRunInfo) -> dict[str, MetadataType]:
-        wall, cpu, thread = time.perf_counter_ns(), time.process_time_ns(), time.thread_time_ns()
+        wall, thread = time.perf_counter_ns(), time.thread_time_ns()
+        cpu, mark = _usage()
         opened = _open_steps.pop((id(self), info.step_run_id), None)
         if opened is None:
             return {}
@@ -186,7 +198,6 @@ class ResourcesComponent(StackComponent):
             "cpu_time_s": (cpu - opened.cpu) / 1e9,
             "thread_cpu_time_s": (thread - opened.thread) / 1e9,
         }
-        mark = _lifetime_peak()
         if _proc.available and _proc.pid == _proc.current_pid:
             rss = _proc.rss()
             metadata["rss_start"] = StorageSize(opened.rss)
