@@ -309,3 +309,12 @@ def test_notebook_html_shows_a_redaction_as_such(store: InMemoryStore) -> None:
     html = store.list_runs()[0]._repr_html_()
     assert "redacted user/db (url credentials)" in html
     assert "dropped" not in html and PASSWORD not in html
+
+
+def test_a_bad_environment_setting_fails_the_run_start_clearly(
+    store: InMemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ZENMETA_REDACT`` is checked as a run starts, like the other variables."""
+    monkeypatch.setenv("ZENMETA_REDACT", "colour=blue")
+    with pytest.raises(zenmeta.ConfigurationError, match="ZENMETA_REDACT"), pipeline_run("p"):
+        pass

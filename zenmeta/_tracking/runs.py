@@ -138,6 +138,7 @@ class PipelineRun:
     # -- lifecycle --------------------------------------------------------
     def _open(self) -> None:
         self.stack = stack_of(self._components)
+        self.redaction = settings.redaction()  # like the store: chosen as each run starts
         with self._lock:
             if self._phase != _NEW:
                 raise RunStateError(
@@ -157,7 +158,6 @@ class PipelineRun:
             self.id, self.name, self.pipeline, self.parent_run_id, self.tags, self.start_ns
         )
         self.store = resolve_store()
-        self.redaction = settings.redaction()  # like the store: chosen as each run starts
 
     def _start_hooks(self) -> None:
         """Record the run, then collect its components' run metadata."""
