@@ -12,6 +12,7 @@ the resources component; a run with and without the environment component
 
 from __future__ import annotations
 
+import gc
 import statistics
 import sys
 import time
@@ -93,14 +94,19 @@ def _paired(
     """Median seconds per op with, without, and the median of paired differences."""
     with_it(max(ops // 10, 1))
     without(max(ops // 10, 1))
+
+    def timed(batch: Callable[[int], float]) -> float:
+        gc.collect()  # the previous batch's records are not this one's to free
+        return batch(ops) / ops
+
     pairs = []
     for repeat in range(repeats):  # alternate which side goes first
         if repeat % 2:
-            b = without(ops) / ops
-            a = with_it(ops) / ops
+            b = timed(without)
+            a = timed(with_it)
         else:
-            a = with_it(ops) / ops
-            b = without(ops) / ops
+            a = timed(with_it)
+            b = timed(without)
         pairs.append((a, b))
     return (
         statistics.median(a for a, _ in pairs),
