@@ -36,6 +36,7 @@ __all__ = [
     "RecordStore",
     "RecordReader",
     "MetadataRewrite",
+    "MessageRewrite",
     "MetadataRewriter",
     "RecordedRun",
     "RecordedStep",
@@ -148,12 +149,24 @@ class MetadataRewrite(NamedTuple):
     notes: tuple[DroppedValue, ...] = ()
 
 
+class MessageRewrite(NamedTuple):
+    """A run's or step's error message and fault messages to replace (``store scan --fix``)."""
+
+    kind: Literal["run", "step"]
+    entity_id: UUID
+    error_message: str | None
+    faults: tuple[ComponentFault, ...]
+
+
 @runtime_checkable
 class MetadataRewriter(Protocol):
     """A store that can rewrite what it already holds (both built-in stores can)."""
 
-    def rewrite_metadata(self, run_id: UUID, rewrites: Sequence[MetadataRewrite]) -> None:
-        """Replace the given metadata sets of one run and its steps, in one transaction."""
+    def rewrite_metadata(
+        self, run_id: UUID, rewrites: Sequence[MetadataRewrite | MessageRewrite]
+    ) -> None:
+        """Replace the given metadata sets and messages of one run and its steps,
+        in one transaction."""
 
 
 class RecordedStep(NamedTuple):

@@ -88,6 +88,46 @@ def test_fix_masks_in_place_notes_it_and_leaves_no_trace_in_the_file(tmp_path: F
     assert [s for s in (PASSWORD, TOKEN, "zz-planted-key") if s.encode() in raw] == []
 
 
+class FailingUpload(zenmeta.StackComponent):
+    """A component whose failure message names a URL with its password."""
+
+    flavor = "upload"
+
+    def get_step_run_metadata(self, info: object) -> dict[str, zenmeta.MetadataType]:
+        raise ConnectionError(f"cannot reach https://bot:{PASSWORD}@artifacts.example.com")
+
+
+def test_fix_masks_stored_error_and_fault_messages(tmp_path: FilePath) -> None:
+    """A failed step's message and a component's fault message are found and fixed."""
+    path = tmp_path / "z.db"
+    zenmeta.configure(store=f"sqlite:///{path}", redact=False, durability="immediate")
+
+    @track_step
+    def connect() -> None:
+        raise RuntimeError(f"login failed for postgresql://app:{PASSWORD}@db/prod")
+
+    components = [FailingUpload()]
+    with pytest.raises(RuntimeError), pipeline_run("p", run_name="broken", components=components):
+        connect()
+    close_stores()
+    zenmeta.configure(store=None, redact=None, durability=None)
+    client = Client(f"sqlite:///{path}")
+    seen = {(f.step_name, f.source, f.key, f.rule) for f in client.scan_secrets(fix=True)}
+    assert seen == {
+        ("connect", "error", "error_message", "url credentials"),
+        ("connect", "upload", "get_step_run_metadata error", "url credentials"),
+        (None, "error", "error_message", "url credentials"),
+    }
+    run = client.get_run("broken")
+    step = client.list_steps(run)[0]
+    assert step.error_message == "login failed for postgresql://app:***@db/prod"
+    assert step.faults[0].message == "cannot reach https://bot:***@artifacts.example.com"
+    assert run.error_message == step.error_message
+    assert client.scan_secrets() == []
+    close_stores()
+    assert PASSWORD.encode() not in _raw(path)
+
+
 def test_fix_on_the_in_memory_store() -> None:
     """The in-memory store rewrites its records the same way."""
     memory = InMemoryStore()

@@ -116,8 +116,8 @@ def test_a_token_used_as_a_key_is_masked_in_the_key_and_in_the_note(
     assert _reasons(run)[("user", "by_key.AKIA***")] == "redacted: aws access key id"
 
 
-def test_a_component_fault_message_is_masked() -> None:
-    """A hook that raises with a credential in its message is recorded without it."""
+def test_a_component_fault_message_is_masked(zenmeta_log: pytest.LogCaptureFixture) -> None:
+    """A hook that raises with a credential in its message is recorded, and logged, without it."""
 
     class Failing(zenmeta.StackComponent):
         def get_step_run_metadata(self, info: Any) -> dict[str, Any]:
@@ -131,6 +131,7 @@ def test_a_component_fault_message_is_masked() -> None:
         work()
     step = store.list_steps(store.list_runs()[0].id)[0]
     assert step.faults[0].message == "upload to https://u:***@host/x failed"
+    assert "https://u:***@host/x" in zenmeta_log.text and PASSWORD not in zenmeta_log.text
 
 
 def test_ordinary_values_pass_unchanged_with_no_note(store: InMemoryStore) -> None:

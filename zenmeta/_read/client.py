@@ -103,8 +103,9 @@ class Client:
 
     def scan_secrets(self, *, fix: bool = False) -> list[SecretFinding]:
         """Stored values the redaction rules would mask, as (run, step, source,
-        key, rule); with ``fix=True`` they are masked in place, one
-        transaction per run, each with a ``redacted:`` note.
+        key, rule), in metadata and in error and fault messages; with
+        ``fix=True`` they are masked in place, one transaction per run (each
+        masked metadata value with a ``redacted:`` note).
 
         The rules are the configured ones (``configure(redact=...)``,
         ``ZENMETA_REDACT``); switched off, the built-in rules are used, since

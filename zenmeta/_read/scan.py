@@ -6,12 +6,13 @@ metadata set back through the same rules the tracking core applies, and
 reports what they would mask; the fix hands the masked sets to the store's
 ``rewrite_metadata``, one transaction per run, with a ``redacted:`` note on
 each run or step it changed, as if the value had been masked when recorded.
+Error and fault messages, masked when recorded too, are checked the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -20,6 +21,7 @@ from .._codec import encode_metadata
 from .._errors import StoreError
 from .._records import (
     DroppedValue,
+    MessageRewrite,
     MetadataRewrite,
     MetadataRewriter,
     RecordedRun,
@@ -51,12 +53,13 @@ def scan_store(reader: RecordReader, rules: Rules, *, fix: bool) -> list[SecretF
         raise StoreError(f"{reader!r} cannot rewrite stored metadata")
     findings: list[SecretFinding] = []
     for run in reader.list_runs():
-        rewrites: list[MetadataRewrite] = []
+        rewrites: list[MetadataRewrite | MessageRewrite] = []
         entities: list[RecordedRun | RecordedStep] = [run, *reader.list_steps(run.id)]
         for entity in entities:
             for source, values in entity.metadata.items():
                 found = _scan_set(run, entity, source, values, rules, rewrites)
                 findings.extend(found)
+            findings.extend(_scan_messages(run, entity, rules, rewrites))
         if rewriter is not None and rewrites:
             rewriter.rewrite_metadata(run.id, rewrites)  # type: ignore[attr-defined]
     return findings
@@ -68,7 +71,7 @@ def _scan_set(
     source: str,
     values: Mapping[str, MetadataType],
     rules: Rules,
-    rewrites: list[MetadataRewrite],
+    rewrites: list[MetadataRewrite | MessageRewrite],
 ) -> list[SecretFinding]:
     encoded, _, _ = encode_metadata(values)  # values read back re-encode to what was stored
     redactions = redact_set(encoded, list(values), rules)
@@ -91,3 +94,38 @@ def _scan_set(
         )
         for key, rule in redactions
     ]
+
+
+def _scan_messages(
+    run: RecordedRun,
+    entity: RecordedRun | RecordedStep,
+    rules: Rules,
+    rewrites: list[MetadataRewrite | MessageRewrite],
+) -> list[SecretFinding]:
+    """A failure's message and the components' fault messages: an exception
+    names the URL it could not reach, password and all."""
+    is_step = isinstance(entity, RecordedStep)
+    step_id = entity.id if is_step else None
+    step_name = entity.name if is_step else None
+    found: list[SecretFinding] = []
+    message = entity.error_message
+    if message is not None:
+        message, fired = rules.mask_text(message)
+        found += [
+            SecretFinding(run.id, run.name, step_id, step_name, "error", "error_message", rule)
+            for rule in fired
+        ]
+    faults = []
+    for fault in entity.faults:
+        masked, fired = rules.mask_text(fault.message)
+        faults.append(fault._replace(message=masked))
+        found += [
+            SecretFinding(
+                run.id, run.name, step_id, step_name, fault.component, f"{fault.hook} error", rule
+            )
+            for rule in fired
+        ]
+    if found:
+        kind: Literal["run", "step"] = "step" if is_step else "run"
+        rewrites.append(MessageRewrite(kind, entity.id, message, tuple(faults)))
+    return found

@@ -16,15 +16,24 @@ if TYPE_CHECKING:
 
 from .._codec import round_trip_sets
 from .._info import utc_from_ns
-from .._records import MetadataRewrite, RecordedRun, RecordedStep, RunRecord, StepRecord
+from .._records import (
+    MessageRewrite,
+    MetadataRewrite,
+    RecordedRun,
+    RecordedStep,
+    RunRecord,
+    StepRecord,
+)
 
 __all__ = ["InMemoryStore"]
 
 _Record = TypeVar("_Record", RunRecord, StepRecord)
 
 
-def _rewritten(record: _Record, change: MetadataRewrite) -> _Record:
-    """A record with one metadata set replaced and its notes added."""
+def _rewritten(record: _Record, change: MetadataRewrite | MessageRewrite) -> _Record:
+    """A record with one metadata set, or its messages, replaced."""
+    if isinstance(change, MessageRewrite):
+        return record._replace(error_message=change.error_message, faults=change.faults)
     metadata = {**record.metadata, change.source: change.metadata.copy()}
     dropped = record.dropped + tuple(n for n in change.notes if n not in record.dropped)
     return record._replace(metadata=metadata, dropped=dropped)
@@ -60,8 +69,10 @@ class InMemoryStore:
             self._runs.clear()
             self._steps.clear()
 
-    def rewrite_metadata(self, run_id: UUID, rewrites: Sequence[MetadataRewrite]) -> None:
-        """Replace metadata sets of one run and its steps, and add their notes, at once."""
+    def rewrite_metadata(
+        self, run_id: UUID, rewrites: Sequence[MetadataRewrite | MessageRewrite]
+    ) -> None:
+        """Replace metadata sets and messages of one run and its steps, at once."""
         with self._lock:
             for change in rewrites:
                 if change.kind == "run":

@@ -227,13 +227,15 @@ def call_hook(
     try:
         return fn(*args)
     except Exception as error:
-        faults.append(ComponentFault(component, hook, type(error).__name__, str(error)))
+        message = str(error)
+        faults.append(ComponentFault(component, hook, type(error).__name__, message))
+        rules = settings.redaction()  # the failure path: reading the settings is affordable
         warn(
             "zenmeta: component %r failed in %s: %s: %s",
             component,
             hook,
             type(error).__name__,
-            error,
+            rules.mask_text(message)[0] if rules.enabled else message,  # a log is printed
         )
         return None
 

@@ -28,6 +28,7 @@ from ..._errors import ConfigurationError
 from ..._records import (
     CRASHED,
     RUNNING,
+    MessageRewrite,
     MetadataRewrite,
     RecordedRun,
     RecordedStep,
@@ -128,9 +129,11 @@ class SQLStore:
             self._writer.immediate = durability == "immediate"
 
     # -- rewriting (MetadataRewriter) --------------------------------------
-    def rewrite_metadata(self, run_id: UUID, rewrites: Sequence[MetadataRewrite]) -> None:
-        """Replace stored metadata sets of one run and its steps, and add
-        their notes, in one transaction (``zenmeta store scan --fix``).
+    def rewrite_metadata(
+        self, run_id: UUID, rewrites: Sequence[MetadataRewrite | MessageRewrite]
+    ) -> None:
+        """Replace stored metadata sets (adding their notes) and messages of
+        one run and its steps, in one transaction (``zenmeta store scan --fix``).
 
         Queued records are written first, so a rewrite never races the
         writer with an older copy of the same set.
@@ -277,8 +280,21 @@ def _driver(connection: Connection) -> Any:
     return connection.connection.driver_connection
 
 
-def _rewrite(connection: Connection, run_id: UUID, change: MetadataRewrite) -> None:
+def _rewrite(
+    connection: Connection, run_id: UUID, change: MetadataRewrite | MessageRewrite
+) -> None:
     entity = change.entity_id.hex
+    if isinstance(change, MessageRewrite):
+        table = runs if change.kind == "run" else steps
+        faults = [[f.component, f.hook, f.error_type, f.message] for f in change.faults]
+        connection.execute(
+            table.update()
+            .where(table.c.id == entity)
+            .values(
+                error_message=change.error_message, faults=json.dumps(faults) if faults else None
+            )
+        )
+        return
     document, types = join_documents(change.metadata)
     connection.execute(
         metadata_sets.update()
