@@ -178,3 +178,11 @@ def test_fix_on_a_store_that_cannot_rewrite_is_a_clear_error() -> None:
 
     with pytest.raises(zenmeta.StoreError):
         Client(ReadOnly()).scan_secrets(fix=True)  # type: ignore[arg-type]
+
+
+def test_the_client_shows_a_store_url_without_its_password() -> None:
+    """``Client.url`` (what the CLI and dashboard print) masks the password."""
+    store = InMemoryStore(f"postgresql://team:{PASSWORD}@db.example.com/zenmeta")
+    client = Client(store)
+    assert client.url == "postgresql://team:***@db.example.com/zenmeta"
+    assert client.store_info()["url"] == client.url

@@ -319,3 +319,19 @@ def test_a_bad_environment_setting_fails_the_run_start_clearly(
     monkeypatch.setenv("ZENMETA_REDACT", "colour=blue")
     with pytest.raises(zenmeta.ConfigurationError, match="ZENMETA_REDACT"), pipeline_run("p"):
         pass
+
+
+def test_a_store_fault_warning_does_not_print_the_store_password(
+    zenmeta_log: pytest.LogCaptureFixture,
+) -> None:
+    """A store that fails is named in the warning by its URL, password masked."""
+
+    class Unreachable(InMemoryStore):
+        def save_run(self, record: Any) -> None:
+            raise ConnectionError(f"connection to {self.url} refused")
+
+    zenmeta.configure(store=Unreachable(f"postgresql://team:{PASSWORD}@db.example.com/zenmeta"))
+    with pipeline_run("p"):
+        pass
+    assert "postgresql://team:***@db.example.com/zenmeta" in zenmeta_log.text
+    assert PASSWORD not in zenmeta_log.text

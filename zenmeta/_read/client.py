@@ -38,7 +38,10 @@ class Client:
         if not isinstance(chosen, RecordReader):
             raise StoreError(f"{chosen!r} cannot be read: it is not a RecordReader")
         self.reader: RecordReader = chosen
-        self.url: str = getattr(chosen, "url", repr(chosen))
+        rules = settings.redaction()
+        url = str(getattr(chosen, "url", repr(chosen)))
+        # What the CLI and the dashboard show: a team store's URL holds its password.
+        self.url: str = rules.mask_text(url)[0] if rules.enabled else url
 
     def list_runs(
         self,
@@ -121,7 +124,7 @@ class Client:
         """Where the store is and what it holds: URL, kind, schema version, counts."""
         describe = getattr(self.reader, "describe", None)
         if callable(describe):
-            return dict(describe())
+            return {**describe(), "url": self.url}
         runs = self.reader.list_runs()
         return {
             "url": self.url,

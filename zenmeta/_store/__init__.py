@@ -96,6 +96,9 @@ _reported: set[str] = set()
 def report_store_fault(what: str, error: BaseException) -> None:
     """Warn (once per message) that records were not stored; raise if strict."""
     message = f"zenmeta: {what}: {type(error).__name__}: {error}; the run goes on unrecorded"
+    rules = settings.redaction()  # store URLs and driver errors name passwords
+    if rules.enabled:
+        message = rules.mask_text(message)[0]
     if settings.strict():
         raise StoreError(message) from error
     if message not in _reported:
