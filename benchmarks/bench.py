@@ -149,9 +149,11 @@ def main() -> None:
     print(f"Python {sys.version.split()[0]}, zenmeta {zenmeta.__version__}")
     import bench_otel
     import bench_store
+    import bench_trust
 
     rows = core_rows(args.ops, args.repeats) + bench_store.rows(args.ops, args.repeats)
     rows += bench_otel.rows(args.ops, args.repeats)
+    rows += bench_trust.rows(args.ops, args.repeats)
     print_table(rows, "OpenTelemetry SDK span + 3 attributes")
     print(bench_otel.verdict(dict(rows), dict(rows)["OpenTelemetry SDK span + 3 attributes"]))
     if args.million:

@@ -21,7 +21,7 @@ EXPECTED = {
     "ComponentFault", "DroppedValue", "ZenmetaError", "NoActiveContextError", "RunStateError",
     "ComponentError", "MetadataError", "ConfigurationError", "StoreError", "StoreNotFoundError",
     "RunNotFoundError", "MissingExtraError", "__version__", "get_configuration", "QueryError",
-    "RecordSink", "RunRecord", "StepRecord",
+    "RecordSink", "RunRecord", "StepRecord", "redact",
 }  # fmt: skip
 
 

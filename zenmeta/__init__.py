@@ -36,6 +36,7 @@ from ._records import (
     RunRecord,
     StepRecord,
 )
+from ._redaction import redact
 from ._store import flush
 from ._tracking.components import StackComponent, register_component, unregister_component
 from ._tracking.context import carry_context, get_run_context, get_step_context
@@ -87,6 +88,7 @@ __all__ = [
     "get_step_context",
     "log_metadata",
     "pipeline_run",
+    "redact",
     "register_component",
     "reset_configuration",
     "start_run",

@@ -359,12 +359,22 @@ class MetadataSet:
 
 
 def encode_metadata(
-    mapping: Mapping[Any, Any], into: MetadataSet | None = None
+    mapping: Mapping[Any, Any],
+    into: MetadataSet | None = None,
+    *,
+    clean_keys: Mapping[str, bool] | None = None,
+    suspects: list[str] | None = None,
 ) -> tuple[MetadataSet, list[Dropped], list[tuple[str, str]]]:
     """Coerce a whole mapping key by key, so one bad value loses nothing else.
 
     Returns the set (``into`` if given: later keys replace earlier ones), the
     dropped keys with reasons, and (key, note) for lossy conversions.
+
+    For redaction, which must cost next to nothing on an ordinary step: with
+    ``clean_keys`` (key -> is it secret, as far as known) and ``suspects``,
+    every stored key that might hold a secret is appended to ``suspects``;
+    a number or a word shorter than 8 characters under a key known to be
+    clean is not, so the common step needs no second pass at all.
     """
     target = MetadataSet() if into is None else into
     values, types = target.values, target.types
@@ -372,6 +382,9 @@ def encode_metadata(
     notes: list[tuple[str, str]] = []
     sizes: list[int] = []  # the slow path's measured sizes, as it measures them
     size = 0
+    screening = suspects is not None and clean_keys is not None
+    known: Mapping[str, bool] = {} if clean_keys is None else clean_keys
+    suspect = (suspects if suspects is not None else []).append
     for key, value in mapping.items():
         kind = type(value)
         if type(key) is str and 0 < len(key) <= MAX_KEY_LENGTH:
@@ -379,15 +392,27 @@ def encode_metadata(
             if kind is float and value - value == 0.0:  # finite
                 values[key] = value
                 types[key] = "float"
+                if screening and known.get(key) is not False:
+                    suspect(key)
                 continue
             if kind is bool or (kind is int and -_INT_LIMIT < value < _INT_LIMIT):
                 values[key] = value
                 types[key] = kind.__name__
+                if screening and known.get(key) is not False:
+                    suspect(key)
+                continue
+            if kind is StorageSize:  # what resource components report, at every step
+                values[key] = int(value)
+                types[key] = "StorageSize"
+                if screening and known.get(key) is not False:
+                    suspect(key)
                 continue
             if kind is str and len(value) <= _SAFE_STR_LENGTH:
                 values[key] = value
                 types[key] = "str"
                 size += len(value)
+                if screening and (len(value) >= 8 or known.get(key) is not False):
+                    suspect(key)
                 continue
         elif type(key) is not str:
             if not isinstance(key, str):
@@ -409,12 +434,17 @@ def encode_metadata(
             kind_name, message = describe_error(error)
             dropped.append(Dropped(key, f"encoding raised {kind_name}: {message}"))
             continue
-        values[key] = encoded.value
+        stored = values[key] = encoded.value
         types[key] = encoded.type_name
         if len(sizes) > measured:
             size += sizes[-1]
         elif type(encoded.value) is str:
             size += len(encoded.value)
+        if screening and (
+            known.get(key) is not False
+            or not (type(stored) is int or type(stored) is float or stored is None)
+        ):
+            suspect(key)  # a StorageSize under a known key is a plain number by now
         if encoded.note is not None:
             notes.append((key, encoded.note))
     target.size += size

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from ._errors import ConfigurationError
@@ -17,10 +17,15 @@ from ._project import current_project, forget_projects
 
 if TYPE_CHECKING:
     from ._records import RecordSink, RecordStore
+    from ._redaction import Rules
+
+RedactSpec = bool | str | Mapping[str, Sequence[str]]
+"""What ``configure(redact=...)`` takes (see ``_redaction.parse_rules``)."""
 
 __all__ = [
     "Configuration",
     "Durability",
+    "RedactSpec",
     "check_settings",
     "configure",
     "get_configuration",
@@ -44,7 +49,7 @@ UNSET = _Unset()
 class _Settings:
     """What ``configure()`` was given; ``None`` means "use the default"."""
 
-    __slots__ = ("durability", "exporters", "implicit_runs", "store", "strict")
+    __slots__ = ("durability", "exporters", "implicit_runs", "redact", "store", "strict")
 
     def __init__(self) -> None:
         self.store: str | RecordStore | None = None
@@ -52,6 +57,7 @@ class _Settings:
         self.implicit_runs: bool | None = None
         self.durability: Durability | None = None
         self.exporters: tuple[RecordSink | str, ...] | None = None
+        self.redact: RedactSpec | None = None
 
 
 _configured = _Settings()
@@ -65,6 +71,7 @@ def configure(
     implicit_runs: bool | _Unset | None = UNSET,
     durability: Durability | _Unset | None = UNSET,
     exporters: Iterable[RecordSink | str] | _Unset | None = UNSET,
+    redact: RedactSpec | _Unset | None = UNSET,
 ) -> None:
     """Set zenmeta's behaviour for this process; ``None`` restores the default.
 
@@ -84,6 +91,10 @@ def configure(
       step, such as ``zenmeta.integrations.opentelemetry.OpenTelemetrySink``,
       or names of installed ones (``"otlp"``); default ``ZENMETA_EXPORTERS``
       (comma-separated names), else none. Taken when each run starts.
+    - ``redact``: the secret-masking rules applied to every recorded value
+      (``ZENMETA_REDACT``): ``True`` (default), ``False`` or ``"off"``, or
+      ``{"patterns": [...], "allow_keys": [...], "secret_keys": [...]}`` to
+      mask more or to let a key through; read as each run starts.
     """
     if durability not in (UNSET, None, "batched", "immediate"):
         raise ConfigurationError(f"durability must be 'batched' or 'immediate', not {durability!r}")
@@ -92,6 +103,10 @@ def configure(
             raise ConfigurationError(
                 f"{name} must be True, False or None (the default), not {type(flag).__name__}"
             )
+    if not isinstance(redact, _Unset) and redact is not None:
+        from ._redaction import parse_rules
+
+        parse_rules(redact)  # a bad pattern is an error here, not at the first run
     with _lock:
         if not isinstance(store, _Unset):
             _configured.store = store
@@ -105,6 +120,8 @@ def configure(
             if isinstance(exporters, str):
                 exporters = (exporters,)
             _configured.exporters = None if exporters is None else tuple(exporters)
+        if not isinstance(redact, _Unset):
+            _configured.redact = redact
 
 
 def reset_configuration() -> None:
@@ -164,6 +181,13 @@ class settings:  # noqa: N801 - a namespace of readers, used like a module
         if not raw:
             return ()
         return tuple(dict.fromkeys(raw.replace(",", " ").split()))
+
+    @staticmethod
+    def redaction() -> Rules:
+        """The effective redaction rules (parsed once per distinct setting)."""
+        from ._redaction import rules_from
+
+        return rules_from(_configured.redact)
 
     @staticmethod
     def store() -> str | RecordStore:

@@ -42,6 +42,9 @@ __all__ = [
     "RunQuery",
     "RunDeleter",
     "ALL_RUNS",
+    "MetadataRewrite",
+    "MessageRewrite",
+    "MetadataRewriter",
     "RecordedRun",
     "RecordedStep",
     "RunList",
@@ -171,6 +174,37 @@ class RecordSink(Protocol):
 
     def shutdown(self) -> None:
         """Deliver what is left and release resources; not used afterwards."""
+
+
+class MetadataRewrite(NamedTuple):
+    """One stored metadata set to replace (``zenmeta store scan --fix``), and
+    the notes to add to its run's or step's dropped list."""
+
+    kind: Literal["run", "step"]
+    entity_id: UUID
+    source: str
+    metadata: MetadataSet
+    notes: tuple[DroppedValue, ...] = ()
+
+
+class MessageRewrite(NamedTuple):
+    """A run's or step's error message and fault messages to replace (``store scan --fix``)."""
+
+    kind: Literal["run", "step"]
+    entity_id: UUID
+    error_message: str | None
+    faults: tuple[ComponentFault, ...]
+
+
+@runtime_checkable
+class MetadataRewriter(Protocol):
+    """A store that can rewrite what it already holds (both built-in stores can)."""
+
+    def rewrite_metadata(
+        self, run_id: UUID, rewrites: Sequence[MetadataRewrite | MessageRewrite]
+    ) -> None:
+        """Replace the given metadata sets and messages of one run and its steps,
+        in one transaction."""
 
 
 class RecordedStep(NamedTuple):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import subprocess
 import sys
 import time
 import types
+from collections.abc import Mapping
 from pathlib import Path
 from uuid import uuid4
 
@@ -112,13 +115,132 @@ def test_outside_a_git_repository_records_no_git_fields(tmp_path: Path) -> None:
     assert not [key for key in metadata if key.startswith("git_")]
 
 
-def test_git_answers_are_cached_per_process(tmp_path: Path) -> None:
-    """A later commit is not seen: git runs once per folder and process."""
+def _identity(metadata: Mapping[str, object]) -> tuple[object, ...]:
+    return (metadata["git_commit"], metadata["git_dirty"], metadata["git_diff_sha256"])
+
+
+def test_one_process_run_commit_run_edit_run_records_three_git_identities(
+    tmp_path: Path,
+) -> None:
+    """Git is read per run: a commit and then an unstaged edit are both seen."""
     repository = _repository(tmp_path / "repo")
     component = EnvironmentComponent(repository=repository)
-    first = _metadata(component)["git_commit"]
-    _git(repository, "commit", "-q", "--allow-empty", "-m", "second")
-    assert _metadata(component)["git_commit"] == first
+    with recording() as store:
+        with pipeline_run("sweep", run_name="first", components=[component]):
+            pass
+        (repository / "train.py").write_text("print('train better')\n")
+        _git(repository, "commit", "-q", "-am", "second")
+        with pipeline_run("sweep", run_name="second", components=[component]):
+            pass
+        (repository / "train.py").write_text("print('train best')\n")  # edited, not staged
+        with pipeline_run("sweep", run_name="third", components=[component]):
+            pass
+    recorded = {run.name: run.metadata["environment"] for run in store.list_runs()}
+    identities = {name: _identity(metadata) for name, metadata in recorded.items()}
+    assert len(set(identities.values())) == 3
+    assert (
+        identities["second"][0] == identities["third"][0] == _git(repository, "rev-parse", "HEAD")
+    )
+    assert identities["first"][0] != identities["second"][0]
+    assert identities["second"][1:] == (False, None)
+    assert recorded["third"]["git_dirty"] is True
+    assert recorded["third"]["git_changed_files"] == 1
+    diff = subprocess.run(
+        ["git", "diff", "HEAD", "--no-color", "--no-ext-diff", "--binary"],
+        cwd=repository, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    assert recorded["third"]["git_diff_sha256"] == hashlib.sha256(diff).hexdigest()
+
+
+def test_a_warm_cache_runs_no_git_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing changed since the last run: the answer comes from the stat check alone."""
+    repository = _repository(tmp_path / "repo")
+    time.sleep(0.15)  # older than the racy-timestamp window
+    component = EnvironmentComponent(repository=repository)
+    first = _metadata(component)
+    monkeypatch.setenv("PATH", str(tmp_path))  # from now on git cannot run
+    again = _metadata(component)
+    assert _identity(again) == _identity(first) and again["git_root"] == str(repository)
+    (repository / "train.py").write_text("print('edited')\n")
+    assert "git_commit" not in _metadata(component)  # a change asks git again (here: absent)
+
+
+def test_the_diff_is_recorded_on_request_and_cut_to_fit(tmp_path: Path) -> None:
+    """``record_diff=True`` adds ``git diff HEAD``, cut to 64 KiB with a flag when longer."""
+    repository = _repository(tmp_path / "repo")
+    (repository / "train.py").write_text("print('changed')\n")
+    small = _metadata(EnvironmentComponent(repository=repository, record_diff=True))
+    assert "+print('changed')" in str(small["git_diff"])
+    assert "git_diff_truncated" not in small
+    assert "git_diff" not in _metadata(EnvironmentComponent(repository=repository))
+    (repository / "train.py").write_text("x = 1\n" * 40_000)
+    big = _metadata(EnvironmentComponent(repository=repository, record_diff=True))
+    assert big["git_diff_truncated"] is True
+    assert len(json.dumps(big["git_diff"])) <= environment.DIFF_LIMIT
+
+
+def test_installed_packages_come_from_the_running_interpreter() -> None:
+    """Every importable distribution is listed as ``name==version``."""
+    installed = _metadata(EnvironmentComponent())["installed_packages"]
+    assert isinstance(installed, list)
+    assert f"pytest=={pytest.__version__}" in installed
+    assert installed == sorted(installed)
+
+
+SCRIPT = """
+import sys
+import zenmeta
+from zenmeta.integrations.environment import EnvironmentComponent
+
+zenmeta.configure(store=sys.argv[1], durability="immediate")
+component = EnvironmentComponent(environment_variables=["DATABASE_URL", "SERVICE_API_TOKEN"])
+with zenmeta.pipeline_run("script", components=[component]):
+    pass
+"""
+
+
+@pytest.mark.slow
+def test_a_script_run_from_another_folder_records_its_own_repository(tmp_path: Path) -> None:
+    """The script's repository is described, not the working folder's; secrets in
+    argv and in the listed variables never reach the database file."""
+    repository = _repository(tmp_path / "repo")
+    (repository / "pipeline.py").write_text(SCRIPT)
+    elsewhere = _repository(tmp_path / "elsewhere")
+    database = tmp_path / "store.db"
+    url = f"sqlite:///{database}"
+    secrets = ["zz-argv-password", "zz-argv-token", "zz-dsn-password", "zz-api-token"]
+    argv = [url, "--password", secrets[0], f"--token={secrets[1]}", "--epochs", "3"]
+    subprocess.run(
+        [sys.executable, str(repository / "pipeline.py"), *argv],
+        cwd=elsewhere,
+        env={
+            **os.environ,
+            "DATABASE_URL": f"postgresql://app:{secrets[2]}@db/prod",
+            "SERVICE_API_TOKEN": secrets[3],
+        },
+        check=True,
+        timeout=120,
+    )
+    recorded = zenmeta.Client(url).list_runs()[0].metadata["environment"]
+    assert recorded["git_root"] == str(repository)
+    assert recorded["git_commit"] == _git(repository, "rev-parse", "HEAD")
+    assert recorded["cwd"] == str(elsewhere)
+    assert recorded["argv"] == [
+        str(repository / "pipeline.py"),
+        url,
+        "--password",
+        "***",
+        "--token=***",
+        "--epochs",
+        "3",
+    ]
+    assert recorded["environment_variables"] == {
+        "DATABASE_URL": "postgresql://app:***@db/prod",
+        "SERVICE_API_TOKEN": "***",
+    }
+    zenmeta._store.close_stores()
+    raw = b"".join(f.read_bytes() for f in tmp_path.iterdir() if f.name.startswith("store.db"))
+    assert [secret for secret in secrets if secret.encode() in raw] == []
 
 
 def test_a_hanging_git_is_cut_off_by_the_timeout(

@@ -332,6 +332,19 @@ def test_run_page_shows_component_errors_and_dropped_keys(store: InMemoryStore) 
     assert "This run recorded no steps." in html
 
 
+def test_run_page_lists_redacted_values_apart_from_dropped_keys(store: InMemoryStore) -> None:
+    """A masked secret is shown as redacted, with its rule, not as a dropped key."""
+    with pipeline_run("p", run_name="masked"):
+        log_metadata({"db": "postgresql://alice:pw123456@db/app", "kept": 1})
+    run = zenmeta.Client(store).get_run("masked")
+    html = fetch(app_for(store), f"/runs/{run.id}").text
+    assert "Redacted values" in html and "Dropped keys" not in html
+    assert re.search(r'class="key">db</th><td class="message">url credentials</td>', html)
+    assert "pw123456" not in html
+    listing = fetch(app_for(store), "/").text
+    assert "1 redacted</span>" in listing and "dropped</span>" not in listing
+
+
 def test_step_pages_mark_steps_whose_parent_is_on_an_earlier_page(
     store: InMemoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from .diff import RunDiff
+    from .scan import SecretFinding
 
 from .._config import settings
 from .._errors import RunNotFoundError, RunStateError, StoreError
@@ -108,6 +109,7 @@ class Client:
         if not isinstance(chosen, RecordReader):
             raise StoreError(f"{chosen!r} cannot be read: it is not a RecordReader")
         self.reader: RecordReader = chosen
+        # What the CLI and the dashboard show: a team store's URL holds its password.
         self.url: str = masked_url(str(getattr(chosen, "url", repr(chosen))))
         """Where the reader reads, as it may be printed (no password)."""
 
@@ -293,11 +295,27 @@ class Client:
         exported["steps"] = [step.to_dict() for step in self.list_steps(run)]
         return exported
 
+    def scan_secrets(self, *, fix: bool = False) -> list[SecretFinding]:
+        """Stored values the redaction rules would mask, as (run, step, source,
+        key, rule), in metadata and in error and fault messages; with
+        ``fix=True`` they are masked in place, one transaction per run (each
+        masked metadata value with a ``redacted:`` note).
+
+        The rules are the configured ones (``configure(redact=...)``,
+        ``ZENMETA_REDACT``); switched off, the built-in rules are used, since
+        a scan for nothing would be no scan.
+        """
+        from .._redaction import DEFAULT_RULES
+        from .scan import scan_store
+
+        rules = settings.redaction()
+        return scan_store(self.reader, rules if rules.enabled else DEFAULT_RULES, fix=fix)
+
     def store_info(self) -> dict[str, Any]:
         """Where the store is and what it holds: URL, kind, schema version, counts."""
         describe = getattr(self.reader, "describe", None)
         if callable(describe):
-            return dict(describe())
+            return {**describe(), "url": self.url}
         runs = self.reader.list_runs()
         return {
             "url": self.url,

@@ -357,6 +357,9 @@ def report_store_fault(what: str, error: BaseException) -> None:
     """Warn (once per cause and interval) that records were not stored; raise if strict."""
     error_type, detail = describe_error(error)
     message = f"zenmeta: {what}: {error_type}: {detail}; the run goes on unrecorded"
+    rules = settings.redaction()  # store URLs and driver errors name passwords
+    if rules.enabled:
+        message = rules.mask_text(message)[0]
     if settings.strict():
         raise StoreError(message) from error
     warn_throttled(f"{what}: {error_type}: {detail}", "%s", message)

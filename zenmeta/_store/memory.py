@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -16,9 +16,29 @@ if TYPE_CHECKING:
 from .._codec import round_trip_sets
 from .._filters import Filter, matches
 from .._info import utc_from_ns
-from .._records import ALL_RUNS, RecordedRun, RecordedStep, RunQuery, RunRecord, StepRecord
+from .._records import (
+    ALL_RUNS,
+    MessageRewrite,
+    MetadataRewrite,
+    RecordedRun,
+    RecordedStep,
+    RunQuery,
+    RunRecord,
+    StepRecord,
+)
 
 __all__ = ["InMemoryStore"]
+
+_Record = TypeVar("_Record", RunRecord, StepRecord)
+
+
+def _rewritten(record: _Record, change: MetadataRewrite | MessageRewrite) -> _Record:
+    """A record with one metadata set, or its messages, replaced."""
+    if isinstance(change, MessageRewrite):
+        return record._replace(error_message=change.error_message, faults=change.faults)
+    metadata = {**record.metadata, change.source: change.metadata.copy()}
+    dropped = record.dropped + tuple(n for n in change.notes if n not in record.dropped)
+    return record._replace(metadata=metadata, dropped=dropped)
 
 
 class InMemoryStore:
@@ -69,6 +89,21 @@ class InMemoryStore:
 
     def vacuum(self) -> None:
         """Memory has nothing to give back."""
+
+    def rewrite_metadata(
+        self, run_id: UUID, rewrites: Sequence[MetadataRewrite | MessageRewrite]
+    ) -> None:
+        """Replace metadata sets and messages of one run and its steps, at once."""
+        with self._lock:
+            for change in rewrites:
+                if change.kind == "run":
+                    run = self._runs[run_id]
+                    self._runs[run_id] = _rewritten(run, change)
+                    continue
+                steps = self._steps.get(run_id, [])
+                for index, step in enumerate(steps):
+                    if step.step_run_id == change.entity_id:
+                        steps[index] = _rewritten(step, change)
 
     # reading -----------------------------------------------------------
     def list_runs(self, query: RunQuery = ALL_RUNS) -> list[RecordedRun]:

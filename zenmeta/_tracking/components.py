@@ -23,6 +23,7 @@ from .._config import settings
 from .._errors import ComponentError, ConfigurationError, MetadataError, describe_error
 from .._log import warn
 from .._records import USER_SOURCE, ComponentFault, DroppedValue
+from .._redaction import is_redaction_note
 from .callables import accepts_keyword
 from .flavors import configured_components, reset_flavors
 
@@ -262,7 +263,9 @@ def call_hook(
     except BaseException as error:
         error_type, message = describe_error(error)
         faults.append(ComponentFault(component, hook, error_type, message))
-        warn("zenmeta: component %r failed in %s: %s: %s", component, hook, error_type, message)
+        rules = settings.redaction()  # the failure path: reading the settings is affordable
+        shown = rules.mask_text(message)[0] if rules.enabled else message  # a log is printed
+        warn("zenmeta: component %r failed in %s: %s: %s", component, hook, error_type, shown)
         if isinstance(error, Exception):
             return None
         if isinstance(faults, Faults):
@@ -282,6 +285,9 @@ def raise_if_strict(faults: list[ComponentFault], dropped: list[DroppedValue]) -
     """In strict mode, turn the first recorded fault or drop into an error."""
     if not (faults or dropped) or not settings.strict():
         return
+    dropped = [drop for drop in dropped if not is_redaction_note(drop.reason)]
+    if not (faults or dropped):
+        return  # a masked secret is recorded, not an error
     if faults:
         fault = faults[0]
         raise ComponentError(

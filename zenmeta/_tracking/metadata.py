@@ -1,4 +1,9 @@
-"""Adding metadata to a run or step: encode per key, show every loss.
+"""Adding metadata to a run or step: encode per key, mask secrets, show every loss.
+
+Every value passes the redaction rules (``_redaction``) right after it is
+encoded, before anything is queued for the store; each redaction is noted
+on the record as a ``DroppedValue`` whose reason starts with ``redacted:``
+(the value was kept, masked), which every reader already shows.
 
 Warnings are logged once per source, key and reason, so a component that
 returns the same odd value at every step does not flood the log; the record
@@ -7,7 +12,7 @@ of each step still lists every dropped key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from .._codec import (
     MAX_BYTES_PER_RECORD,
@@ -19,9 +24,17 @@ from .._codec import (
 from .._errors import describe_error
 from .._log import warn
 from .._records import ComponentFault, DroppedValue
+from .._redaction import DEFAULT_RULES, REDACTED_PREFIX, Rules, redact_set
 
-__all__ = ["collect_metadata", "forget_warnings", "snapshot"]
+__all__ = [
+    "collect_metadata",
+    "forget_warnings",
+    "mask_message",
+    "masked_faults",
+    "snapshot",
+]
 
+_NONE_CLEAN: dict[str, bool] = {}
 _warned: set[tuple[str, str, str]] = set()
 _WARNED_LIMIT = 10_000
 
@@ -45,6 +58,7 @@ def collect_metadata(
     dropped: list[DroppedValue],
     source: str,
     mapping: object,
+    rules: Rules = DEFAULT_RULES,
     *,
     faults: list[ComponentFault] | None = None,
     hook: str = "",
@@ -55,9 +69,11 @@ def collect_metadata(
     A mapping that cannot even be read (its ``items()`` raises) keeps what
     was read so far; from a hook (``faults`` given) that is the component's
     fault, from the user a dropped ``*``. Nothing here raises.
+    Secrets are masked by ``rules``; redactions are noted in ``dropped``
+    before the losses, so that ``dropped[-1]`` is a loss when one is counted.
     """
     try:
-        return _collect(sets, dropped, source, mapping)
+        return _collect(sets, dropped, source, mapping, rules)
     except Exception as error:
         error_type, message = describe_error(error)
         if faults is not None:
@@ -73,7 +89,11 @@ def collect_metadata(
 
 
 def _collect(
-    sets: dict[str, MetadataSet], dropped: list[DroppedValue], source: str, mapping: object
+    sets: dict[str, MetadataSet],
+    dropped: list[DroppedValue],
+    source: str,
+    mapping: object,
+    rules: Rules,
 ) -> int:
     if type(mapping) is not dict and not isinstance(mapping, Mapping):
         reason = f"expected a mapping of metadata, got {type(mapping).__name__}"
@@ -96,7 +116,17 @@ def _collect(
                 dropped, source, f"{reason}{MAX_KEYS_PER_RECORD} keys (the limit, all sources)"
             )
     held_before, size_before = len(target.values), target.size
-    _, lost, notes = encode_metadata(mapping, target)
+    if rules.enabled:
+        suspects: list[str] = []
+        # With extra patterns any text may match: no key is known to be clean.
+        clean = _NONE_CLEAN if rules.extra else rules.known_keys
+        _, lost, notes = encode_metadata(mapping, target, clean_keys=clean, suspects=suspects)
+        if suspects:
+            redactions = redact_set(target, suspects, rules)
+            if redactions:
+                _note_redactions(dropped, source, redactions)
+    else:
+        _, lost, notes = encode_metadata(mapping, target)
     if total + target.size - size_before > MAX_BYTES_PER_RECORD:
         over = _within_bytes(sets, target, held_before)
         if over:
@@ -153,6 +183,31 @@ def _within_bytes(sets: dict[str, MetadataSet], target: MetadataSet, held_before
         dropped += 1
     target.measure()
     return dropped
+
+
+def _note_redactions(
+    dropped: list[DroppedValue], source: str, redactions: Iterable[tuple[str, str]]
+) -> None:
+    for key, rule in redactions:
+        note = DroppedValue(source, key, REDACTED_PREFIX + rule)
+        if note not in dropped:  # a re-logged key is noted once
+            dropped.append(note)
+        _warn_once(source, key, f"was {REDACTED_PREFIX}{rule}")
+
+
+def mask_message(message: str | None, rules: Rules) -> str | None:
+    """An error or fault message with its secrets masked (a failed connection
+    names its URL, password and all)."""
+    if message is None or not rules.enabled:
+        return message
+    return rules.mask_text(message)[0]
+
+
+def masked_faults(faults: Sequence[ComponentFault], rules: Rules) -> tuple[ComponentFault, ...]:
+    """Faults as recorded: their messages masked like any other value."""
+    if not faults or not rules.enabled:
+        return tuple(faults)
+    return tuple(fault._replace(message=rules.mask_text(fault.message)[0]) for fault in faults)
 
 
 def snapshot(sets: Mapping[str, MetadataSet]) -> dict[str, MetadataSet]:

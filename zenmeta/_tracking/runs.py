@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .._values import MetadataType
 
 from .._codec import MetadataSet, round_trip_sets
-from .._config import check_settings
+from .._config import check_settings, settings
 from .._errors import RunStateError, describe_error
 from .._info import PipelineInfo, PipelineRunInfo, utc_from_ns
 from .._log import warn
@@ -44,13 +44,14 @@ from .._records import (
     Status,
     StepRecord,
 )
+from .._redaction import DEFAULT_RULES, Rules
 from .._store import flush_stores, report_store_fault, resolve_store
 from . import context as _context
 from . import signals as _signals
 from .callables import check_name, check_tags, kind_of
 from .components import Faults, Stack, call_hook, raise_if_strict, stack_of
 from .ids import new_run_id
-from .metadata import collect_metadata, snapshot
+from .metadata import collect_metadata, mask_message, masked_faults, snapshot
 
 __all__ = ["PipelineRun", "pipeline_run", "start_run", "status_for"]
 
@@ -107,6 +108,7 @@ class PipelineRun:
         self._faults = Faults()
         self._dropped: list[DroppedValue] = []
         self._step_counts: dict[str, itertools.count[int]] = {}
+        self.redaction: Rules = DEFAULT_RULES
         self._pid = CURRENT_PID[0]
         self._stack: Stack
         self._store: RecordStore
@@ -144,6 +146,7 @@ class PipelineRun:
     def _open(self) -> None:
         check_settings()  # a bad setting fails here, never inside a step
         self._stack = stack_of(self._components)
+        self.redaction = settings.redaction()  # like the store: chosen as each run starts
         with self._lock:
             if self._phase != _NEW:
                 raise RunStateError(
@@ -181,6 +184,7 @@ class PipelineRun:
                         self._dropped,
                         name,
                         result,
+                        self.redaction,
                         faults=self._faults,
                         hook="get_pipeline_run_metadata",
                     )
@@ -216,7 +220,8 @@ class PipelineRun:
         self.end_ns = time.time_ns()
         self.status = status
         if error is not None:
-            self.error_type, self.error_message = describe_error(error)
+            self.error_type, message = describe_error(error)
+            self.error_message = mask_message(message, self.redaction)
         _signals.run_closed(self)
         self._save()
         flush_stores()
@@ -242,7 +247,7 @@ class PipelineRun:
                 error_type=self.error_type,
                 error_message=self.error_message,
                 metadata=snapshot(self._metadata),
-                faults=tuple(self._faults),
+                faults=masked_faults(self._faults, self.redaction),
                 dropped=tuple(self._dropped),
             )
         try:
@@ -275,7 +280,7 @@ class PipelineRun:
         with self._lock:
             if self._phase != _OPEN:
                 raise RunStateError(f"run {self.name!r} is not running", run_id=self.id)
-            collect_metadata(self._metadata, self._dropped, source, metadata)
+            collect_metadata(self._metadata, self._dropped, source, metadata, self.redaction)
         self._save()
         raise_if_strict([], self._dropped[-1:] if self._dropped else [])
 

@@ -25,7 +25,7 @@ from . import context as _context
 from .callables import check_name, kind_of, step_name_of
 from .components import Faults, Stack, call_hook, raise_if_strict
 from .ids import new_id
-from .metadata import collect_metadata
+from .metadata import collect_metadata, mask_message, masked_faults
 from .runs import PipelineRun, status_for
 
 if TYPE_CHECKING:
@@ -119,6 +119,7 @@ def _finish(state: StepState, error: BaseException | None) -> None:
                 state.dropped,
                 name,
                 result,
+                state.run.redaction,
                 faults=state.faults,
                 hook="get_step_run_metadata",
             )
@@ -131,6 +132,7 @@ def _finish(state: StepState, error: BaseException | None) -> None:
     else:
         status = status_for(error)
         error_type, message = describe_error(error)
+        message = mask_message(message, state.run.redaction)
     state.run._save_step(
         StepRecord(
             info.step_run_id,
@@ -144,7 +146,7 @@ def _finish(state: StepState, error: BaseException | None) -> None:
             error_type,
             message,
             state.metadata,  # the state dies with the step: no copy needed
-            tuple(state.faults),
+            masked_faults(state.faults, state.run.redaction) if state.faults else (),
             tuple(state.dropped),
         )
     )
@@ -416,7 +418,8 @@ def log_metadata(metadata: Mapping[str, Any], *, run: bool = False) -> None:
                     state.info.pipeline_step_name,
                 )
                 return
-            dropped = collect_metadata(state.metadata, state.dropped, USER_SOURCE, metadata)
+            rules = state.run.redaction
+            dropped = collect_metadata(state.metadata, state.dropped, USER_SOURCE, metadata, rules)
         if dropped:
             raise_if_strict([], state.dropped[-1:])
         return

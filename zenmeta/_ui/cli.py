@@ -29,6 +29,7 @@ from .._export import encodable_text
 from .._read.client import Client
 from .._read.copy import copy_store
 from .._records import STATUSES, RecordedRun, RecordedStep
+from .._redaction import REDACTED_PREFIX, is_redaction_note
 from .text import escape_controls, human_duration, human_size, type_label, value_text
 
 __all__ = ["cli", "main"]
@@ -268,7 +269,11 @@ def _print_problems(console: Console, entity: RecordedRun | RecordedStep) -> Non
         message = f"{fault.component}.{fault.hook} raised {fault.error_type}: {fault.message}"
         console.print(_text(message, "yellow"))
     for drop in entity.dropped:
-        console.print(_text(f"dropped {drop.source}/{drop.key}: {drop.reason}", "yellow"))
+        if is_redaction_note(drop.reason):  # the value was kept, masked
+            rule = drop.reason[len(REDACTED_PREFIX) :]
+            console.print(_text(f"redacted {drop.source}/{drop.key} ({rule})", "cyan"))
+        else:
+            console.print(_text(f"dropped {drop.source}/{drop.key}: {drop.reason}", "yellow"))
 
 
 @runs.command("export")
@@ -348,6 +353,51 @@ def _info_rows(info: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
         elif isinstance(value, Mapping):
             value = ", ".join(f"{name}: {count}" for name, count in value.items()) or "-"
         yield key.replace("_", " "), "-" if value is None else str(value)
+
+
+@store.command("scan")
+@click.option("--fix", is_flag=True, help="Mask what is found, in place, one transaction per run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON array.")
+@click.pass_context
+def store_scan(context: click.Context, fix: bool, as_json: bool) -> None:
+    """Find stored values the redaction rules would mask (credentials in URLs,
+    secret-named keys, token formats); --fix masks them. Without --fix, exits
+    with status 1 when something is found, so CI can fail on a leak."""
+    client = _client(context)
+    try:
+        findings = client.scan_secrets(fix=fix)
+    except ZenmetaError as error:
+        _fail(error)
+    if as_json:
+        _echo_json(
+            [
+                {
+                    **finding._asdict(),
+                    "run_id": str(finding.run_id),
+                    "step_id": None if finding.step_id is None else str(finding.step_id),
+                }
+                for finding in findings
+            ]
+        )
+    elif not findings:
+        click.echo("No stored value needs redacting.")
+    else:
+        table = Table("run", "step", "source", "key", "rule", "run id")
+        for finding in findings:
+            table.add_row(
+                _text(finding.run_name),
+                _text(finding.step_name or "-"),
+                _text(finding.source),
+                _text(finding.key),
+                finding.rule,
+                finding.run_id.hex[:12],
+            )
+        _console().print(table)
+        runs = len({finding.run_id for finding in findings})
+        done = "masked" if fix else "found (run with --fix to mask them)"
+        click.echo(f"{len(findings)} value(s) in {runs} run(s) {done}.")
+    if findings and not fix:
+        context.exit(1)
 
 
 @cli.command("ui")

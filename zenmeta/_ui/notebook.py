@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+from .._redaction import REDACTED_PREFIX, is_redaction_note
 from .._values import StorageSize, Uri
 from .text import human_duration, human_size, link_target, type_label, value_text
 
@@ -80,7 +81,11 @@ def _problems(faults: Iterable[ComponentFault], dropped: Iterable[DroppedValue])
         for f in faults
     ]
     items += [
-        f"<li>dropped {escape(d.source)}/{escape(d.key)}: {escape(d.reason)}</li>" for d in dropped
+        f"<li>redacted {escape(d.source)}/{escape(d.key)} "
+        f"({escape(d.reason[len(REDACTED_PREFIX) :])})</li>"
+        if is_redaction_note(d.reason)
+        else f"<li>dropped {escape(d.source)}/{escape(d.key)}: {escape(d.reason)}</li>"
+        for d in dropped
     ]
     return f"<ul>{''.join(items)}</ul>" if items else ""
 

@@ -5,7 +5,10 @@
   run per step.
 - ``zenmeta.integrations.environment.EnvironmentComponent`` (flavor
   ``environment``): host, interpreter, script, git and package versions.
+- ``zenmeta.integrations.resources.ResourcesComponent`` (flavor
+  ``resources``; GPU figures with the extra ``zenmeta[gpu]``): wall and CPU
+  time, memory and GPU use per step.
 
-Both are also reachable by flavor name through the ``zenmeta.components``
+All are also reachable by flavor name through the ``zenmeta.components``
 entry-point group, like any third-party component.
 """

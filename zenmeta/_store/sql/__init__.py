@@ -10,6 +10,7 @@ immediate); reading rebuilds exactly what ``InMemoryStore`` returns, and a
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
@@ -23,6 +24,7 @@ from uuid import UUID
 from sqlalchemy import Connection, Select, case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..._codec import join_documents
 from ..._config import Durability, settings
 from ..._errors import ConfigurationError, StoreError
 from ..._filters import Filter, matches
@@ -31,6 +33,8 @@ from ..._records import (
     ALL_RUNS,
     CRASHED,
     RUNNING,
+    MessageRewrite,
+    MetadataRewrite,
     RecordedRun,
     RecordedStep,
     RunQuery,
@@ -161,6 +165,33 @@ class SQLStore:
             self._writer.flush()  # records keep their order across the switch
             self.durability = durability
             self._writer.immediate = durability == "immediate"
+
+    # -- rewriting (MetadataRewriter) --------------------------------------
+    def rewrite_metadata(
+        self, run_id: UUID, rewrites: Sequence[MetadataRewrite | MessageRewrite]
+    ) -> None:
+        """Replace stored metadata sets (adding their notes) and messages of
+        one run and its steps, in one transaction (``zenmeta store scan --fix``).
+
+        Queued records are written first, so a rewrite never races the
+        writer with an older copy of the same set.
+        """
+        self._writer.flush()
+        sqlite = self.engine.dialect.name == "sqlite"
+        writing = self.engine.connect().execution_options(zenmeta_writer=True)
+        with writing as connection:
+            if sqlite:  # the old text must not survive in freed space or the WAL
+                _driver(connection).execute("PRAGMA secure_delete=ON")
+            try:
+                with connection.begin():
+                    for change in rewrites:
+                        _rewrite(connection, run_id, change)
+            finally:
+                if sqlite:
+                    _driver(connection).execute("PRAGMA secure_delete=OFF")
+        if sqlite:
+            with self.engine.connect() as connection:
+                _driver(connection).execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- reading (RecordReader) --------------------------------------------
     def list_runs(self, query: RunQuery = ALL_RUNS) -> list[RecordedRun]:
@@ -335,6 +366,49 @@ class SQLStore:
         return found
 
 
+def _driver(connection: Connection) -> Any:
+    """The sqlite3 connection itself: it runs a PRAGMA outside any transaction."""
+    return connection.connection.driver_connection
+
+
+def _rewrite(
+    connection: Connection, run_id: UUID, change: MetadataRewrite | MessageRewrite
+) -> None:
+    entity = change.entity_id.hex
+    if isinstance(change, MessageRewrite):
+        table = runs if change.kind == "run" else steps
+        faults = [[f.component, f.hook, f.error_type, f.message] for f in change.faults]
+        connection.execute(
+            table.update()
+            .where(table.c.id == entity)
+            .values(
+                error_message=change.error_message, faults=json.dumps(faults) if faults else None
+            )
+        )
+        return
+    document, types = join_documents(change.metadata)
+    connection.execute(
+        metadata_sets.update()
+        .where(
+            metadata_sets.c.entity_id == entity,
+            metadata_sets.c.source == change.source,
+            metadata_sets.c.run_id == run_id.hex,
+        )
+        .values(document=document, types=types)
+    )
+    if not change.notes:
+        return
+    table = runs if change.kind == "run" else steps
+    stored = connection.execute(select(table.c.dropped).where(table.c.id == entity)).scalar()
+    dropped = json.loads(stored) if stored else []
+    for note in change.notes:
+        if list(note) not in dropped:
+            dropped.append(list(note))
+    connection.execute(
+        table.update().where(table.c.id == entity).values(dropped=json.dumps(dropped))
+    )
+
+
 def _metadata(
     connection: Connection, kind: str, ids: Sequence[str], undecodable: Undecodable
 ) -> Grouped:
@@ -414,6 +488,11 @@ class SQLReader(SQLStore):
 
     def delete_runs(self, run_ids: Sequence[UUID]) -> int:
         return self.writable().delete_runs(run_ids)
+
+    def rewrite_metadata(
+        self, run_id: UUID, rewrites: Sequence[MetadataRewrite | MessageRewrite]
+    ) -> None:
+        self.writable().rewrite_metadata(run_id, rewrites)
 
     def vacuum(self) -> None:
         self.writable().vacuum()
