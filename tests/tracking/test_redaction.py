@@ -266,11 +266,8 @@ def test_redact_value_masks_a_flag_value_by_its_name() -> None:
     assert DEFAULT_RULES.is_secret_key("client_secret")
 
 
-def test_no_secret_reaches_the_sqlite_file(tmp_path: FilePath) -> None:
-    """Planted in component output, log_metadata, nested dicts, URLs and an error
-    message, no secret is in the database file's bytes."""
-    path = tmp_path / "store.db"
-    zenmeta.configure(store=f"sqlite:///{path}", durability="immediate")
+def _plant_secrets() -> None:
+    """Secrets in component output, log_metadata, nested dicts, URLs and an error."""
 
     @track_step
     def leak(fail: bool) -> None:
@@ -294,13 +291,42 @@ def test_no_secret_reaches_the_sqlite_file(tmp_path: FilePath) -> None:
     from zenmeta._store import close_stores
 
     close_stores()
+
+
+_PLANTED = [PASSWORD, "zz-aws-secret", AWS_KEY, SLACK_TOKEN, JWT, "MIIEowIBAAKCAQEA7bq"]
+_PLANTED += [GITHUB_TOKEN, "sk-live-zz-planted", "zz-run-password"]
+
+
+def test_no_secret_reaches_the_sqlite_file(tmp_path: FilePath) -> None:
+    """Planted in component output, log_metadata, nested dicts, URLs and an error
+    message, no secret is in the database file's bytes."""
+    path = tmp_path / "store.db"
+    zenmeta.configure(store=f"sqlite:///{path}", durability="immediate")
+    _plant_secrets()
     raw = b"".join(
         candidate.read_bytes() for candidate in tmp_path.iterdir() if candidate.is_file()
     )
-    planted = [PASSWORD, "zz-aws-secret", AWS_KEY, SLACK_TOKEN, JWT, "MIIEowIBAAKCAQEA7bq"]
-    planted += [GITHUB_TOKEN, "sk-live-zz-planted", "zz-run-password"]
-    assert [secret for secret in planted if secret.encode() in raw] == []
+    assert [secret for secret in _PLANTED if secret.encode() in raw] == []
     assert b"redacted: url credentials" in raw
+
+
+def test_no_secret_reaches_the_postgresql_tables(
+    postgres_server: Any, request: pytest.FixtureRequest, tmp_path: FilePath
+) -> None:
+    """The same secrets, written to a real PostgreSQL server: every zenmeta table,
+    read back as text with psql, holds none of them."""
+    from conftest import fresh_store_url
+
+    url = fresh_store_url(request, "postgresql", tmp_path)
+    zenmeta.configure(store=url, durability="immediate")
+    _plant_secrets()
+    database = url.rsplit("/", 1)[1]
+    dumped = "".join(
+        postgres_server.psql(f"SELECT t::text FROM {table} t", database)
+        for table in ("zenmeta_runs", "zenmeta_steps", "zenmeta_metadata")
+    )
+    assert [secret for secret in _PLANTED if secret in dumped] == []
+    assert "redacted: url credentials" in dumped
 
 
 def test_notebook_html_shows_a_redaction_as_such(store: InMemoryStore) -> None:
