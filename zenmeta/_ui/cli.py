@@ -12,95 +12,35 @@ command only reads: a missing store is reported, never created.
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import sys
 from collections.abc import Iterable, Mapping
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from .._errors import MissingExtraError, StoreNotFoundError, ZenmetaError
-from .._export import encodable_text
 from .._read.client import Client
 from .._read.copy import copy_store
 from .._records import STATUSES, RecordedRun, RecordedStep
 from .._redaction import REDACTED_PREFIX, is_redaction_note
-from .text import escape_controls, human_duration, human_size, type_label, value_text
+from .terminal import (
+    client_of,
+    console,
+    echo_json,
+    fail,
+    printable,
+    status_text,
+    store_option,
+    text_of,
+    when,
+)
+from .text import human_duration, human_size, type_label, value_text
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["cli", "main"]
-
-_STYLES = {
-    "completed": "green",
-    "failed": "red",
-    "crashed": "bold red",
-    "interrupted": "yellow",
-    "running": "cyan",
-}
-
-
-def _fail(error: Exception) -> NoReturn:
-    """A known problem (no such run, no store): one line and exit code 1."""
-    raise click.ClickException(_printable(" ".join(str(error).split("\n")))) from None
-
-
-def store_option(context: click.Context, own: str | None = None) -> str | None:
-    """The store a command reads, as typed: its own --store, else the group's.
-    ``Client`` applies the store's naming rule (a plain path is a SQLite file)."""
-    store = own or context.find_root().params.get("store")
-    return store or None
-
-
-def _client(context: click.Context) -> Client:
-    store = store_option(context)
-    try:
-        return Client(store)
-    except ZenmetaError as error:
-        _fail(error)
-
-
-def _printable(text: str) -> str:
-    """Text any terminal can take and show as it is: control characters are
-    escaped (``\\x1b``, ``\\u202e``), lone surrogates become ``\\udcxx``."""
-    return encodable_text(escape_controls(text), getattr(sys.stdout, "encoding", None) or "utf-8")
-
-
-def _text(value: object, style: str = "") -> Text:
-    return Text(_printable(str(value)), style=style)
-
-
-_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-"""``UNSAFE_CHARACTERS`` less the C0 controls, which ``json.dumps`` escapes
-itself (the newlines of its indentation are outside strings)."""
-
-
-def _echo_json(data: Any) -> None:
-    """Readable JSON when the terminal can show every character, ASCII otherwise;
-    characters a terminal would act on are ``\\u`` escapes, which parse back
-    to the same text (they can only occur inside JSON strings)."""
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False, indent=2)
-    text = _UNSAFE_IN_JSON.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
-    if _printable(text) != text:
-        text = json.dumps(data, ensure_ascii=True, allow_nan=False, indent=2)
-    click.echo(text)
-
-
-def _console() -> Console:
-    # Piped or captured output has no width to fit; do not cut ids and names at 80.
-    width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
-    return Console(soft_wrap=False, highlight=False, width=width)
-
-
-def _when(run_or_step: RecordedRun | RecordedStep) -> str:
-    return run_or_step.start_time.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _status(status: str) -> Text:
-    return _text(status, _STYLES.get(status, ""))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -150,35 +90,35 @@ def list_runs(
         client = Client(store_option(context))
     except StoreNotFoundError as error:  # nothing recorded here yet: an empty list
         if as_json:
-            _echo_json([])
+            echo_json([])
         else:
-            click.echo(_printable(f"No runs: {error}."))
+            click.echo(printable(f"No runs: {error}."))
         return
     except ZenmetaError as error:
-        _fail(error)
+        fail(error)
     try:
         found = client.list_runs(pipeline=pipeline, status=status, limit=limit)
     except ZenmetaError as error:
-        _fail(error)
+        fail(error)
     if as_json:
-        _echo_json([run.to_dict() for run in found])
+        echo_json([run.to_dict() for run in found])
         return
     if not found:
         matching = " matching the filters" if pipeline or status else ""
-        click.echo(_printable(f"No runs recorded{matching} in {client.url}."))
+        click.echo(printable(f"No runs recorded{matching} in {client.url}."))
         return
     table = Table("run", "pipeline", "status", "started (UTC)", "duration", "steps", "id")
     for run in found:
         table.add_row(
-            _text(run.name),
-            _text(run.pipeline_name),
-            _status(run.status),
-            _when(run),
+            text_of(run.name),
+            text_of(run.pipeline_name),
+            status_text(run.status),
+            when(run),
             human_duration(run.duration),
             str(run.step_count),
             run.id.hex[:12],  # run ids are random: 12 digits are unique in practice
         )
-    _console().print(table)
+    console().print(table)
 
 
 @runs.command("show")
@@ -188,43 +128,43 @@ def list_runs(
 def show_run(context: click.Context, run: str, as_json: bool) -> None:
     """Show RUN (an id, a unique id prefix or a name): its metadata by
     component, its steps with status and duration, and each step's metadata."""
-    client = _client(context)
+    client = client_of(context)
     try:
         found = client.get_run(run)
         steps = client.list_steps(found)
     except ZenmetaError as error:
-        _fail(error)
+        fail(error)
     if as_json:
         exported = found.to_dict()
         exported["steps"] = [step.to_dict() for step in steps]
-        _echo_json(exported)
+        echo_json(exported)
         return
-    console = _console()
-    console.print(_run_fields(found))
-    _print_metadata(console, "Run metadata", found.metadata)
-    _print_problems(console, found)
+    screen = console()
+    screen.print(_run_fields(found))
+    _print_metadata(screen, "Run metadata", found.metadata)
+    _print_problems(screen, found)
     if not steps:
-        console.print(Text("No steps recorded."))
+        screen.print(Text("No steps recorded."))
         return
     table = Table("#", "step", "status", "started (UTC)", "duration", "metadata", title="Steps")
     for number, step in enumerate(steps, 1):
         keys = sum(len(values) for values in step.metadata.values())
         table.add_row(
             str(number),
-            _text(step.name),
-            _status(step.status),
-            _when(step),
+            text_of(step.name),
+            status_text(step.status),
+            when(step),
             human_duration(step.duration),
             str(keys),
         )
-    console.print(table)
+    screen.print(table)
     for step in steps:
         if step.metadata or step.faults or step.dropped or step.error_type:
             title = f"Step {step.name}"
             if step.error_type:
                 title += f" ({step.error_type}: {step.error_message})"
-            _print_metadata(console, title, step.metadata)
-            _print_problems(console, step)
+            _print_metadata(screen, title, step.metadata)
+            _print_problems(screen, step)
 
 
 def _run_fields(run: RecordedRun) -> Table:
@@ -232,48 +172,48 @@ def _run_fields(run: RecordedRun) -> Table:
     table.add_column(style="bold")
     table.add_column()
     rows: list[tuple[str, Text | str]] = [
-        ("run", _text(run.name)),
+        ("run", text_of(run.name)),
         ("id", str(run.id)),
-        ("pipeline", _text(run.pipeline_name)),
-        ("status", _status(run.status)),
-        ("started", _when(run) + " UTC"),
+        ("pipeline", text_of(run.pipeline_name)),
+        ("status", status_text(run.status)),
+        ("started", when(run) + " UTC"),
         ("duration", human_duration(run.duration)),
         ("steps", str(run.step_count)),
-        ("host", _text(f"{run.host} (pid {run.pid})")),
+        ("host", text_of(f"{run.host} (pid {run.pid})")),
     ]
     if run.tags:
-        rows.append(("tags", _text(", ".join(run.tags))))
+        rows.append(("tags", text_of(", ".join(run.tags))))
     if run.parent_run_id is not None:
         rows.append(("parent run", str(run.parent_run_id)))
     if run.error_type:
-        rows.append(("error", _text(f"{run.error_type}: {run.error_message}", "red")))
+        rows.append(("error", text_of(f"{run.error_type}: {run.error_message}", "red")))
     for name, value in rows:
         table.add_row(name, value)
     return table
 
 
-def _print_metadata(console: Console, title: str, grouped: Mapping[str, Mapping[str, Any]]) -> None:
+def _print_metadata(screen: Console, title: str, grouped: Mapping[str, Mapping[str, Any]]) -> None:
     """One table per source, so each component's metadata stays together."""
     if not any(grouped.values()):
         return
-    console.print(_text(title, "bold"))
+    screen.print(text_of(title, "bold"))
     for source, values in grouped.items():
-        table = Table("key", "value", "type", title=_text(source), title_justify="left")
+        table = Table("key", "value", "type", title=text_of(source), title_justify="left")
         for key, value in values.items():
-            table.add_row(_text(key), _text(value_text(value)), type_label(value))
-        console.print(table)
+            table.add_row(text_of(key), text_of(value_text(value)), type_label(value))
+        screen.print(table)
 
 
-def _print_problems(console: Console, entity: RecordedRun | RecordedStep) -> None:
+def _print_problems(screen: Console, entity: RecordedRun | RecordedStep) -> None:
     for fault in entity.faults:
         message = f"{fault.component}.{fault.hook} raised {fault.error_type}: {fault.message}"
-        console.print(_text(message, "yellow"))
+        screen.print(text_of(message, "yellow"))
     for drop in entity.dropped:
         if is_redaction_note(drop.reason):  # the value was kept, masked
             rule = drop.reason[len(REDACTED_PREFIX) :]
-            console.print(_text(f"redacted {drop.source}/{drop.key} ({rule})", "cyan"))
+            screen.print(text_of(f"redacted {drop.source}/{drop.key} ({rule})", "cyan"))
         else:
-            console.print(_text(f"dropped {drop.source}/{drop.key}: {drop.reason}", "yellow"))
+            screen.print(text_of(f"dropped {drop.source}/{drop.key}: {drop.reason}", "yellow"))
 
 
 @runs.command("export")
@@ -281,11 +221,11 @@ def _print_problems(console: Console, entity: RecordedRun | RecordedStep) -> Non
 @click.pass_context
 def export_run(context: click.Context, run: str) -> None:
     """Print RUN and all its steps as one JSON document."""
-    client = _client(context)
+    client = client_of(context)
     try:
-        _echo_json(client.export_run(run))
+        echo_json(client.export_run(run))
     except ZenmetaError as error:
-        _fail(error)
+        fail(error)
 
 
 @cli.group()
@@ -298,20 +238,20 @@ def store() -> None:
 @click.pass_context
 def store_info(context: click.Context, as_json: bool) -> None:
     """Where the store is, its schema version and what it holds."""
-    client = _client(context)
+    client = client_of(context)
     try:
         info = client.store_info()
     except ZenmetaError as error:
-        _fail(error)
+        fail(error)
     if as_json:
-        _echo_json(info)
+        echo_json(info)
         return
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
     for key, value in _info_rows(info):
-        table.add_row(_text(key), _text(value))
-    _console().print(table)
+        table.add_row(text_of(key), text_of(value))
+    console().print(table)
 
 
 @store.command("copy")
@@ -332,11 +272,11 @@ def copy(source: str, target: str, since: Any, as_json: bool) -> None:
     try:
         counts = copy_store(source, target, since=since)
     except ZenmetaError as error:
-        _fail(error)
+        fail(error)
     except Exception as error:  # a server that cannot be reached, a broken file
-        _fail(RuntimeError(f"cannot copy: {type(error).__name__}: {error}"))
+        fail(RuntimeError(f"cannot copy: {type(error).__name__}: {error}"))
     if as_json:
-        _echo_json(
+        echo_json(
             {"runs": counts.runs, "steps": counts.steps, "metadata_sets": counts.metadata_sets}
         )
         return
@@ -363,13 +303,13 @@ def store_scan(context: click.Context, fix: bool, as_json: bool) -> None:
     """Find stored values the redaction rules would mask (credentials in URLs,
     secret-named keys, token formats); --fix masks them. Without --fix, exits
     with status 1 when something is found, so CI can fail on a leak."""
-    client = _client(context)
+    client = client_of(context)
     try:
         findings = client.scan_secrets(fix=fix)
     except ZenmetaError as error:
-        _fail(error)
+        fail(error)
     if as_json:
-        _echo_json(
+        echo_json(
             [
                 {
                     **finding._asdict(),
@@ -385,14 +325,14 @@ def store_scan(context: click.Context, fix: bool, as_json: bool) -> None:
         table = Table("run", "step", "source", "key", "rule", "run id")
         for finding in findings:
             table.add_row(
-                _text(finding.run_name),
-                _text(finding.step_name or "-"),
-                _text(finding.source),
-                _text(finding.key),
+                text_of(finding.run_name),
+                text_of(finding.step_name or "-"),
+                text_of(finding.source),
+                text_of(finding.key),
                 finding.rule,
                 finding.run_id.hex[:12],
             )
-        _console().print(table)
+        console().print(table)
         runs = len({finding.run_id for finding in findings})
         done = "masked" if fix else "found (run with --fix to mask them)"
         click.echo(f"{len(findings)} value(s) in {runs} run(s) {done}.")
@@ -447,7 +387,7 @@ def ui(
     try:
         serve(host=host, port=port, store=store, allow_hosts=allow_hosts)
     except ZenmetaError as error:
-        _fail(error)
+        fail(error)
 
 
 def main() -> None:
