@@ -144,6 +144,19 @@ class Client:
         found.store_url = self.url
         return found
 
+    def count_runs(
+        self,
+        *,
+        where: str | None = None,
+        pipeline: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        """How many runs ``list_runs`` would give with no limit (for "20 of 31")."""
+        parsed = None if where is None else parse_filter(where)
+        query = RunQuery(pipeline, status, since, None, 0, parsed, with_metadata=False)
+        return len(self._read().list_runs(query))
+
     def get_run(self, ref: RunRef) -> RecordedRun:
         """A run by id, unique id prefix or name (or a run object); ambiguity raises."""
         from uuid import UUID  # loaded on first read, not with zenmeta

@@ -24,6 +24,7 @@ from .._read.client import Client
 from .._read.copy import copy_store
 from .._records import STATUSES, RecordedRun, RecordedStep
 from .._redaction import REDACTED_PREFIX, is_redaction_note
+from . import prune
 from .terminal import (
     client_of,
     console,
@@ -74,18 +75,39 @@ def runs() -> None:
     help="Only runs with this status ('crashed': the process died mid-run).",
 )
 @click.option(
+    "--where",
+    default=None,
+    metavar="FILTER",
+    help="Only runs this filter selects, e.g. \"user.accuracy >= 0.9 and tag = 'nightly'\".",
+)
+@click.option("--since", default=None, metavar="TIME", help="Only runs started at or after "
+              "this UTC time (2026-12-01 or 2026-12-01T09:30).")  # fmt: skip
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Only runs with this tag "
+              "(repeat for several: all must be there).")  # fmt: skip
+@click.option(
     "--limit",
     type=click.IntRange(min=1),
     default=20,
     show_default=True,
     help="Show at most this many runs, newest first.",
 )
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many first.")
+@click.option("--all", "everything", is_flag=True, help="Show every matching run (no --limit).")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON array.")
 @click.pass_context
 def list_runs(
-    context: click.Context, pipeline: str | None, status: str | None, limit: int, as_json: bool
+    context: click.Context,
+    pipeline: str | None,
+    status: str | None,
+    where: str | None,
+    since: str | None,
+    tags: tuple[str, ...],
+    limit: int,
+    offset: int,
+    everything: bool,
+    as_json: bool,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first ("showing 20 of 31": --offset and --all page on)."""
     try:
         client = Client(store_option(context))
     except StoreNotFoundError as error:  # nothing recorded here yet: an empty list
@@ -96,15 +118,27 @@ def list_runs(
         return
     except ZenmetaError as error:
         fail(error)
+    terms = [where] if where else []
+    terms += [f"tag = {quoted(tag)}" for tag in tags]
+    if since:
+        terms.append(f"start_time >= {quoted(since)}")
+    chosen = " and ".join(f"({term})" for term in terms) or None
     try:
-        found = client.list_runs(pipeline=pipeline, status=status, limit=limit)
+        found = client.list_runs(
+            pipeline=pipeline,
+            status=status,
+            where=chosen,
+            limit=None if everything else limit,
+            offset=offset,
+        )
+        total = client.count_runs(pipeline=pipeline, status=status, where=chosen)
     except ZenmetaError as error:
         fail(error)
     if as_json:
         echo_json([run.to_dict() for run in found])
         return
     if not found:
-        matching = " matching the filters" if pipeline or status else ""
+        matching = " matching the filters" if pipeline or status or chosen else ""
         click.echo(printable(f"No runs recorded{matching} in {client.url}."))
         return
     table = Table("run", "pipeline", "status", "started (UTC)", "duration", "steps", "id")
@@ -119,6 +153,14 @@ def list_runs(
             run.id.hex[:12],  # run ids are random: 12 digits are unique in practice
         )
     console().print(table)
+    first = offset + 1
+    click.echo(f"showing {first}-{offset + len(found)} of {total}" if offset else
+               f"showing {len(found)} of {total}")  # fmt: skip
+
+
+def quoted(text: str) -> str:
+    """``text`` as a value of the filter language."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 @runs.command("show")
@@ -388,6 +430,19 @@ def ui(
         serve(host=host, port=port, store=store, allow_hosts=allow_hosts)
     except ZenmetaError as error:
         fail(error)
+
+
+runs.add_command(prune.diff_runs)
+runs.add_command(prune.delete_runs)
+store.add_command(prune.gc)
+
+
+@cli.group()
+def steps() -> None:
+    """Find steps across runs."""
+
+
+steps.add_command(prune.find_steps)
 
 
 def main() -> None:
