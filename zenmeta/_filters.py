@@ -42,6 +42,7 @@ __all__ = [
     "matches",
     "compare_value",
     "kind_of_value",
+    "like_parts",
     "like_regex",
     "ns_of",
 ]
@@ -181,25 +182,32 @@ def compare_value(found: Any, op: str, wanted: Any) -> bool:
     return bool(found >= wanted)
 
 
-def like_regex(pattern: str) -> re.Pattern[str]:
-    """A ``like`` pattern as a regular expression: ``%``, ``_`` and ``\\`` escapes."""
-    parts = []
+def like_parts(pattern: str) -> list[str | None]:
+    """A ``like`` pattern read once for every store: ``None`` for ``%`` (any run
+    of characters), ``""`` for ``_`` (one), else one literal character
+    (``\\`` escapes the next; a trailing one is itself)."""
+    parts: list[str | None] = []
     escaped = False
     for char in pattern:
         if escaped:
-            parts.append(re.escape(char))
+            parts.append(char)
             escaped = False
         elif char == "\\":
             escaped = True
-        elif char == "%":
-            parts.append(".*")
-        elif char == "_":
-            parts.append(".")
         else:
-            parts.append(re.escape(char))
+            parts.append(None if char == "%" else "" if char == "_" else char)
     if escaped:
-        parts.append(re.escape("\\"))
-    return re.compile("".join(parts), re.DOTALL)
+        parts.append("\\")
+    return parts
+
+
+def like_regex(pattern: str) -> re.Pattern[str]:
+    """A ``like`` pattern as a regular expression (for the memory store)."""
+    spelled = {None: ".*", "": "."}
+    return re.compile(
+        "".join(spelled.get(part) or re.escape(part or "") for part in like_parts(pattern)),
+        re.DOTALL,
+    )
 
 
 def ns_of(moment: datetime) -> int:

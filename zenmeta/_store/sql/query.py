@@ -37,7 +37,17 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from ..._errors import QueryError
 from ..._export import encodable_text
-from ..._filters import And, Compare, Field, Filter, Not, Or, compare_value, kind_of_value
+from ..._filters import (
+    And,
+    Compare,
+    Field,
+    Filter,
+    Not,
+    Or,
+    compare_value,
+    kind_of_value,
+    like_parts,
+)
 from ..._records import CRASHED, RUNNING
 from .schema import metadata_sets, runs, steps
 
@@ -239,23 +249,8 @@ def _eq(node: Compare, value: Any) -> Compare:
 
 def _glob(pattern: str) -> str:
     """A ``like`` pattern as SQLite's GLOB, which is case-sensitive as LIKE is not."""
-    specials = {"*": "[*]", "?": "[?]", "[": "[[]"}
-    out, escaped = [], False
-    for char in pattern:
-        if escaped:
-            out.append(specials.get(char, char))
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == "%":
-            out.append("*")
-        elif char == "_":
-            out.append("?")
-        else:
-            out.append(specials.get(char, char))
-    if escaped:
-        out.append("\\")
-    return "".join(out)
+    spelled = {None: "*", "": "?", "*": "[*]", "?": "[?]", "[": "[[]"}
+    return "".join(spelled.get(part, part) or "" for part in like_parts(pattern))
 
 
 def _pg_text(value: Any) -> Any:
