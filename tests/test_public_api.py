@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import pickle
 import subprocess
 import sys
@@ -92,3 +93,17 @@ def test_import_is_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_settings_read_the_environment_as_it_is_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast environment read sees every change made through os.environ."""
+    from zenmeta._config import environment
+
+    for value in ("1", "héllo ✓", ""):
+        monkeypatch.setenv("ZENMETA_STORE", value)
+        assert environment("ZENMETA_STORE") == value == os.environ.get("ZENMETA_STORE")
+    monkeypatch.delenv("ZENMETA_STORE")
+    assert environment("ZENMETA_STORE") is None
+    monkeypatch.setenv("ZENMETA_DURABILITY", "immediate")
+    assert zenmeta.get_configuration().durability == "immediate"
+    assert environment("ZENMETA_UNLISTED") is None

@@ -34,6 +34,42 @@ __all__ = [
 ]
 
 Durability = Literal["batched", "immediate"]
+
+
+def environment(name: str) -> str | None:
+    """``os.environ.get(name)``, at a twentieth of its cost.
+
+    Settings are read from the environment each time a run starts (so that a
+    changed variable takes effect), six of them per run: through the
+    ``os.environ`` mapping each costs ~1.5 µs (encoding the key, decoding the
+    value), a third of a run's whole cost. CPython keeps the variables in
+    ``os.environ._data``, updated by every assignment through ``os.environ``;
+    a missing variable (the common case) is one dict miss there.
+    """
+    data = getattr(os.environ, "_data", None)
+    key = _KEYS.get(name)
+    if data is None or key is None:  # another platform, or a name not listed below
+        return os.environ.get(name)
+    raw = data.get(key)
+    return None if raw is None else os.environ.decodevalue(raw)
+
+
+_KEYS = (
+    {
+        name: os.environ.encodekey(name)
+        for name in (
+            "ZENMETA_STORE",
+            "ZENMETA_STRICT",
+            "ZENMETA_IMPLICIT_RUNS",
+            "ZENMETA_DURABILITY",
+            "ZENMETA_COMPONENTS",
+            "ZENMETA_EXPORTERS",
+            "ZENMETA_REDACT",
+        )
+    }
+    if hasattr(os.environ, "encodekey")
+    else {}
+)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -133,7 +169,7 @@ def reset_configuration() -> None:
 
 
 def _flag(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
+    raw = environment(name)
     if raw is None:
         return default
     value = raw.strip().lower()
@@ -165,7 +201,7 @@ class settings:  # noqa: N801 - a namespace of readers, used like a module
     def durability() -> Durability:
         if _configured.durability is not None:
             return _configured.durability
-        raw = os.environ.get("ZENMETA_DURABILITY", "batched").strip().lower()
+        raw = (environment("ZENMETA_DURABILITY") or "batched").strip().lower()
         if raw not in ("batched", "immediate"):
             raise ConfigurationError(
                 f"ZENMETA_DURABILITY={raw!r} is not a durability; use 'batched' or 'immediate'"
@@ -177,7 +213,7 @@ class settings:  # noqa: N801 - a namespace of readers, used like a module
         """Configured sinks, else the names in ``ZENMETA_EXPORTERS``; usually empty."""
         if _configured.exporters is not None:
             return _configured.exporters
-        raw = os.environ.get("ZENMETA_EXPORTERS")
+        raw = environment("ZENMETA_EXPORTERS")
         if not raw:
             return ()
         return tuple(dict.fromkeys(raw.replace(",", " ").split()))
@@ -194,7 +230,7 @@ class settings:  # noqa: N801 - a namespace of readers, used like a module
         """The store as named (``zenmeta._store.store_url`` gives the rule)."""
         if _configured.store is not None:
             return _configured.store
-        return os.environ.get("ZENMETA_STORE") or default_store_url()
+        return environment("ZENMETA_STORE") or default_store_url()
 
 
 def check_settings() -> None:

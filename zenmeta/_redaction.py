@@ -23,10 +23,10 @@ secret and contains one of the characters or prefixes every rule needs.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._config import environment
 from ._errors import ConfigurationError
 from ._secret_rules import DEFAULT_RULES, MARKER, OFF, SHORTEST_SECRET, Rules
 
@@ -140,7 +140,7 @@ def rules_from(configured: object) -> Rules:
         rules = parse_rules(configured)
         _from_configuration[0] = (configured, rules)
         return rules
-    raw = os.environ.get("ZENMETA_REDACT")
+    raw = environment("ZENMETA_REDACT")
     cached = _from_environment[0]
     if cached[0] == raw:
         return cached[1]

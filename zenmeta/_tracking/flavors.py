@@ -14,13 +14,13 @@ flavor is instantiated with no arguments, once per process.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
+from .._config import environment
 from .._errors import ConfigurationError, ZenmetaError, describe_error
 from .._project import current_project, forget_projects
 
@@ -50,7 +50,7 @@ def _split(value: str) -> tuple[str, ...]:
 
 def configured_flavors() -> tuple[str, ...]:
     """The flavor names configured now (the variable is read at each call)."""
-    value = os.environ.get(ENVIRONMENT_VARIABLE)
+    value = environment(ENVIRONMENT_VARIABLE)
     if value is not None:
         return _split(value)
     project = current_project()
