@@ -28,10 +28,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 from uuid import UUID
 
-from ..._errors import ConfigurationError, MissingExtraError, RunNotFoundError, StoreError
+from ..._errors import (
+    ConfigurationError,
+    MissingExtraError,
+    QueryError,
+    RunNotFoundError,
+    StoreError,
+)
 from ..._export import encodable_text
 from ..._read.client import Client
-from ..._records import STATUSES
+from ..._records import STATUSES, RecordedRun
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -69,6 +75,7 @@ _T = TypeVar("_T")
 RUNS_PER_PAGE = 50
 STEPS_PER_PAGE = 100
 _MAX_PARAM = 256
+_MAX_FILTER = 2000
 _MAX_PAGE_DIGITS = 9
 _REFRESH_SECONDS = 5
 
@@ -158,22 +165,35 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
         page_number = _page_number(request)
         pipeline = _text_param(request, "pipeline")
         status = _text_param(request, "status")
+        where = _text_param(request, "where", _MAX_FILTER)
         if status is not None and status not in STATUSES:
             raise HTTPException(404, f"there is no run status {status!r}")
         offset = (page_number - 1) * RUNS_PER_PAGE
-        runs = _read(
-            lambda: client.list_runs(
-                pipeline=pipeline, status=status, limit=RUNS_PER_PAGE + 1, offset=offset
+        query_error = None
+        runs: Sequence[RecordedRun] = ()
+        try:
+            runs = _read(
+                lambda: client.list_runs(
+                    pipeline=pipeline,
+                    status=status,
+                    where=where,
+                    limit=RUNS_PER_PAGE + 1,
+                    offset=offset,
+                )
             )
-        )
-        if page_number > 1 and not runs:
+        except QueryError as error:  # the user's own typo: say where, never a 500
+            query_error = str(error)
+        if page_number > 1 and not runs and query_error is None:
             raise HTTPException(404, f"there is no page {page_number} of runs")
-        filters = {"pipeline": pipeline, "status": status}
+        filters = {"pipeline": pipeline, "status": status, "where": where}
         return page(
             "runs.html",
+            400 if query_error else 200,
             runs=runs[:RUNS_PER_PAGE],
             pipeline=pipeline or "",
             status=status or "",
+            where=where or "",
+            query_error=query_error,
             statuses=STATUSES,
             page_number=page_number,
             offset=offset,
@@ -185,9 +205,9 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
         )
 
     def run_page(request: Request) -> Response:
-        run_id = _uuid_param(request, "run_id", "run")
+        reference = _reference_param(request, "run_id")  # an id, a unique prefix, a name
         page_number = _page_number(request)
-        run = _read(lambda: client.get_run(run_id))
+        run = _read(lambda: client.get_run(reference))
         offset = (page_number - 1) * STEPS_PER_PAGE
         steps = _read(lambda: client.list_steps(run, limit=STEPS_PER_PAGE + 1, offset=offset))
         if page_number > 1 and not steps:
@@ -294,13 +314,21 @@ def _read_optional(reading: Callable[[], _T]) -> _T | None:
         raise
 
 
-def _text_param(request: Request, name: str) -> str | None:
+def _text_param(request: Request, name: str, longest: int = _MAX_PARAM) -> str | None:
     value = request.query_params.get(name)
     if value is None or not value.strip():
         return None
-    if len(value) > _MAX_PARAM:
-        raise HTTPException(404, f"the {name} filter is longer than {_MAX_PARAM} characters")
+    if len(value) > longest:
+        raise HTTPException(404, f"the {name} filter is longer than {longest} characters")
     return value.strip()
+
+
+def _reference_param(request: Request, name: str) -> str:
+    """A run as the CLI takes it: its id, a unique id prefix or its name."""
+    text = str(request.path_params[name])
+    if not text.strip() or len(text) > _MAX_PARAM or any(ord(char) < 32 for char in text):
+        raise HTTPException(404, "that is not a run id, id prefix or name")
+    return text
 
 
 def _page_number(request: Request) -> int:

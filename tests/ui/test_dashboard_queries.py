@@ -1,0 +1,60 @@
+"""The dashboard's filter box speaks the where language; runs open by prefix or name."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+import zenmeta
+from zenmeta import log_metadata, pipeline_run
+from zenmeta._ui import dashboard
+from zenmeta.testing import InMemoryStore
+
+
+@pytest.fixture
+def client() -> zenmeta.Client:
+    store = InMemoryStore()
+    zenmeta.configure(store=store)
+    for number, accuracy in enumerate((0.5, 0.95, 0.91)):
+        with pipeline_run("train", run_name=f"run-{number}", tags=["nightly"] if number else []):
+            log_metadata({"accuracy": accuracy})
+        time.sleep(0.002)
+    return zenmeta.Client(store)
+
+
+def fetch(client: zenmeta.Client, path: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=dashboard.create_app(client))
+
+    async def get() -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            return await http.get(path)
+
+    import asyncio
+
+    return asyncio.run(get())
+
+
+def test_the_filter_box_selects_runs_by_metadata(client: zenmeta.Client) -> None:
+    """?where=... lists exactly the runs the filter selects, and keeps the text in the box."""
+    page = fetch(client, "/?where=user.accuracy+%3E%3D+0.9+and+tag+%3D+%27nightly%27")
+    assert page.status_code == 200
+    assert "run-1" in page.text and "run-2" in page.text and "run-0" not in page.text
+    assert 'value="user.accuracy &gt;= 0.9 and tag = &#39;nightly&#39;"' in page.text
+
+
+def test_a_bad_filter_shows_its_error_not_a_500(client: zenmeta.Client) -> None:
+    """A filter that does not parse is a 400 page that says where, with the form kept."""
+    page = fetch(client, "/?where=user.accuracy+%3E")
+    assert page.status_code == 400
+    assert "cannot be read" in page.text and "position 15" in page.text
+    assert "<script" not in fetch(client, "/?where=%3Cscript%3E").text
+
+
+def test_a_run_opens_by_id_prefix_or_name(client: zenmeta.Client) -> None:
+    """/runs/<prefix or name>, as the CLI accepts; an unknown one is a 404."""
+    run = client.get_run("run-1")
+    assert "run-1" in fetch(client, f"/runs/{run.id.hex[:10]}").text
+    assert fetch(client, "/runs/run-2").status_code == 200
+    assert fetch(client, "/runs/no-such-run").status_code == 404
