@@ -42,6 +42,7 @@ __all__ = [
     "RunQuery",
     "RunDeleter",
     "ALL_RUNS",
+    "StepSummary",
     "MetadataRewrite",
     "MessageRewrite",
     "MetadataRewriter",
@@ -379,6 +380,15 @@ class RunQuery(NamedTuple):
     """A parsed ``where`` filter (``Client`` parses the text)."""
     with_metadata: bool = True
     """False when only the runs' own fields are wanted (pruning 50,000 runs)."""
+
+
+class StepSummary(NamedTuple):
+    """One step name's executions in a run with one status: how many, how long in all."""
+
+    step_name: str
+    status: str
+    executions: int
+    seconds: float
 
 
 ALL_RUNS = RunQuery()

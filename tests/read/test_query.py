@@ -287,3 +287,13 @@ def test_a_filter_reads_the_json_the_store_wrote_in_plain_sql(tmp_path: FilePath
             "WHERE entity_kind = 'run' AND source = 'user'"
         ).fetchone()
     assert value == 0.97
+
+
+def test_steps_are_summarised_by_name_and_status_on_every_store(client: zenmeta.Client) -> None:
+    """The same counts, in order of first start, from memory, SQLite and PostgreSQL."""
+    summary = client.summarize_steps("r3")
+    assert [(line.step_name, line.status, line.executions) for line in summary] == [
+        ("train", "completed", 1),
+        ("evaluate", "completed", 1),
+    ]
+    assert all(line.seconds >= 0 for line in summary)

@@ -86,3 +86,31 @@ def test_steps_find_searches_every_run(store: str) -> None:
     assert found.count("train") == 2
     data = json.loads(run(store, "steps", "find", "--where", "user.loss >= 3", "--json"))
     assert [step["metadata"]["user"]["loss"] for step in data] == [4.0, 3.0]
+
+
+def test_runs_show_summarises_steps_by_name_and_pages_them(tmp_path: FilePath) -> None:
+    """A 300-step run: a summary by name and status, then only --steps N of them."""
+    url = f"sqlite:///{tmp_path}/big.db"
+    zenmeta.configure(store=url)
+
+    @track_step
+    def fails() -> None:
+        raise ValueError("no")
+
+    with pipeline_run("big", run_name="big"):
+        for number in range(300):
+            train(float(number))
+        with pytest.raises(ValueError):
+            fails()
+    zenmeta.flush()
+    shown = run(url, "runs", "show", "big", "--steps", "5")
+    assert "Steps by name" in shown and "300" in shown and "fails" in shown
+    assert "showing 5 of 301 steps" in shown
+    assert shown.count("Step train") == 5
+    assert "Step train" not in run(url, "runs", "show", "big", "--steps", "0")
+    summary = zenmeta.Client(url).summarize_steps("big")
+    assert [(s.step_name, s.status, s.executions) for s in summary] == [
+        ("train", "completed", 300),
+        ("fails", "failed", 1),
+    ]
+    assert len(json.loads(run(url, "runs", "show", "big", "--json"))["steps"]) == 301

@@ -25,6 +25,7 @@ from .._records import (
     RunQuery,
     RunRecord,
     StepRecord,
+    StepSummary,
 )
 
 __all__ = ["InMemoryStore"]
@@ -144,6 +145,17 @@ class InMemoryStore:
         with self._lock:
             records = sorted(self._steps.get(run_id, []), key=lambda s: s.start_ns)
         return _page([self._step(s) for s in records], limit, offset, where)
+
+    def summarize_steps(self, run_id: UUID) -> list[StepSummary]:
+        """A run's steps counted by name and status, in order of first start."""
+        with self._lock:
+            records = sorted(self._steps.get(run_id, []), key=lambda s: s.start_ns)
+        totals: dict[tuple[str, str], list[float]] = {}
+        for step in records:
+            total = totals.setdefault((step.step_name, step.status), [0, 0.0])
+            total[0] += 1
+            total[1] += (step.end_ns - step.start_ns) / 1e9
+        return [StepSummary(name, status, int(n), s) for (name, status), (n, s) in totals.items()]
 
     def find_steps(
         self, where: Filter | None = None, *, limit: int | None = None, offset: int = 0

@@ -165,28 +165,49 @@ def quoted(text: str) -> str:
 
 @runs.command("show")
 @click.argument("run")
+@click.option(
+    "--steps",
+    "shown",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="List this many steps (and their metadata) after the summary; 0 for none.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run and its steps as JSON.")
 @click.pass_context
-def show_run(context: click.Context, run: str, as_json: bool) -> None:
+def show_run(context: click.Context, run: str, shown: int, as_json: bool) -> None:
     """Show RUN (an id, a unique id prefix or a name): its metadata by
-    component, its steps with status and duration, and each step's metadata."""
+    component, its steps summarised by name, then the first of them with
+    their metadata; a run of 20,000 steps prints a page, not 160,000 lines."""
     client = client_of(context)
     try:
         found = client.get_run(run)
-        steps = client.list_steps(found)
+        if as_json:
+            exported = found.to_dict()
+            exported["steps"] = [step.to_dict() for step in client.list_steps(found)]
+            echo_json(exported)
+            return
+        summary = client.summarize_steps(found)
+        steps = client.list_steps(found, limit=shown) if shown else []
     except ZenmetaError as error:
         fail(error)
-    if as_json:
-        exported = found.to_dict()
-        exported["steps"] = [step.to_dict() for step in steps]
-        echo_json(exported)
-        return
     screen = console()
     screen.print(_run_fields(found))
     _print_metadata(screen, "Run metadata", found.metadata)
     _print_problems(screen, found)
-    if not steps:
+    if not summary:
         screen.print(Text("No steps recorded."))
+        return
+    totals = Table("step", "status", "runs", "total time", title="Steps by name")
+    for line in summary:
+        totals.add_row(
+            text_of(line.step_name),
+            status_text(line.status),
+            str(line.executions),
+            human_duration(line.seconds),
+        )
+    screen.print(totals)
+    if not steps:
         return
     table = Table("#", "step", "status", "started (UTC)", "duration", "metadata", title="Steps")
     for number, step in enumerate(steps, 1):
@@ -200,6 +221,9 @@ def show_run(context: click.Context, run: str, as_json: bool) -> None:
             str(keys),
         )
     screen.print(table)
+    total = sum(line.executions for line in summary)
+    if total > len(steps):
+        screen.print(Text(f"showing {len(steps)} of {total} steps (--steps N for more)"))
     for step in steps:
         if step.metadata or step.faults or step.dropped or step.error_type:
             title = f"Step {step.name}"

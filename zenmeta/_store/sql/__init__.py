@@ -40,6 +40,7 @@ from ..._records import (
     RunQuery,
     RunRecord,
     StepRecord,
+    StepSummary,
 )
 from ..._redact import masked_url
 from . import retention
@@ -248,6 +249,26 @@ class SQLStore:
     ) -> list[RecordedStep]:
         statement = select(steps).where(steps.c.run_id == run_id.hex)
         return self._steps(statement.order_by(steps.c.start_ns, steps.c.id), limit, offset, where)
+
+    def summarize_steps(self, run_id: UUID) -> list[StepSummary]:
+        """A run's steps counted by name and status in the database, not in Python:
+        ``runs show`` of a 20,000-step run reads a few rows."""
+        statement = (
+            select(
+                steps.c.step_name,
+                steps.c.status,
+                func.count(),
+                func.sum(steps.c.end_ns - steps.c.start_ns),
+            )
+            .where(steps.c.run_id == run_id.hex)
+            .group_by(steps.c.step_name, steps.c.status)
+            .order_by(func.min(steps.c.start_ns))
+        )
+        with self._reading() as connection:
+            rows = connection.execute(statement).all()
+        return [
+            StepSummary(name, status, count, int(ns or 0) / 1e9) for name, status, count, ns in rows
+        ]
 
     def find_steps(
         self, where: Filter | None = None, *, limit: int | None = None, offset: int = 0
