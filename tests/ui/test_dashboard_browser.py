@@ -157,6 +157,10 @@ def test_browser_follows_a_run_link_and_finds_the_uri_link(
             )
             assert header_colour == "rgb(29, 35, 48)"
             page.screenshot(path=str(tmp_path / "run-page.png"), full_page=True)
+            timeline = page.locator("svg.timeline")
+            box = timeline.bounding_box()
+            assert box is not None and box["width"] > 300 and box["height"] > 20
+            timeline.screenshot(path=str(tmp_path / "timeline.png"))
 
             page.get_by_role("link", name="preprocess").click()
             page.locator("details.json > summary").first.click()

@@ -58,3 +58,42 @@ def test_a_run_opens_by_id_prefix_or_name(client: zenmeta.Client) -> None:
     assert "run-1" in fetch(client, f"/runs/{run.id.hex[:10]}").text
     assert fetch(client, "/runs/run-2").status_code == 200
     assert fetch(client, "/runs/no-such-run").status_code == 404
+
+
+def test_a_run_page_draws_its_steps_as_a_timeline(tmp_path: object) -> None:
+    """Nested and parallel steps as SVG bars, a failed one marked, names escaped."""
+    import threading
+
+    store = InMemoryStore()
+    zenmeta.configure(store=store)
+
+    @zenmeta.track_step
+    def leaf(name: str) -> None:
+        time.sleep(0.01)
+
+    @zenmeta.track_step(name="<b>outer</b>")
+    def outer() -> None:
+        workers = [
+            threading.Thread(target=zenmeta.carry_context(leaf), args=(str(n),)) for n in range(2)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    @zenmeta.track_step
+    def broken() -> None:
+        raise RuntimeError("no")
+
+    with pipeline_run("timeline", run_name="timeline"):
+        outer()
+        with pytest.raises(RuntimeError):
+            broken()
+    client = zenmeta.Client(store)
+    page = fetch(client, "/runs/timeline")
+    svg = page.text[page.text.index("<svg") : page.text.index("</svg>")]
+    assert svg.count("<rect") == 4 and svg.count('class="bar bad"') == 1
+    assert "&lt;b&gt;outer&lt;/b&gt;" in svg and "<b>" not in svg
+    leaves = [s for s in client.list_steps("timeline") if s.step_name == "leaf"]
+    assert leaves[0].start_time < leaves[1].end_time and leaves[1].start_time < leaves[0].end_time
+    assert "script" not in svg

@@ -56,6 +56,7 @@ try:
     from .. import text
     from . import render
     from .render import show_controls
+    from .timeline import timeline_svg
 except ImportError as error:  # pragma: no cover - exercised by a test that hides starlette
     raise MissingExtraError((error.name or "starlette").split(".")[0], "dashboard") from error
 
@@ -215,10 +216,12 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
         # step_count is the store's total; never show fewer than we can see.
         total = max(run.step_count, offset + len(steps))
         path = f"/runs/{run.id}"
+        rows = render.step_tree(steps[:STEPS_PER_PAGE])
         return page(
             "run.html",
             run=run,
-            rows=render.step_tree(steps[:STEPS_PER_PAGE]),
+            rows=rows,
+            timeline=timeline_svg(rows, run.start_time, run.end_time),
             step_total=total,
             first_step=offset + 1,
             last_step=offset + min(len(steps), STEPS_PER_PAGE),
