@@ -97,3 +97,15 @@ def test_a_run_page_draws_its_steps_as_a_timeline(tmp_path: object) -> None:
     leaves = [s for s in client.list_steps("timeline") if s.step_name == "leaf"]
     assert leaves[0].start_time < leaves[1].end_time and leaves[1].start_time < leaves[0].end_time
     assert "script" not in svg
+
+
+def test_the_compare_page_shows_what_differs_between_runs(client: zenmeta.Client) -> None:
+    """Two or more runs picked on the runs page, side by side, differences only by default."""
+    runs_page = fetch(client, "/").text
+    assert 'action="/compare"' in runs_page and 'name="run"' in runs_page
+    page = fetch(client, "/compare?run=run-0&run=run-1&run=run-2")
+    assert page.status_code == 200 and "Compare 3 runs" in page.text
+    assert "accuracy" in page.text and "0.95" in page.text and "nightly" in page.text
+    assert "pipeline" not in page.text.split("<h2>Run</h2>", 1)[-1].split("</table>", 1)[0]
+    assert fetch(client, "/compare?run=run-0").status_code == 404
+    assert fetch(client, "/compare?run=run-0&run=nope").status_code == 404

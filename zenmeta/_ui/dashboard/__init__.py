@@ -37,6 +37,7 @@ from ..._errors import (
 )
 from ..._export import encodable_text
 from ..._read.client import Client
+from ..._read.diff import MISSING
 from ..._records import STATUSES, RecordedRun
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ RUNS_PER_PAGE = 50
 STEPS_PER_PAGE = 100
 _MAX_PARAM = 256
 _MAX_FILTER = 2000
+_MAX_COMPARED = 20
 _MAX_PAGE_DIGITS = 9
 _REFRESH_SECONDS = 5
 
@@ -233,6 +235,26 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
             refresh=_REFRESH_SECONDS if run.status == "running" else None,
         )
 
+    def compare_page(request: Request) -> Response:
+        refs = [ref for ref in request.query_params.getlist("run") if ref.strip()]
+        if len(refs) < 2:
+            raise HTTPException(404, "pick two runs or more to compare (?run=A&run=B)")
+        if len(refs) > _MAX_COMPARED or any(len(ref) > _MAX_PARAM for ref in refs):
+            raise HTTPException(404, f"compare at most {_MAX_COMPARED} runs at once")
+        everything = request.query_params.get("all") == "1"
+        diff = _read(lambda: client.diff_runs(*refs, everything=everything))
+        sections = [("Run", diff.fields)]
+        sections += [(f"Metadata: {source}", rows) for source, rows in diff.metadata.items()]
+        sections.append(("Steps", diff.steps))
+        return page(
+            "compare.html",
+            diff=diff,
+            sections=[(title, rows) for title, rows in sections if rows],
+            missing=MISSING,
+            everything=everything,
+            all_url="/compare?" + urlencode([("run", ref) for ref in refs] + [("all", "1")]),
+        )
+
     def step_page(request: Request) -> Response:
         step_id = _uuid_param(request, "step_id", "step")
         step = _read(lambda: client.get_step(step_id))
@@ -290,6 +312,7 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
             Route("/runs", runs_page, methods=["GET"]),
             Route("/runs/{run_id}", run_page, methods=["GET"]),
             Route("/steps/{step_id}", step_page, methods=["GET"]),
+            Route("/compare", compare_page, methods=["GET"]),
             Route("/static/dashboard.css", stylesheet_file, methods=["GET"]),
         ],
         middleware=middleware,
