@@ -308,8 +308,13 @@ def _from_jsonb(
         document = bytes(document).decode("utf-8")
     elif not isinstance(document, str):
         document = _json(document)
-    values = decode_documents(document, types, problems)
-    ordered: dict[str, MetadataType] = {}
+    return _in_recorded_order(decode_documents(document, types, problems), types)
+
+
+def _in_recorded_order(values: dict[str, Any], types: str) -> dict[str, Any]:
+    """JSONB's values put back in the type map's (recorded) order, a top-level
+    float that JSONB printed as an integer a float again."""
+    ordered: dict[str, Any] = {}
     for key, type_name in json.loads(types).items():
         if key in values:
             value = values.pop(key)
@@ -412,14 +417,8 @@ def normalized_document(document: bytes | str | Any, types: str) -> str:
     ``_from_jsonb``); for copying a PostgreSQL store into another store."""
     if isinstance(document, (bytes, bytearray, memoryview)):
         document = bytes(document).decode("utf-8")
-    values = json.loads(document) if isinstance(document, str) else document
-    ordered: dict[str, Any] = {}
-    for key, type_name in json.loads(types).items():
-        if key in values:
-            value = values.pop(key)
-            ordered[key] = float(value) if type_name == "float" and type(value) is int else value
-    ordered.update(values)
-    return _json(ordered)
+    values = json.loads(document) if isinstance(document, str) else dict(document)
+    return _json(_in_recorded_order(values, types))
 
 
 class Unbuildable(Exception):  # noqa: N818 - a wrapper, named for what it says
