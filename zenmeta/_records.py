@@ -9,7 +9,7 @@ Every store implements ``RecordStore`` (writing) and ``RecordReader``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -43,6 +43,7 @@ __all__ = [
     "RunDeleter",
     "ALL_RUNS",
     "StepSummary",
+    "summarize",
     "MetadataRewrite",
     "MessageRewrite",
     "MetadataRewriter",
@@ -389,6 +390,17 @@ class StepSummary(NamedTuple):
     status: str
     executions: int
     seconds: float
+
+
+def summarize(steps: Iterable[tuple[str, str, float]]) -> list[StepSummary]:
+    """``(step name, status, seconds)`` in start order, counted by name and
+    status in order of first start: what a store without SQL reports."""
+    totals: dict[tuple[str, str], list[float]] = {}
+    for name, status, seconds in steps:
+        total = totals.setdefault((name, status), [0, 0.0])
+        total[0] += 1
+        total[1] += seconds
+    return [StepSummary(name, status, int(n), t) for (name, status), (n, t) in totals.items()]
 
 
 ALL_RUNS = RunQuery()

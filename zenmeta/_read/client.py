@@ -30,6 +30,7 @@ from .._records import (
     RunQuery,
     StepList,
     StepSummary,
+    summarize,
 )
 from .._redact import masked_url
 from .query import parse_filter
@@ -195,15 +196,11 @@ class Client:
         """A run's steps by name and status: how many and how long in all, in
         order of first start; read as a few rows, whatever the run's size."""
         found = run if isinstance(run, RecordedRun) else self.get_run(run)
-        summarize = getattr(self._read(), "summarize_steps", None)
-        if callable(summarize):
-            return list(summarize(found.id))
-        totals: dict[tuple[str, str], list[float]] = {}
-        for step in self._read().list_steps(found.id):
-            total = totals.setdefault((step.step_name, step.status), [0, 0.0])
-            total[0] += 1
-            total[1] += step.duration
-        return [StepSummary(name, status, int(n), s) for (name, status), (n, s) in totals.items()]
+        counted = getattr(self._read(), "summarize_steps", None)
+        if callable(counted):
+            return list(counted(found.id))
+        steps = self._read().list_steps(found.id)  # a store that cannot count: read them
+        return summarize((step.step_name, step.status, step.duration) for step in steps)
 
     def find_steps(self, where: str, *, limit: int | None = None, offset: int = 0) -> StepList:
         """Steps of every run that pass ``where``, newest first: which step wrote

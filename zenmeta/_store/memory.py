@@ -26,6 +26,7 @@ from .._records import (
     RunRecord,
     StepRecord,
     StepSummary,
+    summarize,
 )
 
 __all__ = ["InMemoryStore"]
@@ -150,12 +151,7 @@ class InMemoryStore:
         """A run's steps counted by name and status, in order of first start."""
         with self._lock:
             records = sorted(self._steps.get(run_id, []), key=lambda s: s.start_ns)
-        totals: dict[tuple[str, str], list[float]] = {}
-        for step in records:
-            total = totals.setdefault((step.step_name, step.status), [0, 0.0])
-            total[0] += 1
-            total[1] += (step.end_ns - step.start_ns) / 1e9
-        return [StepSummary(name, status, int(n), s) for (name, status), (n, s) in totals.items()]
+        return summarize((s.step_name, s.status, (s.end_ns - s.start_ns) / 1e9) for s in records)
 
     def find_steps(
         self, where: Filter | None = None, *, limit: int | None = None, offset: int = 0
