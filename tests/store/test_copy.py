@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from _postgres import PostgresServer
+from _same import same as _same
 from click.testing import CliRunner
 from conftest import fresh_store_url
 
@@ -61,18 +62,6 @@ def _exports(url: str) -> list[dict[str, Any]]:
 def _counts(url: str) -> tuple[int, int, int]:
     info = zenmeta.Client(url).store_info()
     return info["runs"], info["steps"], info["metadata_sets"]
-
-
-def _same(left: Any, right: Any) -> bool:
-    if type(left) is not type(right):
-        return False
-    if isinstance(left, float) and math.isnan(left):
-        return math.isnan(right)
-    if isinstance(left, dict):
-        return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
-    if isinstance(left, (list, tuple)):
-        return len(left) == len(right) and all(map(_same, left, right))
-    return bool(left == right)
 
 
 def test_copying_twice_gives_the_same_store(stores: tuple[str, str]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy
+from _same import same as _same
 
 import zenmeta
 from zenmeta import DType, Path, StorageSize, Uri, log_metadata, pipeline_run, track_step
@@ -55,19 +56,6 @@ AWKWARD: dict[str, Any] = {
     "dtype": DType("float32"),
     "size": StorageSize(3 * 1024**3),
 }
-
-
-def _same(left: Any, right: Any) -> bool:
-    """Equal, with the same types all the way down, NaN equal to NaN."""
-    if type(left) is not type(right):
-        return False
-    if isinstance(left, float) and math.isnan(left):
-        return math.isnan(right)
-    if isinstance(left, dict):
-        return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
-    if isinstance(left, (list, tuple)):
-        return len(left) == len(right) and all(map(_same, left, right))
-    return bool(left == right)
 
 
 def _python(code: str, *, env: dict[str, str] | None = None, timeout: float = 60) -> str:
