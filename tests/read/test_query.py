@@ -297,3 +297,20 @@ def test_steps_are_summarised_by_name_and_status_on_every_store(client: zenmeta.
         ("evaluate", "completed", 1),
     ]
     assert all(line.seconds >= 0 for line in summary)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        None,
+        "user.accuracy >= 0.9",
+        "tag = 'nightly' or status = 'failed'",
+        "not status = 'crashed'",
+    ],
+)
+def test_counting_runs_agrees_with_listing_them(client: zenmeta.Client, where: str | None) -> None:
+    """count_runs (a COUNT where the store can) matches the listed runs, on every store."""
+    assert client.count_runs(where=where) == len(client.list_runs(where=where))
+    assert client.count_runs(where=where, pipeline="eval") == len(
+        client.list_runs(where=where, pipeline="eval")
+    )

@@ -157,7 +157,9 @@ class Client:
         """How many runs ``list_runs`` would give with no limit (for "20 of 31")."""
         parsed = None if where is None else parse_filter(where)
         query = RunQuery(pipeline, status, since, None, 0, parsed, with_metadata=False)
-        return len(self._read().list_runs(query))
+        reader = self._read()
+        count = getattr(reader, "count_runs", None)  # the SQL store counts in the database
+        return int(count(query)) if callable(count) else len(reader.list_runs(query))
 
     def get_run(self, ref: RunRef) -> RecordedRun:
         """A run by id, unique id prefix or name (or a run object); ambiguity raises."""

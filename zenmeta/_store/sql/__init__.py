@@ -196,26 +196,14 @@ class SQLStore:
 
     # -- reading (RecordReader) --------------------------------------------
     def list_runs(self, query: RunQuery = ALL_RUNS) -> list[RecordedRun]:
-        statement = select(runs).order_by(runs.c.start_ns.desc(), runs.c.id.desc())
-        if query.pipeline is not None:
-            statement = statement.where(runs.c.pipeline_name == query.pipeline)
-        if query.since is not None:
-            statement = statement.where(runs.c.start_ns >= _ns(query.since))
+        statement, exact = self._selection(query)
         status, limit, offset = query.status, query.limit, query.offset
-        exact = status not in (RUNNING, CRASHED)  # those are decided on read, not stored
-        if not exact:
-            statement = statement.where(runs.c.status == RUNNING)
-        elif status is not None:
-            statement = statement.where(runs.c.status == status)
-        if query.where is not None:
-            clause, exact_where = compile_filter(query.where, kind="run", dialect=self._dialect)
-            statement = statement.where(clause)
-            exact = exact and exact_where
+        ordered = statement.order_by(runs.c.start_ns.desc(), runs.c.id.desc())
         if exact:
-            statement = statement.offset(offset) if offset else statement
-            statement = statement.limit(limit) if limit is not None else statement
+            ordered = ordered.offset(offset) if offset else ordered
+            ordered = ordered.limit(limit) if limit is not None else ordered
         with self._reading() as connection:
-            found = self._runs(connection, statement, with_metadata=query.with_metadata)
+            found = self._runs(connection, ordered, with_metadata=query.with_metadata)
         if not exact:  # check the candidates as the memory store would
             where = query.where
             found = [
@@ -226,6 +214,34 @@ class SQLStore:
             ]
             found = found[offset : None if limit is None else offset + limit]
         return found
+
+    def count_runs(self, query: RunQuery = ALL_RUNS) -> int:
+        """How many runs ``list_runs(query)`` gives without its limit: a COUNT in
+        the database, unless a status only Python can judge is asked for."""
+        statement, exact = self._selection(query)
+        if not exact:
+            return len(self.list_runs(query._replace(limit=None, offset=0, with_metadata=False)))
+        counting = select(func.count()).select_from(statement.subquery())
+        with self._reading() as connection:
+            return int(connection.execute(counting).scalar_one())
+
+    def _selection(self, query: RunQuery) -> tuple[Select[Any], bool]:
+        """The runs ``query`` selects, unordered, and whether SQL decides exactly."""
+        statement = select(runs)
+        if query.pipeline is not None:
+            statement = statement.where(runs.c.pipeline_name == query.pipeline)
+        if query.since is not None:
+            statement = statement.where(runs.c.start_ns >= _ns(query.since))
+        exact = query.status not in (RUNNING, CRASHED)  # those are decided on read
+        if not exact:
+            statement = statement.where(runs.c.status == RUNNING)
+        elif query.status is not None:
+            statement = statement.where(runs.c.status == query.status)
+        if query.where is not None:
+            clause, exact_where = compile_filter(query.where, kind="run", dialect=self._dialect)
+            statement = statement.where(clause)
+            exact = exact and exact_where
+        return statement, exact
 
     def find_runs(self, ref: str) -> list[RecordedRun]:
         condition = runs.c.name == ref
