@@ -198,7 +198,8 @@ class InMemoryStore:
     def summarize_tasks(self, run_id: UUID) -> list[TaskSummary]:
         """A run's executions grouped by task key, in order of first execution."""
         with self._lock:
-            records = self._with_started(self._steps.get(run_id, []), run_id)
+            keyed = [s for s in self._steps.get(run_id, ()) if s.task_key is not None]
+            records = self._with_started(keyed, run_id)
         records.sort(key=lambda s: s.start_ns)
         return summarize_tasks((s.task_key, s.step_name, s.status) for s in records)
 
