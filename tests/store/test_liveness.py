@@ -89,6 +89,15 @@ def children() -> Iterator[list[subprocess.Popen[str]]]:
         child.communicate(timeout=30)
 
 
+def _wait_for(condition: Any, seconds: float = 30.0) -> None:
+    """Until ``condition()``: a started record is queued before the user's code
+    and written milliseconds later (the window SCALE.md §4 names)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def _kill(child: subprocess.Popen[str], *, reap: bool = True) -> None:
     child.send_signal(signal.SIGKILL)
     if reap:
@@ -380,7 +389,6 @@ attempt = int(sys.argv[2])
 @zenmeta.track_step
 def train() -> None:
     if attempt == 0:  # the first execution dies in the step
-        zenmeta.flush()  # the started record is stored (it was queued before this line)
         print("in the step", flush=True)
         time.sleep(600)
 
@@ -403,6 +411,7 @@ def test_an_attached_worker_killed_mid_step_leaves_it_crashed_and_the_retry_reco
         first, said = _spawn(_ATTACHED_WORKER, header, "0")
         children.append(first)
         assert said == "in the step"
+        _wait_for(lambda: list(_statuses(store_url, run.id).values()) == [RUNNING])
         _kill(first)
         second, said = _spawn(_ATTACHED_WORKER, header, "1")
         children.append(second)
