@@ -396,6 +396,8 @@ class SQLWriter:
         if not self._recorded_ns:
             self._recorded_ns = now
         session.beat_process(own_facts(self._recorded_ns, now))
+        if self._live:  # kept for copies and older readers, which judge the run row
+            session.beat(sorted(self._live), now)
         self._beat_pending = now
 
     # -- writing -------------------------------------------------------------
