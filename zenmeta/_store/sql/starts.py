@@ -8,7 +8,8 @@ row is a step ``running``, or ``crashed`` when the process that executes it is
 gone (``liveness.process_is_gone``), judged by the clock its heartbeat was
 written by: PostgreSQL's own (``clock_timestamp()``) there, so that no host's
 clock matters; on SQLite, one machine holds the file and its clock is the
-writer's and the reader's, so it is the local clock.
+writer's and the reader's, so it is the local clock (other databases, through
+SQLAlchemy Core, are judged alike by the hosts' clocks).
 
 Stores of schema version 3 or older are read as they are (readers never
 migrate): the columns version 4 added read as NULL there.
