@@ -240,7 +240,7 @@ def test_no_writer_thread_is_alive_across_a_fork(tmp_path: pathlib.Path) -> None
     """At each fork the process has one thread: the writer stopped before, restarts after."""
     script = tmp_path / "fork_threads.py"
     script.write_text(textwrap.dedent(FORK_THREADS))
-    here = str(pathlib.Path(__file__).parent)
+    here = str(pathlib.Path(__file__).parent.parent)
     done = subprocess.run(
         [sys.executable, "-W", "error", str(script), sqlite_url(), here],
         capture_output=True,
@@ -255,7 +255,7 @@ def test_a_subprocess_started_with_the_carrier_environment_records_into_the_run(
     """subprocess.run(env=carrier.environ()): its steps join the run under the sender."""
     url = sqlite_url()
     zenmeta.configure(store=url)
-    here = str(pathlib.Path(__file__).parent)
+    here = str(pathlib.Path(__file__).parent.parent)
     code = f"import sys; sys.path.insert(0, {here!r}); import _pool_steps; _pool_steps.square(7)"
 
     @track_step
