@@ -5,7 +5,7 @@ neighbour slows every row alike): a plain function call; a ``@track_step``
 call inside a run; ``with zenmeta.attach(carrier): pass`` (attach + detach,
 the issue's target: under 30 µs); the same block with one step inside; and
 a ``carried(step)`` call. In-process, so no flush: a worker's ``carried``
-call adds one flush of its store (SCALE.md measured 0.2–0.6 ms on SQLite).
+call adds one flush of its store (SCALE.md measured 0.2 to 0.6 ms on SQLite).
 
     .venv/bin/python benchmarks/bench_carry.py [--quick]
 """

@@ -74,8 +74,9 @@ def test_spawn_process_pool_steps_join_the_run_under_the_submitting_step(store_u
     assert_only_run(store_url, run.id)
 
 
-def test_context_process_pool_carries_the_submitters_run_and_step() -> None:
-    """ContextProcessPoolExecutor: submit and map inside a step need no carried()."""
+@pytest.mark.parametrize("start", ["spawn", "forkserver"])
+def test_context_process_pool_carries_the_submitters_run_and_step(start: str) -> None:
+    """ContextProcessPoolExecutor (spawn, forkserver): submit and map in a step, no carried()."""
     url = sqlite_url()
     zenmeta.configure(store=url)
 
@@ -87,7 +88,7 @@ def test_context_process_pool_carries_the_submitters_run_and_step() -> None:
 
     with (
         pipeline_run("context-pool") as run,
-        ContextProcessPoolExecutor(2, mp_context=SPAWN) as pool,
+        ContextProcessPoolExecutor(2, mp_context=multiprocessing.get_context(start)) as pool,
     ):
         sender = send(pool)
     remote = [s for s in steps_of(url, run.id) if s.step_name == "square"]

@@ -283,6 +283,20 @@ def _store_for(carrier: Carrier) -> RecordStore:
             f"runs on {host_name()!r} (boot {boot_id() or 'unknown'}), where that file is not the "
             "same file. Use a PostgreSQL store (postgresql+psycopg://…) for work on other machines"
         )
+    if scheme == "sqlite" and not carrier.same_process():
+        path = url.partition(":///")[2].partition("?")[0]
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise CarrierError(
+                f"run {carrier.run_name!r} records into {url!r}, which no other process can "
+                "open; use a SQLite file or a PostgreSQL store for work in other processes"
+            )
+        if not os.path.exists(path):  # the owner created it when the run started
+            raise CarrierError(
+                f"run {carrier.run_name!r} records into the SQLite file {path!r}, which does "
+                "not exist here (another container, or another mount of the machine?); "
+                "zenmeta will not create a stray store in its place. Use a PostgreSQL store, "
+                "or the same file in every worker"
+            )
     return use_store(open_store(with_own_credentials(url)))
 
 
