@@ -37,6 +37,7 @@ from .._store import open_store, report_store_fault, store_url, use_store
 from . import context as _context
 from .carrier import (
     CARRIER_VARIABLE,
+    TOKEN_DIGITS,
     Carrier,
     CarrierError,
     boot_id,
@@ -128,7 +129,7 @@ class AttachedRun:
         self._store = store
         self._stack = stack
         self._pid = CURRENT_PID[0]
-        self._token = process_token()
+        self._token = process_token()[:TOKEN_DIGITS]
         self._counts: dict[str, int] = {}
         self._count_lock = threading.Lock()
         self.eager = False
