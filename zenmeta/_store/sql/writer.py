@@ -285,7 +285,7 @@ class SQLWriter:
     def resume_after_fork(self) -> None:
         """In the parent, after ``fork()``: release the lock, restart the thread."""
         self._lock.release()
-        if self._resume and (self.pending or self._live):
+        if self._resume and (self.pending or self._live or self._open_starts):
             self.start()
         self._resume = False
 
