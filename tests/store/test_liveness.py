@@ -489,3 +489,18 @@ def test_a_worker_in_a_long_step_keeps_beating_with_no_run_of_its_own(
     time.sleep(HEARTBEAT_S + 1.5)
     (second,) = _sql(url, query)
     assert second[0] > first[0]
+
+
+def test_deleting_a_run_deletes_its_crashed_started_steps(
+    store_url: str, children: list[subprocess.Popen[str]]
+) -> None:
+    """A pruned run leaves no started record behind to read as a stray crashed step."""
+    zenmeta.configure(store=store_url)
+    with zenmeta.pipeline_run("pruned") as run:
+        worker, _ = _spawn(_WORKER, store_url, run.id.hex, "d")
+        children.append(worker)
+        _kill(worker)
+    client = zenmeta.Client(store_url)
+    assert [s.status for s in client.find_steps("status = 'crashed'")] == ["crashed"]
+    assert client.delete_runs(str(run.id)) == 1
+    assert client.find_steps("status = 'crashed'") == []

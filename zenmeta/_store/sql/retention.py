@@ -1,4 +1,5 @@
-"""Deleting runs: each with its steps, metadata and child runs, in one transaction.
+"""Deleting runs: each with its steps (started ones too), metadata and child
+runs, in one transaction.
 
 A reader never sees half a run: the run row, its steps, every metadata set
 and the runs nested under it go together or not at all. Metadata is reached
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
-from .schema import metadata_sets, runs, steps
+from .schema import metadata_sets, runs, step_starts, steps
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -35,6 +36,7 @@ def delete_runs(engine: Engine, run_ids: Sequence[UUID]) -> list[str]:
             connection.execute(delete(metadata_sets).where(metadata_sets.c.entity_id.in_(step_ids)))
             connection.execute(delete(metadata_sets).where(metadata_sets.c.entity_id.in_(chunk)))
             connection.execute(delete(steps).where(steps.c.run_id.in_(chunk)))
+            connection.execute(delete(step_starts).where(step_starts.c.run_id.in_(chunk)))
             connection.execute(delete(runs).where(runs.c.id.in_(chunk)))
     return doomed
 
