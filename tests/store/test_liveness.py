@@ -294,3 +294,26 @@ def test_deleting_a_run_deletes_its_crashed_started_steps(
     assert [s.status for s in client.find_steps("status = 'crashed'")] == ["crashed"]
     assert client.delete_runs(str(run.id)) == 1
     assert client.find_steps("status = 'crashed'") == []
+
+
+def test_a_store_copy_carries_started_steps_and_process_records(
+    store_url: str, tmp_path: FilePath, children: list[subprocess.Popen[str]]
+) -> None:
+    """In the copy, a dead worker's step is crashed and a live owner's run is
+    running, judged by the copied process records; the owner's death shows there too."""
+    zenmeta.configure(store=store_url)
+    with zenmeta.pipeline_run("copied") as done:
+        worker, _ = spawn(WORKER, store_url, done.id.hex, "k")
+        children.append(worker)
+        kill(worker)
+    owner, open_hex = spawn(OWNER, store_url)
+    children.append(owner)
+    target = f"sqlite:///{tmp_path}/copy/zenmeta.db"
+    zenmeta.copy_store(store_url, target)
+    zenmeta.copy_store(store_url, target)  # again: the same, nothing doubled
+    copied = zenmeta.Client(target)
+    assert statuses(target, done.id) == {"prep": COMPLETED, "train": "crashed"}
+    assert copied.get_run(str(done.id)).step_count == 2
+    assert copied.get_run(open_hex).status == RUNNING
+    kill(owner)
+    assert zenmeta.Client(target).get_run(open_hex).status == "crashed"

@@ -12,6 +12,12 @@ on PostgreSQL), so an interrupted copy leaves whole runs and is finished by
 running it again. Metadata documents keep their values and types either way:
 one read from ``JSONB`` is written back in the codec's exact JSON, in the
 recorded key order.
+
+Liveness travels too (``_copy_liveness``): the started records of steps not
+finished in the source, and the records of the processes the copied runs and
+started steps name, so that the target judges an open run by its owner and a
+dead worker's step reads ``crashed`` there as in the source. They are state,
+not history: each copy replaces them.
 """
 
 from __future__ import annotations
@@ -19,12 +25,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, delete, exists, select
 
 from ..._errors import StoreError
 from .. import CopyCounts
 from .rows import normalized_document
-from .schema import metadata_sets, open_engine, runs, steps
+from .schema import metadata_sets, open_engine, processes, runs, step_starts, steps
 from .sessions import Shaped, open_session, shape_of
 
 __all__ = ["copy_between"]
@@ -66,6 +72,7 @@ def _copy(source: Engine, target: Engine, since_ns: int | None) -> CopyCounts:
             chunk = run_rows[start : start + RUNS_PER_TRANSACTION]
             counts = _copy_runs(reading, target, chunk, source.dialect.name == "postgresql")
             totals = [total + count for total, count in zip(totals, counts, strict=True)]
+            _copy_liveness(reading, target, chunk)
     return CopyCounts(runs=totals[0], steps=totals[1], metadata_sets=totals[2])
 
 
@@ -122,6 +129,38 @@ def _copy_runs(
     finally:
         session.close()
     return len(replaced), len(new_steps), written
+
+
+def _copy_liveness(reading: Connection, target: Engine, run_rows: list[tuple[Any, ...]]) -> None:
+    """The source's unfinished started records of these runs, and the process
+    records they and the runs name, replacing the target's copies."""
+    ids = [row[0] for row in run_rows]
+    unfinished = ~exists().where(steps.c.id == step_starts.c.id)
+    starts = [
+        dict(row._mapping)
+        for row in _in_chunks(
+            reading, select(step_starts).where(unfinished), step_starts.c.run_id, ids
+        )
+    ]
+    owner = list(runs.columns).index(runs.c.process_id)
+    named = sorted(
+        {row[owner] for row in run_rows if row[owner]} | {s["process_id"] for s in starts}
+    )
+    facts = [
+        dict(row._mapping) for row in _in_chunks(reading, select(processes), processes.c.id, named)
+    ]
+    with target.begin() as writing:
+        for start in range(0, len(ids), _IN_LIST):
+            chunk = ids[start : start + _IN_LIST]
+            writing.execute(delete(step_starts).where(step_starts.c.run_id.in_(chunk)))
+        for start in range(0, len(named), _IN_LIST):
+            writing.execute(
+                delete(processes).where(processes.c.id.in_(named[start : start + _IN_LIST]))
+            )
+        if starts:
+            writing.execute(step_starts.insert(), starts)
+        if facts:
+            writing.execute(processes.insert(), facts)
 
 
 def _in_chunks(
