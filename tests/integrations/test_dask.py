@@ -1,0 +1,209 @@
+"""Dask: steps run on a real LocalCluster (two worker processes) belong to the
+run that submitted them, on a SQLite file store and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import zenmeta
+from zenmeta import Client, pipeline_run, track_step
+
+distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
+
+from zenmeta.integrations import dask as zenmeta_dask  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[distributed.LocalCluster]:
+    """Two worker processes of one thread each, listening on loopback only."""
+    with distributed.LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
+def client(cluster: distributed.LocalCluster) -> Iterator[distributed.Client]:
+    """A client of the module's cluster, with zenmeta's worker plugin installed."""
+    with distributed.Client(cluster) as connected:
+        zenmeta_dask.install(connected)
+        yield connected
+
+
+@track_step
+def double(x: int) -> int:
+    """A step that runs on a worker."""
+    return 2 * x
+
+
+@track_step
+def add_one_in_a_step(x: int) -> int:
+    """A step on a worker that calls another step there."""
+    return double(x) + 1
+
+
+def _only_run(url: str) -> zenmeta.RecordedRun:
+    runs = Client(url).list_runs()
+    assert [run.tags for run in runs] == [()], "no implicit run besides the pipeline's"
+    return Client(url).get_run(runs[0].id)
+
+
+def test_install_sets_the_plugin_up_on_every_worker_also_after_a_restart(
+    client: distributed.Client,
+) -> None:
+    """Both workers run the plugin, and so do the workers a restart brings up."""
+
+    def has_plugin(dask_worker: distributed.Worker) -> bool:
+        return zenmeta_dask.PLUGIN_NAME in dask_worker.plugins
+
+    assert list(client.run(has_plugin).values()) == [True, True]
+    client.restart()
+    assert list(client.run(has_plugin).values()) == [True, True]
+
+
+def test_mapped_and_submitted_steps_belong_to_the_run(
+    client: distributed.Client, store_url: str
+) -> None:
+    """client.map and client.submit of a carried step put every step in the run."""
+    zenmeta.configure(store=store_url)
+    with pipeline_run("on_dask") as run:
+        step = zenmeta.carried(double)
+        mapped = client.gather(client.map(step, range(4)))
+        submitted = client.submit(step, 10).result()
+    assert mapped == [0, 2, 4, 6]
+    assert submitted == 20
+    recorded = _only_run(store_url)
+    assert recorded.id == run.id
+    assert recorded.status == "completed"
+    steps = Client(store_url).list_steps(run.id)
+    assert sorted(step.step_name for step in steps) == ["double"] * 5
+    assert {step.parent_step_run_id for step in steps} == {None}
+    assert all(step.status == "completed" for step in steps)
+
+
+def test_steps_submitted_from_inside_a_step_have_it_as_parent(
+    client: distributed.Client, store_url: str
+) -> None:
+    """A step submitting work is the parent of the steps run on the workers,
+    and a step called inside a worker's step is that step's child."""
+    zenmeta.configure(store=store_url)
+
+    @track_step
+    def fan_out(xs: list[int]) -> list[int]:
+        return list(client.gather(client.map(zenmeta.carried(add_one_in_a_step), xs)))
+
+    with pipeline_run("nested_on_dask") as run:
+        assert fan_out([1, 2, 3]) == [3, 5, 7]
+    _only_run(store_url)
+    steps = Client(store_url).list_steps(run.id)
+    by_name: dict[str, list[zenmeta.RecordedStep]] = {}
+    for step in steps:
+        by_name.setdefault(step.step_name, []).append(step)
+    (outer,) = by_name["fan_out"]
+    assert outer.parent_step_run_id is None
+    middles = by_name["add_one_in_a_step"]
+    assert len(middles) == 3
+    assert {step.parent_step_run_id for step in middles} == {outer.id}
+    inner = by_name["double"]
+    assert sorted(step.parent_step_run_id for step in inner) == sorted(s.id for s in middles)
+
+
+def test_a_step_defined_in_a_scripts_main_ships_to_the_workers(
+    cluster: distributed.LocalCluster, tmp_path: Path
+) -> None:
+    """A @track_step written in a script's __main__ pickles by value and records."""
+    url = f"sqlite:///{tmp_path}/store/zenmeta.db"
+    script = tmp_path / "pipeline.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            import distributed
+            import zenmeta
+            from zenmeta.integrations import dask as zenmeta_dask
+
+            @zenmeta.track_step
+            def square(x):
+                return x * x
+
+            if __name__ == "__main__":
+                zenmeta.configure(store={url!r})
+                with distributed.Client({cluster.scheduler_address!r}) as client:
+                    zenmeta_dask.install(client)
+                    with zenmeta.pipeline_run("from_main") as run:
+                        squares = client.gather(client.map(zenmeta.carried(square), range(3)))
+                print(run.id, sum(squares))
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.returncode == 0, done.stderr
+    run_id, total = done.stdout.split()
+    assert total == "5"
+    recorded = _only_run(url)
+    assert str(recorded.id) == run_id
+    assert [step.step_name for step in Client(url).list_steps(run_id)] == ["square"] * 3
+
+
+def test_an_annotated_delayed_graph_records_into_the_run(
+    client: distributed.Client, tmp_path: Path
+) -> None:
+    """Steps of a dask.delayed graph built inside annotate() join the run with
+    no wrapper, each under the step that built the graph."""
+    url = f"sqlite:///{tmp_path}/store/zenmeta.db"
+    zenmeta.configure(store=url)
+
+    @track_step
+    def build_and_compute() -> int:
+        with zenmeta_dask.annotate():
+            parts = [dask.delayed(double)(x) for x in range(3)]
+            total = dask.delayed(sum)(parts)
+        return int(client.compute(total, optimize_graph=False).result())
+
+    with pipeline_run("delayed") as run:
+        assert build_and_compute() == 6
+    _only_run(url)
+    steps = Client(url).list_steps(run.id)
+    (outer,) = (step for step in steps if step.step_name == "build_and_compute")
+    doubles = [step for step in steps if step.step_name == "double"]
+    assert len(doubles) == 3
+    assert {step.parent_step_run_id for step in doubles} == {outer.id}
+
+
+def test_install_without_distributed_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where distributed cannot be imported, install() says which extra to install."""
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(zenmeta.MissingExtraError, match=r"pip install 'zenmeta\[dask\]'"):
+        zenmeta_dask.install(object())  # type: ignore[arg-type]
+
+
+def test_annotate_without_dask_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where dask cannot be imported, annotate() says which extra to install."""
+    monkeypatch.setitem(sys.modules, "dask", None)
+    with (
+        pytest.raises(zenmeta.MissingExtraError, match=r"zenmeta\[dask\]"),
+        zenmeta_dask.annotate(),
+    ):
+        pass

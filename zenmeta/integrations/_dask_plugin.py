@@ -1,0 +1,113 @@
+"""zenmeta's Dask worker plugin: which task a step runs in, and a flush on teardown.
+
+Its own module because it subclasses ``distributed.WorkerPlugin`` and so
+imports distributed; ``zenmeta.integrations.dask`` loads it on first use. The
+scheduler pickles the plugin by reference to this module, so every worker
+with zenmeta installed can rebuild it — a restarted worker too.
+
+The plugin's hooks run in the worker's event-loop thread, never in a task's
+context, so they set no ContextVar; what a task needs is read in the task's
+own thread through the source handed to ``zenmeta.set_task_source``: Dask's
+``thread_state.key`` names the running task, and its annotations may carry a
+carrier (``zenmeta.integrations.dask.annotate``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import TYPE_CHECKING, Any
+
+from dask.context import thread_state  # the one distributed sets per task
+from distributed import WorkerPlugin
+from distributed.worker import get_worker
+
+import zenmeta
+from zenmeta import Carrier
+
+if TYPE_CHECKING:
+    from distributed import Worker
+
+__all__ = ["ZenmetaWorkerPlugin"]
+
+_log = logging.getLogger("zenmeta")
+_ANNOTATION = "zenmeta"  # zenmeta.integrations.dask.ANNOTATION; that module imports this one
+_MAX_REMEMBERED = 65_536
+"""Task keys whose executions are counted at once; the oldest are forgotten
+past this, so a worker that runs millions of tasks keeps a bounded table."""
+
+
+@functools.lru_cache(maxsize=64)
+def _carrier_from(header: str) -> Carrier | None:
+    """One parse per distinct header: every task of an annotated graph has the same one."""
+    try:
+        return Carrier.from_header(header)
+    except ValueError as error:
+        _log.warning(
+            "zenmeta: a Dask task's %r annotation is not a carrier: %s", _ANNOTATION, error
+        )
+        return None
+
+
+class ZenmetaWorkerPlugin(WorkerPlugin):
+    """Per worker: tells zenmeta each step's Dask task key and attempt, finds
+    carriers in task annotations, and flushes what the worker recorded.
+
+    The attempt is the number of times this worker process has started the
+    task: Dask does not tell a task how often it ran, so an execution rerun on
+    another worker (after a worker died) counts from 1 there; every execution
+    is its own step all the same, and the task key groups them.
+    """
+
+    name = "zenmeta"
+
+    def __init__(self) -> None:
+        self._executions: dict[Any, int] = {}
+        self._annotated: set[Any] = set()
+        self._worker: Worker | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # nothing of one worker travels to another
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def setup(self, worker: Worker) -> None:
+        self._worker = worker
+        zenmeta.set_task_source(self.task_source)
+
+    def teardown(self, worker: Worker) -> None:
+        zenmeta.set_task_source(None)
+        zenmeta.flush()
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if finish == "executing":
+            executions = self._executions
+            if key not in executions and len(executions) >= _MAX_REMEMBERED:
+                del executions[next(iter(executions))]
+            executions[key] = executions.get(key, 0) + 1
+        elif start == "executing" and key in self._annotated:
+            # A step attached through an annotation has no wrapper to store it
+            # before the task returns: store it before the scheduler hears the
+            # task is done, so a client reading the store after compute() sees it.
+            self._annotated.discard(key)
+            zenmeta.flush()
+
+    def task_source(self) -> tuple[Carrier | None, str | None, int | None] | None:
+        """The carrier (from the ``zenmeta`` annotation, if any), task key and
+        attempt of the Dask task running in this thread; ``None`` outside one."""
+        key = getattr(thread_state, "key", None)
+        if key is None:
+            return None
+        carrier = None
+        try:
+            task = get_worker().state.tasks.get(key)
+        except ValueError:  # not in a worker's task after all
+            task = None
+        if task is not None and task.annotations:
+            header = task.annotations.get(_ANNOTATION)
+            if isinstance(header, str):
+                carrier = _carrier_from(header)
+                if carrier is not None:
+                    self._annotated.add(key)
+        return carrier, str(key), self._executions.get(key)
