@@ -23,6 +23,8 @@ EXPECTED = {
     "ComponentError", "MetadataError", "ConfigurationError", "StoreError", "StoreNotFoundError",
     "RunNotFoundError", "MissingExtraError", "__version__", "get_configuration", "QueryError",
     "RecordSink", "RunRecord", "StepRecord", "redact",
+    "Carrier", "CarrierError", "carry", "attach", "attach_process", "carried",
+    "ContextProcessPoolExecutor",
 }  # fmt: skip
 
 
@@ -87,7 +89,8 @@ def test_errors_share_one_base() -> None:
 def test_import_is_light() -> None:
     """`import zenmeta` in a fresh interpreter loads no heavy optional library."""
     heavy = ["numpy", "mlflow", "sqlalchemy", "starlette", "jinja2", "click", "rich", "uvicorn"]
-    heavy += ["opentelemetry", "alembic", "psycopg"]
+    heavy += ["opentelemetry", "alembic", "psycopg", "dask", "ray", "cloudpickle", "joblib"]
+    heavy += ["concurrent.futures", "multiprocessing"]
     code = f"import sys, zenmeta; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import configure, get_configuration, reset_configuration
 from ._errors import (
+    CarrierError,
     ComponentError,
     ConfigurationError,
     MetadataError,
@@ -38,6 +39,8 @@ from ._records import (
 )
 from ._redaction import redact
 from ._store import flush
+from ._tracking.attach import attach, attach_process, carried, carry
+from ._tracking.carrier import Carrier
 from ._tracking.components import StackComponent, register_component, unregister_component
 from ._tracking.context import carry_context, get_run_context, get_step_context
 from ._tracking.runs import PipelineRun, pipeline_run, start_run
@@ -47,10 +50,13 @@ from ._values import DType, MetadataType, Path, StorageSize, Uri
 __version__ = "0.1.0"
 
 __all__ = [
+    "Carrier",
+    "CarrierError",
     "Client",
     "ComponentError",
     "ComponentFault",
     "ConfigurationError",
+    "ContextProcessPoolExecutor",
     "ContextThreadPoolExecutor",
     "DType",
     "DroppedValue",
@@ -79,6 +85,10 @@ __all__ = [
     "Uri",
     "ZenmetaError",
     "__version__",
+    "attach",
+    "attach_process",
+    "carried",
+    "carry",
     "carry_context",
     "configure",
     "copy_store",
@@ -111,17 +121,17 @@ for _public in __all__:
 del _public
 
 if TYPE_CHECKING:
-    from ._tracking.executor import ContextThreadPoolExecutor
+    from ._tracking.executor import ContextProcessPoolExecutor, ContextThreadPoolExecutor
 
-_LAZY = ("ContextThreadPoolExecutor",)
+_LAZY = ("ContextProcessPoolExecutor", "ContextThreadPoolExecutor")
 """Loaded on first use: ``concurrent.futures`` costs more than the rest of zenmeta."""
 
 
 def __getattr__(name: str) -> Any:
-    if name == "ContextThreadPoolExecutor":
-        from ._tracking.executor import ContextThreadPoolExecutor
+    if name in _LAZY:
+        from ._tracking import executor
 
-        return _name_as_public(ContextThreadPoolExecutor)
+        return _name_as_public(getattr(executor, name))
     raise AttributeError(f"module 'zenmeta' has no attribute {name!r}")
 
 

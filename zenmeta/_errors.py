@@ -9,6 +9,7 @@
     ├── StoreError             the store could not be written or read
     │   └── StoreNotFoundError a reader was pointed at a store that does not exist
     ├── RunNotFoundError       no run matches an id, prefix or name (also a LookupError)
+    ├── CarrierError           a carrier that cannot be read, or whose store is out of reach
     └── QueryError             a ``where`` filter that does not parse (also a ValueError)
 
 Tracking never raises into the user's step except for misuse of the API, or
@@ -33,6 +34,7 @@ __all__ = [
     "StoreNotFoundError",
     "RunNotFoundError",
     "MissingExtraError",
+    "CarrierError",
     "QueryError",
     "describe_error",
     "safe_text",
@@ -98,6 +100,11 @@ class MissingExtraError(ZenmetaError, ImportError):
         )
         self.library = library
         self.extra = extra
+
+
+class CarrierError(ZenmetaError, ValueError):
+    """A carrier's text form that cannot be read, or a carrier this process
+    cannot honour (its store is out of reach from here)."""
 
 
 class QueryError(ZenmetaError, ValueError):

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 from . import _config, _log, _store
 from ._store.memory import InMemoryStore
-from ._tracking import components, context, metadata
+from ._tracking import attach, components, context, metadata
 
 __all__ = ["InMemoryStore", "recording", "reset"]
 
@@ -42,6 +42,7 @@ def reset() -> None:
     test, and so does the pytest plugin.
     """
     context.forget_detached()
+    attach.forget_attachments()
     _store.close_stores()
     components.clear_components()
     metadata.forget_warnings()

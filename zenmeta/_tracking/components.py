@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ __all__ = [
     "StackComponent",
     "Stack",
     "HOOKS",
+    "CARRIER_HOOKS",
     "component_name",
     "register_component",
     "unregister_component",
@@ -54,6 +55,11 @@ HOOKS = (
     "cleanup_step_run",
     "cleanup_pipeline_run",
 )
+
+CARRIER_HOOKS = ("get_carried_state", "attach_carried_state")
+"""The pair that carries a component's run state to other processes: asked
+on the owner's side by ``carry()``, handed over on the worker's side when it
+first attaches to the run (see ``docs/components.md``)."""
 
 
 class StackComponent:
@@ -92,6 +98,16 @@ class StackComponent:
         An override may add a keyword parameter ``status``: it then also gets
         ``"completed"``, ``"failed"`` or ``"interrupted"``.
         """
+
+    def get_carried_state(self, run_id: UUID) -> Mapping[str, str] | None:
+        """Called by ``zenmeta.carry()`` in the run's owner: text this
+        component needs in a worker (MLflow's parent run id). No secrets: a
+        carrier travels in task payloads."""
+        return None
+
+    def attach_carried_state(self, run_id: UUID, state: Mapping[str, str]) -> None:
+        """Called in a worker process when it first joins the carried run,
+        with what ``get_carried_state`` returned in the owner."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -135,7 +151,7 @@ class Stack:
                 for name, c in zip(self.names, self.components, strict=True)
                 if (fn := _hook(c, hook)) is not None
             )
-            for hook in HOOKS
+            for hook in (*HOOKS, *CARRIER_HOOKS)
         }
         # cleanup_pipeline_run(info, run_failed) cannot tell failed from
         # interrupted; a component that also accepts ``status=`` is told.

@@ -15,17 +15,23 @@ import functools
 import threading
 from collections.abc import Callable
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeAlias, TypeVar
 
+from .._config import environment
 from .._errors import NoActiveContextError
 from .._log import warn
+from .._process import CURRENT_PID
 
 if TYPE_CHECKING:
     from .._info import PipelineRunInfo, StepRunInfo
+    from .attach import AttachedRun, Attachment
     from .runs import PipelineRun
     from .steps import StepState
 
+    AnyRun: TypeAlias = PipelineRun | AttachedRun
+
 __all__ = [
+    "current_attachment",
     "current_run",
     "get_step_context",
     "get_run_context",
@@ -37,30 +43,81 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 _current_step: ContextVar[StepState | None] = ContextVar("zenmeta_step", default=None)
-_current_run: ContextVar[PipelineRun | None] = ContextVar("zenmeta_run", default=None)
+_current_run: ContextVar[AnyRun | None] = ContextVar("zenmeta_run", default=None)
+_current_attachment: ContextVar[Attachment | None] = ContextVar("zenmeta_attachment", default=None)
+_process_attached: list[tuple[Attachment, AttachedRun]] = []
+"""Set by ``attach_process``: the run a worker process's steps join by default."""
+_environment_read: list[str] = []
+"""``ZENMETA_PARENT`` values already tried: read at the first step that finds
+no run (not at import), and again only when the variable changes."""
 
 _detached: list[PipelineRun] = []
 _detached_lock = threading.Lock()
 
 
-def current_run() -> PipelineRun | None:
+def current_run() -> AnyRun | None:
     """The run a new step or a ``log_metadata`` call belongs to, if any.
 
     A step's own run comes first (steps of implicit runs set no run variable),
-    then the run entered with ``with``, then the newest run started without
-    ``with`` that is still open.
+    then the run entered with ``with`` (or ``attach``), then the newest run
+    started without ``with`` that is still open, then the run this process
+    is attached to (``attach_process``, or ``ZENMETA_PARENT`` read at the
+    first step that finds none). A run object inherited through ``fork`` is
+    adopted: the child records into it as an attached process.
     """
     step = _current_step.get()
     if step is not None:
-        return step.run
-    run = _current_run.get()
-    if run is not None:
-        return run
+        run: AnyRun | None = step.run
+    else:
+        run = _current_run.get()
+        if run is None:
+            run = _fallback_run()
+            if run is None:
+                return None
+    if run._pid != CURRENT_PID[0]:  # type: ignore[union-attr]
+        from .attach import adopt
+
+        return adopt(run)  # type: ignore[arg-type]
+    return run
+
+
+def _fallback_run() -> AnyRun | None:
     if _detached:
         with _detached_lock:
             if _detached:
                 return _detached[-1]
+    if _process_attached:
+        return _process_attached[0][1]
+    header = environment("ZENMETA_PARENT")
+    if header and header not in _environment_read:  # each value is tried once
+        _environment_read.append(header)
+        from .attach import attach_from_environment
+
+        return attach_from_environment(header)
     return None
+
+
+def current_attachment() -> Attachment | None:
+    """What the current block (``attach``) or process (``attach_process``) is
+    attached to, if anything."""
+    attachment = _current_attachment.get()
+    if attachment is not None:
+        return attachment
+    return _process_attached[0][0] if _process_attached else None
+
+
+def set_process_attachment(attachment: Attachment, run: AttachedRun) -> None:
+    _process_attached[:] = [(attachment, run)]
+
+
+def process_attachment() -> tuple[Attachment, AttachedRun] | None:
+    return _process_attached[0] if _process_attached else None
+
+
+def clear_process_attachment() -> None:
+    """No process attachment, and ``ZENMETA_PARENT`` read again (``testing.reset``)."""
+    _process_attached.clear()
+    _environment_read.clear()
 
 
 def add_detached(run: PipelineRun) -> None:
@@ -85,7 +142,7 @@ def detached_runs() -> list[PipelineRun]:
         return list(_detached)
 
 
-def set_run(run: PipelineRun | None) -> Token[PipelineRun | None]:
+def set_run(run: AnyRun | None) -> Token[AnyRun | None]:
     return _current_run.set(run)
 
 

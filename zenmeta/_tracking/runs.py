@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from .._values import MetadataType
+    from .context import AnyRun
 
 from .._codec import MetadataSet, round_trip_sets
 from .._config import check_settings, settings
@@ -74,6 +75,9 @@ class PipelineRun:
     get a new run per call.
     """
 
+    remote = False
+    """Owned by this process (an ``AttachedRun`` is the remote kind)."""
+
     def __init__(
         self,
         name: str | None = None,
@@ -103,7 +107,7 @@ class PipelineRun:
         self._phase = _NEW
         self._detached = False
         self._lock = threading.Lock()
-        self._token: Token[PipelineRun | None] | None = None
+        self._token: Token[AnyRun | None] | None = None
         self._metadata: dict[str, MetadataSet] = {}
         self._faults = Faults()
         self._dropped: list[DroppedValue] = []
@@ -261,14 +265,17 @@ class PipelineRun:
         except Exception as error:
             report_store_fault(f"cannot write steps to {self._store.url!r}", error)
 
+    def parent_step_id(self) -> UUID | None:
+        """The step outermost steps hang under: none, in the run's own process."""
+        return None
+
     def _next_invocation(self, step_name: str) -> str:
         """``train``, then ``train_2``, ``train_3``… unique within this run.
 
-        A forked worker counts on its own copy of the run, so its steps are
-        named ``train@<pid>``, ``train@<pid>_2``… and never collide.
+        Other processes never count here: a forked worker adopts the run as
+        an attached process (``attach.adopt``) and names its steps
+        ``train@<process token>``.
         """
-        if self._pid != CURRENT_PID[0]:
-            step_name = f"{step_name}@{CURRENT_PID[0]}"
         counter = self._step_counts.get(step_name)
         if counter is None:
             counter = self._step_counts.setdefault(step_name, itertools.count(1))
@@ -277,6 +284,12 @@ class PipelineRun:
 
     def log_metadata(self, metadata: Mapping[str, Any], *, source: str = USER_SOURCE) -> None:
         """Attach metadata to this run; a re-logged key replaces its value."""
+        if self._pid != CURRENT_PID[0]:
+            raise RunStateError(
+                f"run {self.name!r} belongs to process {self._pid}; this forked process "
+                "records steps, not the run: log run metadata in the parent",
+                run_id=self.id,
+            )
         with self._lock:
             if self._phase != _OPEN:
                 raise RunStateError(f"run {self.name!r} is not running", run_id=self.id)

@@ -29,7 +29,10 @@ from .metadata import collect_metadata, mask_message, masked_faults
 from .runs import PipelineRun, status_for
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from .._codec import MetadataSet
+    from .context import AnyRun
 
 __all__ = ["track_step", "log_metadata", "StepState"]
 
@@ -43,7 +46,7 @@ class StepState:
 
     __slots__ = ("dropped", "ended", "faults", "implicit", "info", "metadata", "run", "stack")
 
-    def __init__(self, info: StepRunInfo, run: PipelineRun, stack: Stack, implicit: bool) -> None:
+    def __init__(self, info: StepRunInfo, run: AnyRun, stack: Stack, implicit: bool) -> None:
         self.info = info
         self.run = run
         self.stack = stack
@@ -72,6 +75,11 @@ def _begin(config: StepConfig) -> StepState | None:
         if run is None:
             return None
     parent = _step_var.get()
+    parent_id: UUID | None
+    if parent is not None:
+        parent_id = parent.info.step_run_id
+    else:
+        parent_id = run.parent_step_id() if run.remote else None
     info: StepRunInfo = _tuple_new(  # StepRunInfo(...) minus its Python __new__
         StepRunInfo,
         (
@@ -81,7 +89,7 @@ def _begin(config: StepConfig) -> StepState | None:
             run._next_invocation(config.name),
             config,
             run.pipeline,
-            None if parent is None else parent.info.step_run_id,
+            parent_id,
             time.time_ns(),
         ),
     )
@@ -169,6 +177,7 @@ def _implicit_run(config: StepConfig) -> PipelineRun | None:
 def _close_implicit(state: StepState, error: BaseException | None) -> None:
     if not state.implicit:
         return
+    assert isinstance(state.run, PipelineRun)  # implicit runs are this process's own
     try:
         state.run._close(error)
     except Exception:
@@ -190,6 +199,12 @@ def _end(state: StepState, token: Any, error: BaseException | None) -> None:
 
 
 # -- one wrapper per kind of callable ------------------------------------
+# The wrappers reach the step ContextVar as ``_context._current_step``, never
+# through a global of this module: cloudpickle pickles a wrapper by value when
+# the user's function lives in ``__main__``, a notebook or a closure, and it
+# takes along every global the wrapper's code names. A module is pickled by
+# reference; a ContextVar cannot be pickled at all. (One attribute load per
+# use, a few nanoseconds.)
 
 
 def _sync_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
@@ -197,7 +212,7 @@ def _sync_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[.
         state = _begin(config)
         if state is None:
             return wrapped(*args, **kwargs)
-        token = _step_var.set(state)
+        token = _context._current_step.set(state)
         try:
             _prepare(state)
             result = wrapped(*args, **kwargs)
@@ -215,7 +230,7 @@ def _async_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[
         state = _begin(config)
         if state is None:
             return await wrapped(*args, **kwargs)
-        token = _step_var.set(state)
+        token = _context._current_step.set(state)
         try:
             _prepare(state)
             result = await wrapped(*args, **kwargs)
@@ -233,18 +248,18 @@ def _generator_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Calla
         state = _begin(config)
         if state is None:
             return (yield from wrapped(*args, **kwargs))
-        token = _step_var.set(state)
+        token = _context._current_step.set(state)
         try:
             _prepare(state)
             inner = wrapped(*args, **kwargs)
         except BaseException as error:
             _end(state, token, error)
             raise
-        _step_var.reset(token)
+        _context._current_step.reset(token)
         sent: Any = None
         thrown: BaseException | None = None
         while True:
-            token = _step_var.set(state)
+            token = _context._current_step.set(state)
             try:
                 item = inner.send(sent) if thrown is None else inner.throw(thrown)
             except StopIteration as stop:
@@ -253,11 +268,11 @@ def _generator_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Calla
             except BaseException as error:
                 outcome = error
             else:
-                _step_var.reset(token)
+                _context._current_step.reset(token)
                 try:
                     sent, thrown = (yield item), None
                 except GeneratorExit as closing:
-                    token = _step_var.set(state)
+                    token = _context._current_step.set(state)
                     try:
                         inner.close()
                         outcome = None
@@ -285,18 +300,18 @@ def _async_generator_wrapper(wrapped: Callable[..., Any], config: StepConfig) ->
             async for item in wrapped(*args, **kwargs):
                 yield item
             return
-        token = _step_var.set(state)
+        token = _context._current_step.set(state)
         try:
             _prepare(state)
             inner = wrapped(*args, **kwargs)
         except BaseException as error:
             _end(state, token, error)
             raise
-        _context.reset(_step_var, token)
+        _context.reset(_context._current_step, token)
         sent: Any = None
         thrown: BaseException | None = None
         while True:
-            token = _step_var.set(state)
+            token = _context._current_step.set(state)
             try:
                 if thrown is None:
                     item = await inner.asend(sent)
@@ -307,11 +322,11 @@ def _async_generator_wrapper(wrapped: Callable[..., Any], config: StepConfig) ->
             except BaseException as error:
                 outcome = error
             else:
-                _context.reset(_step_var, token)
+                _context.reset(_context._current_step, token)
                 try:
                     sent, thrown = (yield item), None
                 except GeneratorExit as closing:
-                    token = _step_var.set(state)
+                    token = _context._current_step.set(state)
                     try:
                         await inner.aclose()
                         outcome = None
