@@ -372,7 +372,8 @@ def flush_stores() -> None:
     slow or unreachable exporter never holds up the end of a run.
     """
     with _lock:
-        stores = list(_used)
+        # Runs' stores, and those opened for attached runs (a Dask or Ray worker's).
+        stores = list({id(store): store for store in (*_used, *_open.values())}.values())
     for store in stores:
         try:
             store.flush()
