@@ -190,6 +190,40 @@ def test_an_annotated_delayed_graph_records_into_the_run(
     assert {step.parent_step_run_id for step in doubles} == {outer.id}
 
 
+def _configure_workers(url: str | None) -> None:
+    """Point a worker's own (implicit) runs at ``url``; None undoes it."""
+    if url is None:
+        zenmeta.reset_configuration()
+    else:
+        zenmeta.configure(store=url)
+
+
+def test_fusing_a_delayed_graph_drops_its_annotations_as_documented(
+    client: distributed.Client, tmp_path: Path
+) -> None:
+    """With Dask's linear fusion of delayed graphs on, the fused task carries no
+    annotation: its steps open implicit runs; optimize_graph=False keeps them in."""
+    url = f"sqlite:///{tmp_path}/store/zenmeta.db"
+    zenmeta.configure(store=url)
+    client.run(_configure_workers, url)  # where the workers' implicit runs go, to count them
+    try:
+        joined: dict[bool, int] = {}
+        for optimize in (True, False):
+            fusing = dask.config.set({"optimization.fuse.delayed": True})
+            with fusing, pipeline_run("fused") as run:
+                with zenmeta_dask.annotate():
+                    chain = dask.delayed(double)(dask.delayed(double)(1))
+                assert client.compute(chain, optimize_graph=optimize).result() == 4
+            joined[optimize] = len(Client(url).list_steps(run.id))
+        zenmeta.flush()
+        client.run(zenmeta.flush)
+    finally:
+        client.run(_configure_workers, None)
+    assert joined == {True: 0, False: 2}
+    implicit = [r for r in Client(url).list_runs() if r.tags == ("implicit",)]
+    assert len(implicit) == 2
+
+
 def test_install_without_distributed_names_the_extra(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -11,11 +11,12 @@ in, both built on zenmeta's carrier (plain data, never a context):
 - **``dask.delayed`` graphs, no wrapper** — build the graph inside
   ``with zenmeta.integrations.dask.annotate():``; each task carries the
   carrier's text form as the ``zenmeta`` annotation, and a step starting in
-  such a task joins the run. Annotations are a hint Dask may lose: low-level
-  graph optimisation (fusing a chain of tasks into one) keeps the annotations
-  of only some of the fused tasks, and a task built outside the block has none,
-  so its steps fall back to an implicit run. Compute with
-  ``optimize_graph=False`` to keep every annotation, or use ``carried``.
+  such a task joins the run. Annotations are a hint Dask may lose: with
+  linear fusion of delayed graphs switched on (``optimization.fuse.delayed``,
+  off by default in Dask 2026.8) the fused task carries no annotation at all,
+  and a task built outside the block has none, so their steps open implicit
+  runs as anywhere (``tests/integrations/test_dask.py`` shows both). Compute
+  with ``optimize_graph=False`` to keep every annotation, or use ``carried``.
 
 Both need :func:`install`, which registers :class:`ZenmetaWorkerPlugin` on
 every worker — now, and on every worker that starts later (the scheduler
