@@ -190,6 +190,38 @@ def test_an_annotated_delayed_graph_records_into_the_run(
     assert {step.parent_step_run_id for step in doubles} == {outer.id}
 
 
+@track_step
+def fail_first_time(marker: str) -> tuple[str | None, int | None]:
+    """Raises on its first execution (no marker file yet), then tells which
+    task and attempt it ran as."""
+    from zenmeta._tracking.context import current_attachment
+
+    if not os.path.exists(marker):
+        with open(marker, "w") as file:
+            file.write("failed once")
+        raise RuntimeError("first attempt fails")
+    attachment = current_attachment()
+    assert attachment is not None
+    return attachment.task_key, attachment.attempt
+
+
+def test_a_retried_task_is_two_steps_with_its_key_and_attempts_1_and_2(
+    client: distributed.Client, tmp_path: Path
+) -> None:
+    """Dask's retry of a failed task is a second step under the same task key,
+    numbered by the scheduler: attempt 1 failed, attempt 2 completed."""
+    url = f"sqlite:///{tmp_path}/store/zenmeta.db"
+    zenmeta.configure(store=url)
+    with pipeline_run("retried") as run:
+        future = client.submit(zenmeta.carried(fail_first_time), str(tmp_path / "m"), retries=1)
+        task_key, attempt = future.result()
+    assert task_key == str(future.key)
+    assert attempt == 2
+    steps = Client(url).list_steps(run.id)
+    assert sorted(step.status for step in steps) == ["completed", "failed"]
+    assert {step.step_name for step in steps} == {"fail_first_time"}
+
+
 def _configure_workers(url: str | None) -> None:
     """Point a worker's own (implicit) runs at ``url``; None undoes it."""
     if url is None:

@@ -19,16 +19,20 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from dask.context import thread_state  # the one distributed sets per task
-from distributed import WorkerPlugin
+from distributed import SchedulerPlugin, WorkerPlugin
 from distributed.worker import get_worker
 
 import zenmeta
 from zenmeta import Carrier
 
 if TYPE_CHECKING:
-    from distributed import Worker
+    from distributed import Scheduler, Worker
 
-__all__ = ["ZenmetaWorkerPlugin"]
+__all__ = ["ATTEMPT_ANNOTATION", "ZenmetaSchedulerPlugin", "ZenmetaWorkerPlugin"]
+
+ATTEMPT_ANNOTATION = "zenmeta_attempt"
+"""Set by the scheduler plugin on each task before it is sent to a worker:
+which dispatch of the task this is (1, 2, … after a worker died or a retry)."""
 
 _log = logging.getLogger("zenmeta")
 _ANNOTATION = "zenmeta"  # zenmeta.integrations.dask.ANNOTATION; that module imports this one
@@ -49,14 +53,54 @@ def _carrier_from(header: str) -> Carrier | None:
         return None
 
 
+class ZenmetaSchedulerPlugin(SchedulerPlugin):
+    """On the scheduler: numbers each dispatch of a task, for its steps' attempt.
+
+    Dask does not tell a task how often it ran, and a rerun after a worker
+    died lands on another worker, which cannot count it. The scheduler sees
+    every dispatch: before a task is sent (it enters ``waiting``, ``queued``
+    or ``no-worker`` first, every time), this plugin puts the number of the
+    coming dispatch in the task's annotations, which travel with it; the
+    number grows when the task goes to ``processing``. Recomputing a result
+    that lived on a dead worker counts on; a forgotten key starts again.
+    """
+
+    name = "zenmeta-attempts"
+    idempotent = True  # installing again keeps the counts (and the scheduler does not warn)
+
+    def __init__(self) -> None:
+        self._dispatched: dict[Any, int] = {}
+        self._scheduler: Scheduler | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    async def start(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if finish == "processing":
+            self._dispatched[key] = self._dispatched.get(key, 0) + 1
+        elif finish in ("waiting", "queued", "no-worker"):
+            task = None if self._scheduler is None else self._scheduler.tasks.get(key)
+            if task is not None:
+                coming = self._dispatched.get(key, 0) + 1
+                task.annotations = {**(task.annotations or {}), ATTEMPT_ANNOTATION: coming}
+        elif finish == "forgotten":
+            self._dispatched.pop(key, None)
+
+
 class ZenmetaWorkerPlugin(WorkerPlugin):
     """Per worker: tells zenmeta each step's Dask task key and attempt, finds
     carriers in task annotations, and flushes what the worker recorded.
 
-    The attempt is the number of times this worker process has started the
-    task: Dask does not tell a task how often it ran, so an execution rerun on
-    another worker (after a worker died) counts from 1 there; every execution
-    is its own step all the same, and the task key groups them.
+    The attempt comes from the scheduler plugin (the dispatch number in the
+    task's annotations); where that is missing (the scheduler plugin was not
+    installed) it is the number of times this worker process has started the
+    task. Every execution is its own step; the task key groups them.
     """
 
     name = "zenmeta"
@@ -100,14 +144,19 @@ class ZenmetaWorkerPlugin(WorkerPlugin):
         if key is None:
             return None
         carrier = None
+        attempt = self._executions.get(key)
         try:
             task = get_worker().state.tasks.get(key)
         except ValueError:  # not in a worker's task after all
             task = None
         if task is not None and task.annotations:
-            header = task.annotations.get(_ANNOTATION)
+            annotations = task.annotations
+            header = annotations.get(_ANNOTATION)
             if isinstance(header, str):
                 carrier = _carrier_from(header)
                 if carrier is not None:
                     self._annotated.add(key)
-        return carrier, str(key), self._executions.get(key)
+            dispatch = annotations.get(ATTEMPT_ANNOTATION)
+            if isinstance(dispatch, int):
+                attempt = dispatch
+        return carrier, str(key), attempt

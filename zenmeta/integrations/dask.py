@@ -71,10 +71,14 @@ def install(client: Client, *, name: str = PLUGIN_NAME) -> ZenmetaWorkerPlugin:
     Every worker running now sets it up at once, and every worker that joins
     or restarts later sets it up before its first task. Installing again under
     the same ``name`` replaces the plugin (Dask tears the old one down first).
+    A small scheduler plugin beside it numbers each dispatch of a task, so a
+    rerun on another worker is recorded as attempt 2 (the scheduler must
+    accept pickled plugins: Dask's default ``distributed.scheduler.pickle``).
     """
     _require("distributed")
-    from ._dask_plugin import ZenmetaWorkerPlugin
+    from ._dask_plugin import ZenmetaSchedulerPlugin, ZenmetaWorkerPlugin
 
+    client.register_plugin(ZenmetaSchedulerPlugin(), name=f"{name}-attempts")
     plugin = ZenmetaWorkerPlugin()
     client.register_plugin(plugin, name=name)
     return plugin
