@@ -4,9 +4,11 @@ run that submitted them, on a SQLite file store and on PostgreSQL."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -220,6 +222,48 @@ def test_a_retried_task_is_two_steps_with_its_key_and_attempts_1_and_2(
     steps = Client(url).list_steps(run.id)
     assert sorted(step.status for step in steps) == ["completed", "failed"]
     assert {step.step_name for step in steps} == {"fail_first_time"}
+
+
+@track_step
+def sleep_the_first_time(pid_file: str) -> int:
+    """Writes its worker's pid and sleeps (to be killed); a rerun returns at once."""
+    if not os.path.exists(pid_file):
+        with open(pid_file + ".tmp", "w") as file:
+            file.write(str(os.getpid()))
+        os.replace(pid_file + ".tmp", pid_file)
+        time.sleep(120)
+    return os.getpid()
+
+
+def _wait_for(path: Path, seconds: float = 60) -> str:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+    return path.read_text()
+
+
+def test_a_worker_killed_mid_task_leaves_a_crashed_step_and_a_completed_run(
+    client: distributed.Client, store_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL a worker inside a step: that execution reads crashed, Dask's rerun
+    on another worker is recorded as attempt 2, and the run still completes."""
+    zenmeta.configure(store=store_url)
+    pid_file = tmp_path / "worker.pid"
+    with pipeline_run("killed_worker") as run:
+        future = client.submit(zenmeta.carried(sleep_the_first_time), str(pid_file))
+        killed = int(_wait_for(pid_file))
+        time.sleep(0.5)  # the started record's urgent write: well under this
+        os.kill(killed, signal.SIGKILL)
+        survivor = future.result(timeout=120)
+    assert survivor != killed
+    recorded = Client(store_url).get_run(run.id)
+    assert recorded.status == "completed"
+    steps = Client(store_url).list_steps(run.id)
+    assert sorted(step.status for step in steps) == ["completed", "crashed"]
+    by_status = {step.status: step for step in steps}
+    assert by_status["crashed"].task_key == by_status["completed"].task_key == str(future.key)
+    assert (by_status["crashed"].attempt, by_status["completed"].attempt) == (1, 2)
 
 
 def _configure_workers(url: str | None) -> None:
