@@ -44,6 +44,8 @@ __all__ = [
     "ALL_RUNS",
     "StepSummary",
     "summarize",
+    "TaskSummary",
+    "summarize_tasks",
     "MetadataRewrite",
     "MessageRewrite",
     "MetadataRewriter",
@@ -111,6 +113,9 @@ class RunRecord(NamedTuple):
     metadata: EncodedSets = _NO_METADATA
     faults: tuple[ComponentFault, ...] = ()
     dropped: tuple[DroppedValue, ...] = ()
+    process_id: str | None = None
+    """The owning process's minted id (``_process.PROCESS_ID``): a ``running``
+    run is judged by that process's record, where the store has one."""
 
     def decoded_metadata(self) -> dict[str, dict[str, MetadataType]]:
         """The metadata by source, types restored, as a store would give it back."""
@@ -118,7 +123,9 @@ class RunRecord(NamedTuple):
 
 
 class StepRecord(NamedTuple):
-    """A finished step, written once with everything it collected."""
+    """A finished step, written once with everything it collected; or, for a
+    remote step (``save_step_started``), its *started* record: status
+    ``running``, ``end_ns`` equal to ``start_ns``, superseded by the finished one."""
 
     step_run_id: UUID
     run_id: UUID
@@ -133,6 +140,13 @@ class StepRecord(NamedTuple):
     metadata: EncodedSets = _NO_METADATA
     faults: tuple[ComponentFault, ...] = ()
     dropped: tuple[DroppedValue, ...] = ()
+    process_id: str | None = None
+    """The executing process's minted id; set for remote steps, whose unfinished
+    record is judged by that process's liveness."""
+    task_key: str | None = None
+    """The engine's name for the task this execution belongs to (a Dask key)."""
+    attempt: int | None = None
+    """Which execution of that task this is, where the engine says."""
 
     def decoded_metadata(self) -> dict[str, dict[str, MetadataType]]:
         """The metadata by source, types restored, as a store would give it back."""
@@ -150,6 +164,10 @@ class RecordStore(Protocol):
 
     def save_step(self, record: StepRecord) -> None:
         """Insert a finished step with its metadata."""
+
+    # Optional (both built-in stores have it): ``save_step_started(record)``
+    # keeps a remote step's started record until its finished one arrives, so
+    # that a step whose process dies reads ``crashed`` instead of vanishing.
 
     def flush(self) -> None:
         """Block until every accepted record is stored."""
@@ -225,6 +243,14 @@ class RecordedStep(NamedTuple):
     metadata: Mapping[str, Mapping[str, MetadataType]]
     faults: tuple[ComponentFault, ...]
     dropped: tuple[DroppedValue, ...]
+    process_id: str | None = None
+    """The process that executed it (remote steps), as ``_process.PROCESS_ID`` there."""
+    task_key: str | None = None
+    """The engine's task this execution belongs to; executions of one task share it."""
+    attempt: int | None = None
+    """Which execution of its task this is, where the engine says."""
+    late: bool = False
+    """It finished after its run had ended: accepted and shown, the run not reopened."""
 
     @property
     def duration(self) -> float:
@@ -262,7 +288,19 @@ class RecordedStep(NamedTuple):
             "metadata_types": types,
             "faults": [fault._asdict() for fault in self.faults],
             "dropped": [drop._asdict() for drop in self.dropped],
+            **self._remote_fields(),
         }
+
+    def _remote_fields(self) -> dict[str, Any]:
+        """``process_id``, ``task_key``, ``attempt`` for a step that ran remotely,
+        ``late`` for one that finished after its run; nothing for the others, so
+        exports of local runs read as they always have."""
+        fields: dict[str, Any] = {}
+        if self.process_id is not None or self.task_key is not None:
+            fields.update(process_id=self.process_id, task_key=self.task_key, attempt=self.attempt)
+        if self.late:
+            fields["late"] = True
+        return fields
 
     def _repr_html_(self) -> str:
         from ._ui.notebook import step_html
@@ -401,6 +439,32 @@ def summarize(steps: Iterable[tuple[str, str, float]]) -> list[StepSummary]:
         total[0] += 1
         total[1] += seconds
     return [StepSummary(name, status, int(n), t) for (name, status), (n, t) in totals.items()]
+
+
+class TaskSummary(NamedTuple):
+    """The executions of one task (one task key) in a run: Dask recomputes and
+    retries, so one call can be several steps, each with its own status."""
+
+    task_key: str
+    step_name: str
+    executions: int
+    statuses: tuple[tuple[str, int], ...]
+    """How many executions ended in each status, in order of first appearance."""
+
+
+def summarize_tasks(steps: Iterable[tuple[str | None, str, str]]) -> list[TaskSummary]:
+    """``(task key, step name, status)`` in start order, grouped by task key in
+    order of first execution; steps without a task key are left out."""
+    grouped: dict[str, tuple[str, dict[str, int]]] = {}
+    for task_key, step_name, status in steps:
+        if task_key is None:
+            continue
+        counts = grouped.setdefault(task_key, (step_name, {}))[1]
+        counts[status] = counts.get(status, 0) + 1
+    return [
+        TaskSummary(key, name, sum(counts.values()), tuple(counts.items()))
+        for key, (name, counts) in grouped.items()
+    ]
 
 
 ALL_RUNS = RunQuery()

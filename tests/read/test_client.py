@@ -22,6 +22,7 @@ from zenmeta import (
 )
 from zenmeta._records import RunList, StepList
 from zenmeta._store import open_store
+from zenmeta._store.sql.schema import SCHEMA_VERSION
 from zenmeta.testing import InMemoryStore
 
 
@@ -261,5 +262,5 @@ def test_store_info_reports_what_the_store_holds(client: Client) -> None:
     info = client.store_info()
     assert info["runs"] == 1 and info["steps"] == 1
     if client.url.startswith("sqlite"):
-        assert info["schema_version"] == 2 and info["path"].endswith("zenmeta.db")
+        assert info["schema_version"] == SCHEMA_VERSION and info["path"].endswith("zenmeta.db")
         assert info["size_bytes"] > 0

@@ -53,10 +53,28 @@ def _tables(url: str) -> set[str]:
 def _v1_postgres(url: str) -> str:
     """A PostgreSQL store taken back to version 1: what version-1 code created there."""
     SQLStore(url).close()
+    _to_version_2(url)
     _rows(url, "DROP TABLE zenmeta_processes")
     _rows(url, "DROP TABLE zenmeta_alembic_version")
     _rows(url, "UPDATE zenmeta_schema SET value = '1' WHERE name = 'version'")
     return url
+
+
+def _to_version_2(url: str) -> None:
+    """Undo version 4 by hand: what version-2 code left behind."""
+    _rows(url, "DROP TABLE zenmeta_step_starts")
+    for table, column in _VERSION_4_COLUMNS:
+        _rows(url, f"ALTER TABLE {table} DROP COLUMN {column}")
+    _rows(url, "UPDATE zenmeta_schema SET value = '2' WHERE name = 'version'")
+    _rows(url, "UPDATE zenmeta_alembic_version SET version_num = '0002'")
+
+
+_VERSION_4_COLUMNS = [
+    ("zenmeta_runs", "process_id"),
+    ("zenmeta_steps", "process_id"),
+    ("zenmeta_steps", "task_key"),
+    ("zenmeta_steps", "attempt"),
+]
 
 
 def _exported(url: str) -> list[dict[str, Any]]:
@@ -75,8 +93,8 @@ def test_a_version_1_file_upgrades_in_place_and_reads_back_unchanged(tmp_path: F
     assert _rows(url, "SELECT value FROM zenmeta_schema") == [("1",)]  # and changes nothing
     SQLStore(url).close()  # the first writer migrates it
     assert json.loads(json.dumps(_exported(url))) == expected
-    assert zenmeta.Client(url).store_info()["schema_version"] == SCHEMA_VERSION == 2
-    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0002",)]
+    assert zenmeta.Client(url).store_info()["schema_version"] == SCHEMA_VERSION == 4
+    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0004",)]
     assert "zenmeta_processes" in _tables(url)
     close_stores()
     with sqlite3.connect(f"{path}.v1.bak") as backup:
@@ -136,8 +154,8 @@ def test_two_processes_opening_an_old_store_at_once_migrate_it_once(
     assert [out.strip() for out, _ in outputs] == [str(SCHEMA_VERSION)] * 2
     upgrades = [line for _, err in outputs for line in err.splitlines() if "upgraded" in line]
     assert len(upgrades) == 1, outputs
-    assert "from schema version 1 to 2" in upgrades[0]
-    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0002",)]
+    assert f"from schema version 1 to {SCHEMA_VERSION}" in upgrades[0]
+    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0004",)]
     if backend == "sqlite":
         expected = json.loads((FIXTURES / "v1.json").read_text(encoding="utf-8"))
         assert json.loads(json.dumps(_exported(url))) == expected
@@ -155,5 +173,45 @@ def test_a_new_store_is_created_current_without_importing_alembic(tmp_path: File
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.split() == ["False"]
-    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0002",)]
-    assert _rows(url, "SELECT value FROM zenmeta_schema WHERE name = 'version'") == [("2",)]
+    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0004",)]
+    assert _rows(url, "SELECT value FROM zenmeta_schema WHERE name = 'version'") == [("4",)]
+
+
+def test_a_version_2_store_reads_as_it_is_then_upgrades_keeping_its_rows(
+    store_url: str,
+) -> None:
+    """A reader reads a version-2 store unmigrated (the version-4 columns read
+    as empty); the first writer upgrades it, old rows read back the same, and
+    new steps keep their process, task key and attempt."""
+    import uuid
+
+    from zenmeta import _process
+    from zenmeta._records import StepRecord
+    from zenmeta._store import open_store
+
+    zenmeta.configure(store=store_url)
+
+    @zenmeta.track_step
+    def train() -> None:
+        zenmeta.log_metadata({"loss": 0.5})
+
+    with zenmeta.pipeline_run("old", run_name="old-run") as run:
+        train()
+    close_stores()
+    _to_version_2(store_url)
+    before = json.loads(json.dumps(_exported(store_url)))
+    assert before[0]["status"] == "completed" and before[0]["steps"][0]["name"] == "train"
+    assert "task_key" not in before[0]["steps"][0]
+    assert _rows(store_url, "SELECT value FROM zenmeta_schema WHERE name = 'version'") == [("2",)]
+    store = open_store(store_url)  # the first writer migrates it
+    assert json.loads(json.dumps(_exported(store_url))) == before
+    now = time.time_ns()
+    step_id = uuid.uuid4()
+    store.save_step(
+        StepRecord(step_id, run.id, None, "again", "again", "completed", now, now + 1,
+                   process_id=_process.PROCESS_ID, task_key="again-1", attempt=2)
+    )  # fmt: skip
+    store.flush()
+    step = zenmeta.Client(store_url).get_step(str(step_id))
+    assert (step.task_key, step.attempt, step.process_id) == ("again-1", 2, _process.PROCESS_ID)
+    assert zenmeta.Client(store_url).store_info()["schema_version"] == SCHEMA_VERSION

@@ -30,7 +30,9 @@ from .._records import (
     RunQuery,
     StepList,
     StepSummary,
+    TaskSummary,
     summarize,
+    summarize_tasks,
 )
 from .._redact import masked_url
 from .query import parse_filter
@@ -203,6 +205,17 @@ class Client:
             return list(counted(found.id))
         steps = self._read().list_steps(found.id)  # a store that cannot count: read them
         return summarize((step.step_name, step.status, step.duration) for step in steps)
+
+    def summarize_tasks(self, run: RunRef) -> list[TaskSummary]:
+        """A run's executions grouped by task key: a task Dask recomputed or
+        retried is one entry with several executions (``train \\u00d72 (1 crashed)``);
+        steps with no task key (local ones) are left out."""
+        found = run if isinstance(run, RecordedRun) else self.get_run(run)
+        counted = getattr(self._read(), "summarize_tasks", None)
+        if callable(counted):
+            return list(counted(found.id))
+        steps = self._read().list_steps(found.id)
+        return summarize_tasks((step.task_key, step.step_name, step.status) for step in steps)
 
     def find_steps(self, where: str, *, limit: int | None = None, offset: int = 0) -> StepList:
         """Steps of every run that pass ``where``, newest first: which step wrote

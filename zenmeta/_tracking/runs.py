@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .._values import MetadataType
     from .context import AnyRun
 
+from .. import _process
 from .._codec import MetadataSet, round_trip_sets
 from .._config import check_settings, settings
 from .._errors import RunStateError, describe_error
@@ -76,7 +77,8 @@ class PipelineRun:
     """
 
     remote = False
-    """Owned by this process (an ``AttachedRun`` is the remote kind)."""
+    """Owned by this process (an ``AttachedRun`` is the remote kind): its
+    steps need no started record."""
 
     def __init__(
         self,
@@ -253,6 +255,7 @@ class PipelineRun:
                 metadata=snapshot(self._metadata),
                 faults=masked_faults(self._faults, self.redaction),
                 dropped=tuple(self._dropped),
+                process_id=_process.PROCESS_ID,
             )
         try:
             self._store.save_run(record)
@@ -262,6 +265,17 @@ class PipelineRun:
     def _save_step(self, record: StepRecord) -> None:
         try:
             self._store.save_step(record)
+        except Exception as error:
+            report_store_fault(f"cannot write steps to {self._store.url!r}", error)
+
+    def _save_step_started(self, record: StepRecord) -> None:
+        """Store a step's started record where the store keeps them (remote
+        steps: ``steps.py`` calls this only when ``remote`` is true)."""
+        save_started = getattr(self._store, "save_step_started", None)
+        if save_started is None:
+            return
+        try:
+            save_started(record)
         except Exception as error:
             report_store_fault(f"cannot write steps to {self._store.url!r}", error)
 

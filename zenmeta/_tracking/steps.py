@@ -16,11 +16,12 @@ from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequen
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from .. import _process
 from .._config import settings
 from .._errors import NoActiveContextError, describe_error
 from .._info import StepConfig, StepRunInfo
 from .._log import warn
-from .._records import COMPLETED, USER_SOURCE, ComponentFault, DroppedValue, StepRecord
+from .._records import COMPLETED, RUNNING, USER_SOURCE, ComponentFault, DroppedValue, StepRecord
 from . import context as _context
 from .callables import check_name, kind_of, step_name_of
 from .components import Faults, Stack, call_hook, raise_if_strict
@@ -94,6 +95,8 @@ def _begin(config: StepConfig) -> StepState | None:
         ),
     )
     stack = run._stack
+    if run.remote:
+        _start_remote(info, run)
     if config.components is not None:
         stack, missing = stack.select(config.components)
         state = StepState(info, run, stack, implicit)
@@ -103,6 +106,36 @@ def _begin(config: StepConfig) -> StepState | None:
             )
         return state
     return StepState(info, run, stack, implicit)
+
+
+def _remote_fields() -> tuple[str, str | None, int | None]:
+    """The executing process and the engine's task key and attempt, for a step
+    of a run owned by another process."""
+    attachment = _context.current_attachment()
+    if attachment is None:
+        return _process.PROCESS_ID, None, None
+    return _process.PROCESS_ID, attachment.task_key, attachment.attempt
+
+
+def _start_remote(info: StepRunInfo, run: AnyRun) -> None:
+    """A remote step's started record, before any hook or the user's code:
+    if this process dies in the step, the step reads ``crashed`` under its run."""
+    process_id, task_key, attempt = _remote_fields()
+    run._save_step_started(
+        StepRecord(
+            info.step_run_id,
+            info.run_id,
+            info.parent_step_run_id,
+            info.pipeline_step_name,
+            info.config.name,
+            RUNNING,
+            info.start_time_ns,
+            info.start_time_ns,
+            process_id=process_id,
+            task_key=task_key,
+            attempt=attempt,
+        )
+    )
 
 
 def _prepare(state: StepState) -> None:
@@ -141,23 +174,25 @@ def _finish(state: StepState, error: BaseException | None) -> None:
         status = status_for(error)
         error_type, message = describe_error(error)
         message = mask_message(message, state.run.redaction)
-    state.run._save_step(
-        StepRecord(
-            info.step_run_id,
-            info.run_id,
-            info.parent_step_run_id,
-            info.pipeline_step_name,
-            info.config.name,
-            status,
-            info.start_time_ns,
-            end_ns,
-            error_type,
-            message,
-            state.metadata,  # the state dies with the step: no copy needed
-            masked_faults(state.faults, state.run.redaction) if state.faults else (),
-            tuple(state.dropped),
-        )
+    record = StepRecord(
+        info.step_run_id,
+        info.run_id,
+        info.parent_step_run_id,
+        info.pipeline_step_name,
+        info.config.name,
+        status,
+        info.start_time_ns,
+        end_ns,
+        error_type,
+        message,
+        state.metadata,  # the state dies with the step: no copy needed
+        masked_faults(state.faults, state.run.redaction) if state.faults else (),
+        tuple(state.dropped),
     )
+    if state.run.remote:  # it supersedes the started record: the same process and task
+        process_id, task_key, attempt = _remote_fields()
+        record = record._replace(process_id=process_id, task_key=task_key, attempt=attempt)
+    state.run._save_step(record)
     if state.faults.interrupt is not None:
         state.faults.raise_interrupt()
     if error is None and (state.faults or state.dropped):

@@ -36,7 +36,7 @@ from .terminal import (
     text_of,
     when,
 )
-from .text import human_duration, human_size, type_label, value_text
+from .text import executions_label, human_duration, human_size, type_label, value_text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -188,6 +188,7 @@ def show_run(context: click.Context, run: str, shown: int, as_json: bool) -> Non
             echo_json(exported)
             return
         summary = client.summarize_steps(found)
+        tasks = [task for task in client.summarize_tasks(found) if task.executions > 1]
         steps = client.list_steps(found, limit=shown) if shown else []
     except ZenmetaError as error:
         fail(error)
@@ -207,6 +208,12 @@ def show_run(context: click.Context, run: str, shown: int, as_json: bool) -> Non
             human_duration(line.seconds),
         )
     screen.print(totals)
+    if tasks:  # Dask recomputes and retries: one task, several executions
+        repeated = Table("task", "executions", title="Tasks run more than once")
+        for task in tasks:
+            label = executions_label(task.step_name, task.executions, task.statuses)
+            repeated.add_row(text_of(task.task_key), text_of(label))
+        screen.print(repeated)
     if not steps:
         return
     table = Table("#", "step", "status", "started (UTC)", "duration", "metadata", title="Steps")
@@ -215,7 +222,7 @@ def show_run(context: click.Context, run: str, shown: int, as_json: bool) -> Non
         table.add_row(
             str(number),
             text_of(step.name),
-            status_text(step.status),
+            _step_status(step),
             when(step),
             human_duration(step.duration),
             str(keys),
@@ -231,6 +238,14 @@ def show_run(context: click.Context, run: str, shown: int, as_json: bool) -> Non
                 title += f" ({step.error_type}: {step.error_message})"
             _print_metadata(screen, title, step.metadata)
             _print_problems(screen, step)
+
+
+def _step_status(step: RecordedStep) -> Text:
+    """Its status; ``late`` beside it when it finished after its run had ended."""
+    shown = status_text(step.status)
+    if step.late:
+        shown.append(" late", style="yellow")
+    return shown
 
 
 def _run_fields(run: RecordedRun) -> Table:

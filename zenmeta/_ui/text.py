@@ -22,6 +22,7 @@ __all__ = [
     "NO_VALUE",
     "UNSAFE_CHARACTERS",
     "escape_controls",
+    "executions_label",
     "human_duration",
     "human_size",
     "int_text",
@@ -53,6 +54,14 @@ def _escaped(match: re.Match[str]) -> str:
 def escape_controls(text: str) -> str:
     """``text`` with every unsafe character written as a visible escape (``\\x1b``, ``\\u202e``)."""
     return UNSAFE_CHARACTERS.sub(_escaped, text)
+
+
+def executions_label(step_name: str, executions: int, statuses: Any) -> str:
+    """One task's executions as one phrase: ``train \\u00d72 (1 crashed)``; the
+    statuses other than ``completed`` are counted in the brackets."""
+    label = f"{step_name} \u00d7{executions}"
+    others = [f"{count} {status}" for status, count in statuses if status != "completed"]
+    return f"{label} ({', '.join(others)})" if others else label
 
 
 NO_VALUE = "\u2014"

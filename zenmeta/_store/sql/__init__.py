@@ -41,6 +41,8 @@ from ..._records import (
     RunRecord,
     StepRecord,
     StepSummary,
+    TaskSummary,
+    summarize_tasks,
 )
 from ..._redact import masked_url
 from . import retention
@@ -56,7 +58,9 @@ from .schema import (
     schema_info,
     sqlite_path,
     steps,
+    stored_version,
 )
+from .starts import LIVENESS_VERSION, Judge, readable_columns, unfinished, unfinished_counts
 from .writer import INTERVAL_S, QUEUE_SIZE, SQLWriter
 
 __all__ = ["SQLStore", "SQLReader"]
@@ -106,6 +110,7 @@ class SQLStore:
         finally:
             waiting.cancel()
         self._dialect = self.engine.dialect.name
+        self._version = SCHEMA_VERSION  # opening migrated it
         self._writer = SQLWriter(
             self.engine,
             self.url,
@@ -139,6 +144,12 @@ class SQLStore:
             writer.nudge()
         elif writer._thread is None:  # never started (a worker may write only steps), or retired
             writer.start()
+
+    def save_step_started(self, record: StepRecord) -> None:
+        """Queue a remote step's started record ahead of the rest, waking the
+        writer: it is stored within milliseconds, before the step is likely
+        to die, and superseded by the step's finished record."""
+        self._writer.put_started(record)
 
     def flush(self) -> None:
         """Block until every accepted record is stored; strict mode raises
@@ -227,7 +238,7 @@ class SQLStore:
 
     def _selection(self, query: RunQuery) -> tuple[Select[Any], bool]:
         """The runs ``query`` selects, unordered, and whether SQL decides exactly."""
-        statement = select(runs)
+        statement = select(*readable_columns(runs, self._version))
         if query.pipeline is not None:
             statement = statement.where(runs.c.pipeline_name == query.pipeline)
         if query.since is not None:
@@ -247,7 +258,7 @@ class SQLStore:
         condition = runs.c.name == ref
         with contextlib.suppress(ValueError):  # not an id: a name or a prefix
             condition = condition | (runs.c.id == UUID(ref).hex)
-        ordered = select(runs).order_by(runs.c.start_ns.desc())
+        ordered = select(*readable_columns(runs, self._version)).order_by(runs.c.start_ns.desc())
         with self._reading() as connection:
             found = self._runs(connection, ordered.where(condition))
             prefix = ref.lower().replace("-", "")
@@ -263,8 +274,10 @@ class SQLStore:
         offset: int = 0,
         where: Filter | None = None,
     ) -> list[RecordedStep]:
-        statement = select(steps).where(steps.c.run_id == run_id.hex)
-        return self._steps(statement.order_by(steps.c.start_ns, steps.c.id), limit, offset, where)
+        statement = select(*readable_columns(steps, self._version))
+        statement = statement.where(steps.c.run_id == run_id.hex)
+        ordered = statement.order_by(steps.c.start_ns, steps.c.id)
+        return self._steps(ordered, limit, offset, where, run_ids=[run_id.hex])
 
     def summarize_steps(self, run_id: UUID) -> list[StepSummary]:
         """A run's steps counted by name and status in the database, not in Python:
@@ -282,39 +295,101 @@ class SQLStore:
         )
         with self._reading() as connection:
             rows = connection.execute(statement).all()
-        return [
+            started = self._unfinished(connection, run_ids=[run_id.hex])
+        found = [
             StepSummary(name, status, count, int(ns or 0) / 1e9) for name, status, count, ns in rows
         ]
+        for _, step in started:  # begun remotely, not finished: running or crashed
+            for index, line in enumerate(found):
+                if (line.step_name, line.status) == (step.step_name, step.status):
+                    found[index] = line._replace(executions=line.executions + 1)
+                    break
+            else:
+                found.append(StepSummary(step.step_name, step.status, 1, 0.0))
+        return found
+
+    def summarize_tasks(self, run_id: UUID) -> list[TaskSummary]:
+        """A run's executions grouped by task key (remote steps only), counted
+        by status in the database, in order of first execution."""
+        if self._version < LIVENESS_VERSION:
+            return []
+        statement = (
+            select(steps.c.task_key, steps.c.step_name, steps.c.status, func.count())
+            .where(steps.c.run_id == run_id.hex, steps.c.task_key.is_not(None))
+            .group_by(steps.c.task_key, steps.c.step_name, steps.c.status)
+            .order_by(func.min(steps.c.start_ns))
+        )
+        with self._reading() as connection:
+            rows = connection.execute(statement).all()
+            started = self._unfinished(connection, run_ids=[run_id.hex])
+        counted = [(key, name, status) for key, name, status, n in rows for _ in range(n)]
+        counted += [(step.task_key, step.step_name, step.status) for _, step in started]
+        return summarize_tasks(counted)
 
     def find_steps(
         self, where: Filter | None = None, *, limit: int | None = None, offset: int = 0
     ) -> list[RecordedStep]:
-        statement = select(steps).order_by(steps.c.start_ns.desc(), steps.c.id.desc())
-        return self._steps(statement, limit, offset, where)
+        statement = select(*readable_columns(steps, self._version))
+        ordered = statement.order_by(steps.c.start_ns.desc(), steps.c.id.desc())
+        return self._steps(ordered, limit, offset, where, run_ids=None)
 
     def _steps(
-        self, statement: Select[Any], limit: int | None, offset: int, where: Filter | None
+        self,
+        statement: Select[Any],
+        limit: int | None,
+        offset: int,
+        where: Filter | None,
+        *,
+        run_ids: list[str] | None,
     ) -> list[RecordedStep]:
+        """Finished steps (``statement``'s order) and, merged in by start time,
+        remote steps begun and not finished: ``running``, or ``crashed``."""
         if where is not None:  # a step's own status is stored as read: always exact
             statement = statement.where(
                 compile_filter(where, kind="step", dialect=self._dialect)[0]
             )
-        statement = statement.offset(offset or None).limit(limit)
         with self._reading() as connection:
+            started = self._unfinished(connection, run_ids=run_ids)
+            if where is not None:
+                started = [(ns, step) for ns, step in started if matches(where, step)]
+            if started:  # merged in Python: read the finished ones up to the page's end
+                statement = statement.limit(None if limit is None else offset + limit)
+            else:
+                statement = statement.offset(offset or None).limit(limit)
             rows = connection.execute(statement).all()
             bad: Undecodable = {}
             grouped = _metadata(connection, "step", [row.id for row in rows], bad)
-        return [recorded_step(row, grouped.get(row.id, {}), bad.get(row.id, ())) for row in rows]
+            ends = _run_ends(connection, {row.run_id for row in rows})
+        found = [
+            recorded_step(row, grouped.get(row.id, {}), bad.get(row.id, ()), ends.get(row.run_id))
+            for row in rows
+        ]
+        if not started:
+            return found
+        keyed = [((row.start_ns, row.id), step) for row, step in zip(rows, found, strict=True)]
+        keyed += [((ns, step.id.hex), step) for ns, step in started]
+        keyed.sort(key=lambda pair: pair[0], reverse=run_ids is None)  # find_steps: newest first
+        return [step for _, step in keyed][offset : None if limit is None else offset + limit]
+
+    def _unfinished(
+        self, connection: Connection, *, run_ids: list[str] | None, step_id: str | None = None
+    ) -> list[tuple[int, RecordedStep]]:
+        if self._version < LIVENESS_VERSION:
+            return []
+        return unfinished(connection, Judge(connection), run_ids=run_ids, step_id=step_id)
 
     def get_step(self, step_run_id: UUID) -> RecordedStep | None:
         key = step_run_id.hex
         with self._reading() as connection:
-            row = connection.execute(select(steps).where(steps.c.id == key)).first()
+            statement = select(*readable_columns(steps, self._version))
+            row = connection.execute(statement.where(steps.c.id == key)).first()
             if row is None:
-                return None
+                started = self._unfinished(connection, run_ids=None, step_id=key)
+                return started[0][1] if started else None
             bad: Undecodable = {}
             grouped = _metadata(connection, "step", [key], bad)
-        return recorded_step(row, grouped.get(key, {}), bad.get(key, ()))
+            ends = _run_ends(connection, {row.run_id})
+        return recorded_step(row, grouped.get(key, {}), bad.get(key, ()), ends.get(row.run_id))
 
     # -- pruning (RunDeleter) ----------------------------------------------
     def delete_runs(self, run_ids: Sequence[UUID]) -> int:
@@ -387,20 +462,38 @@ class SQLStore:
             ):
                 counts[run_id] = (int(count), int(failures or 0))
         now = time.time_ns()
+        judge = Judge(connection)
+        owners = {}
+        started: dict[str, int] = {}
+        if self._version >= LIVENESS_VERSION:
+            owners = judge.facts(row.process_id for row in rows if row.status == RUNNING)
+            started = unfinished_counts(connection, ids)
         found = []
         for row in rows:
             count, failures = counts.get(row.id, (0, 0))
+            owner = owners.get(row.process_id) if row.process_id else None
             found.append(
                 recorded_run(
                     row,
                     grouped.get(row.id, {}),
-                    count,
+                    count + started.get(row.id, 0),
                     now,
                     failed_step_count=failures,
                     undecodable=bad.get(row.id, ()),
+                    owner=owner,
+                    server_now_ns=None if owner is None else judge.now_ns,
                 )
             )
         return found
+
+
+def _run_ends(connection: Connection, run_ids: Iterable[str]) -> dict[str, int]:
+    """The end times of those runs that have ended: a step ending later is late."""
+    ends: dict[str, int] = {}
+    for chunk in _chunks(sorted(run_ids)):
+        query = select(runs.c.id, runs.c.end_ns).where(runs.c.id.in_(chunk))
+        ends.update((run_id, end) for run_id, end in connection.execute(query) if end is not None)
+    return ends
 
 
 def _driver(connection: Connection) -> Any:
@@ -501,6 +594,7 @@ class SQLReader(SQLStore):
         self.durability = "read-only"
         self.engine = open_read_engine(url)
         self._dialect = self.engine.dialect.name
+        self._version = stored_version(self.engine)
 
     def __repr__(self) -> str:
         return f"<SQLReader {masked_url(self.url)!r}>"
@@ -509,6 +603,9 @@ class SQLReader(SQLStore):
         raise StoreError(f"{masked_url(self.url)} was opened to read; it takes no runs")
 
     def save_step(self, record: StepRecord) -> None:
+        raise StoreError(f"{masked_url(self.url)} was opened to read; it takes no steps")
+
+    def save_step_started(self, record: StepRecord) -> None:
         raise StoreError(f"{masked_url(self.url)} was opened to read; it takes no steps")
 
     def flush(self) -> None:

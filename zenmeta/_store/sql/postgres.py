@@ -29,14 +29,19 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..._records import RUNNING
-from .schema import metadata_sets, runs
+from .schema import metadata_sets, processes, runs, step_starts
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine, Table
 
+    from ..liveness import ProcessFacts
     from .sessions import Shape
 
-__all__ = ["PostgresSession", "jsonb_safe"]
+SERVER_NOW_NS = "(extract(epoch from clock_timestamp()) * 1000000000)::bigint"
+"""The server's clock in integer nanoseconds: heartbeats are stamped and
+judged by it, so that no host's clock (writer's or reader's) matters."""
+
+__all__ = ["PostgresSession", "SERVER_NOW_NS", "jsonb_safe"]
 
 # An escaped backslash (kept as it is), a surrogate pair (kept), or an escape
 # JSONB refuses: a lone surrogate or NUL (its backslash escaped, made visible).
@@ -141,6 +146,30 @@ class PostgresSession:
             f"UPDATE {runs.name} SET heartbeat_ns = %s WHERE id = ANY(%s) AND status = %s",
             (now_ns, list(ids), RUNNING),
         )
+
+    def beat_process(self, facts: ProcessFacts) -> None:
+        self._cursor.execute(
+            f"INSERT INTO {processes.name} (id, host, boot_id, pid_namespace, pid, "
+            f"process_start, start_ns, heartbeat_ns) VALUES (%s, %s, %s, %s, %s, %s, "
+            f"{SERVER_NOW_NS}, {SERVER_NOW_NS}) ON CONFLICT (id) DO UPDATE "
+            "SET heartbeat_ns = excluded.heartbeat_ns, exit_ns = NULL",
+            (
+                facts.process_id,
+                facts.host,
+                facts.boot_id,
+                facts.pid_namespace,
+                facts.pid,
+                facts.process_start,
+            ),
+        )
+
+    def end_process(self, process_id: str, exit_ns: int) -> None:
+        self._cursor.execute(
+            f"UPDATE {processes.name} SET exit_ns = {SERVER_NOW_NS} WHERE id = %s", (process_id,)
+        )
+
+    def delete_starts(self, ids: Sequence[str]) -> None:
+        self._cursor.execute(f"DELETE FROM {step_starts.name} WHERE id = ANY(%s)", (list(ids),))
 
     def _insert_new(self, table: Table, shape: Shape, values: list[Any]) -> None:
         """Rows whose key is not there yet, through a staging table (resending)."""

@@ -29,7 +29,7 @@ from ..._records import (
     StepRecord,
 )
 from ..._values import MetadataType
-from ..liveness import writer_is_gone
+from ..liveness import ProcessFacts, process_is_gone, writer_is_gone
 from .sessions import Row, Shape, Shaped, shape_of
 
 __all__ = [
@@ -95,6 +95,7 @@ def run_row(record: RunRecord, heartbeat_ns: int) -> Row:
         _text(record.error_message),
         _faults_json(record.faults),
         _dropped_json(record.dropped),
+        record.process_id,
     )
 
 
@@ -109,10 +110,12 @@ def add_step_rows(
     step_rows: Shaped,
     meta_rows: list[Any],
     run_hex: dict[UUID, str],
+    remote: list[str] | None = None,
 ) -> None:
     """Append the rows of finished steps, flat (see ``Shaped``): the step rows
-    by shape, the metadata rows (``FULL_METADATA``) to ``meta_rows``. The
-    writer thread's hot loop.
+    by shape, the metadata rows (``FULL_METADATA``) to ``meta_rows``, and to
+    ``remote`` the ids of steps that name their process (a started record of
+    theirs may be stored, to be deleted). The writer thread's hot loop.
 
     Written out flat, without a call per field: whenever this loop and the
     user's steps compete for the interpreter lock, its time is theirs. A
@@ -144,6 +147,9 @@ def add_step_rows(
         sets,
         faults,
         dropped,
+        process_id,
+        task_key,
+        attempt,
     ) in records:
         if run_id is not last_run:
             last_run = run_id
@@ -155,9 +161,19 @@ def add_step_rows(
             name = text(name)
         if not step_name.isascii():
             step_name = text(step_name)
-        if parent is None and error_type is None and not faults and not dropped:
+        if (
+            parent is None
+            and error_type is None
+            and not faults
+            and not dropped
+            and process_id is None
+            and task_key is None
+            and attempt is None
+        ):
             plain((entity, owner, name, step_name, status, start_ns, end_ns))
         else:
+            if process_id is not None and remote is not None:
+                remote.append(entity)
             shape, values = shape_of(
                 (
                     entity,
@@ -172,6 +188,9 @@ def add_step_rows(
                     _text(error_message),
                     _faults_json(faults),
                     _dropped_json(dropped),
+                    process_id,
+                    _text(task_key),
+                    attempt,
                 )
             )
             step_rows.setdefault(shape, []).extend(values)
@@ -361,13 +380,22 @@ def recorded_run(
     now_ns: int,
     failed_step_count: int = 0,
     undecodable: Sequence[DroppedValue] = (),
+    owner: ProcessFacts | None = None,
+    server_now_ns: int | None = None,
 ) -> RecordedRun:
-    """A run as readers see it: ``crashed`` when its writer died while it ran."""
+    """A run as readers see it: ``crashed`` when its writer died while it ran.
+
+    ``owner`` is its owning process's record, where the store has one (then
+    judged by ``server_now_ns``, the clock that process's heartbeat was
+    written by); runs written before version 4 keep the older rule."""
     status: Status = row.status
-    if status == RUNNING and writer_is_gone(
-        row.host, row.pid, row.process_start, row.heartbeat_ns, now_ns
-    ):
-        status = CRASHED
+    if status == RUNNING:
+        if owner is not None:
+            gone = process_is_gone(owner, now_ns if server_now_ns is None else server_now_ns)
+        else:
+            gone = writer_is_gone(row.host, row.pid, row.process_start, row.heartbeat_ns, now_ns)
+        if gone:
+            status = CRASHED
     return RecordedRun(
         id=UUID(hex=row.id),
         name=row.name,
@@ -393,7 +421,10 @@ def recorded_step(
     row: Any,
     metadata: Mapping[str, Mapping[str, MetadataType]],
     undecodable: Sequence[DroppedValue] = (),
+    run_end_ns: int | None = None,
 ) -> RecordedStep:
+    """A finished step as readers see it; ``late`` when it ended after its
+    run did (``run_end_ns``)."""
     return RecordedStep(
         id=UUID(hex=row.id),
         run_id=UUID(hex=row.run_id),
@@ -408,6 +439,10 @@ def recorded_step(
         metadata=metadata,
         faults=_faults(row.faults),
         dropped=_dropped(row.dropped) + tuple(undecodable),
+        process_id=row.process_id,
+        task_key=row.task_key,
+        attempt=row.attempt,
+        late=run_end_ns is not None and row.end_ns > run_end_ns,
     )
 
 

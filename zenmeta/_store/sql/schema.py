@@ -49,6 +49,7 @@ __all__ = [
     "metadata_sets",
     "schema_info",
     "processes",
+    "step_starts",
     "revisions",
     "open_engine",
     "open_read_engine",
@@ -57,9 +58,10 @@ __all__ = [
     "sqlite_path",
     "is_locked_error",
     "is_connection_error",
+    "stored_version",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 """Bumped whenever a table changes, with a migration script in ``migrations/``
 (Alembic revision ``"%04d" % version``); a store newer than this code is refused."""
 
@@ -94,6 +96,7 @@ runs = Table(
     Column("error_message", Text),
     Column("faults", Text),  # JSON arrays, NULL when empty
     Column("dropped", Text),
+    Column("process_id", String(32)),  # version 4: the owner, in zenmeta_processes
     Index("ix_zenmeta_runs_start", "start_ns"),
     Index("ix_zenmeta_runs_pipeline", "pipeline_name", "start_ns"),
     Index("ix_zenmeta_runs_name", "name"),
@@ -114,10 +117,31 @@ steps = Table(
     Column("error_message", Text),
     Column("faults", Text),
     Column("dropped", Text),
+    Column("process_id", String(32)),  # version 4, for remote steps: who executed it
+    Column("task_key", Text),  # the engine's task; executions of one task share it
+    Column("attempt", Integer),
     Index("ix_zenmeta_steps_run", "run_id", "start_ns"),
 )
 
-processes = Table(  # version 2; nothing writes it yet (the worker-liveness work will)
+step_starts = Table(  # version 4: remote steps begun and not finished yet
+    # A row of its own, deleted in the transaction that inserts the finished
+    # step: finished steps stay insert-only (PostgreSQL copies them), and what
+    # is left here after its process died is a step that reads ``crashed``.
+    "zenmeta_step_starts",
+    tables,
+    Column("id", String(32), primary_key=True),
+    Column("run_id", String(32), nullable=False),
+    Column("parent_step_id", String(32)),
+    Column("name", Text, nullable=False),
+    Column("step_name", Text, nullable=False),
+    Column("start_ns", BigInteger, nullable=False),
+    Column("process_id", String(32), nullable=False),
+    Column("task_key", Text),
+    Column("attempt", Integer),
+    Index("ix_zenmeta_step_starts_run", "run_id", "start_ns"),
+)
+
+processes = Table(  # version 2; written since version 4 (``sql/liveness.py``)
     "zenmeta_processes",
     tables,
     Column("id", String(32), primary_key=True),  # minted at process start, not the pid
@@ -127,7 +151,7 @@ processes = Table(  # version 2; nothing writes it yet (the worker-liveness work
     Column("pid", Integer, nullable=False),
     Column("process_start", Float),
     Column("start_ns", BigInteger, nullable=False),
-    Column("heartbeat_ns", BigInteger),
+    Column("heartbeat_ns", BigInteger),  # by the database's clock on PostgreSQL
     Column("exit_ns", BigInteger),  # a clean exit
 )
 
@@ -353,10 +377,19 @@ def ensure_schema(engine: Engine) -> None:
     create_or_migrate(engine)
 
 
+def stored_version(engine: Engine) -> int:
+    """The schema version a store says it has (0 if it says none)."""
+    with engine.connect() as connection:
+        found = connection.execute(
+            select(schema_info.c.value).where(schema_info.c.name == "version")
+        ).scalar()
+    return int(found or 0)
+
+
 def _check_version(shown: str, version: int) -> None:
     """What a reader accepts: any version up to this code's. Readers never
-    migrate (they write nothing); an older store reads as it is, since each
-    migration so far only adds tables the readers do not use."""
+    migrate (they write nothing); an older store reads as it is: the columns
+    version 4 added read as NULL there (``starts.readable_columns``)."""
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"the store {shown} has schema version {version}, newer than this "

@@ -29,10 +29,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..._records import RUNNING
-from .schema import metadata_sets, runs
+from .schema import metadata_sets, processes, runs, step_starts
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine, Table
+
+    from ..liveness import ProcessFacts
 
 __all__ = [
     "ROWS_PER_STATEMENT",
@@ -84,6 +86,16 @@ class Session(Protocol):
 
     def beat(self, ids: Sequence[str], now_ns: int) -> None:
         """Refresh the heartbeat of those runs that are still running."""
+
+    def beat_process(self, facts: ProcessFacts) -> None:
+        """Record this process, or refresh its heartbeat (and clear an exit: it
+        writes again). PostgreSQL stamps the heartbeat with its own clock."""
+
+    def end_process(self, process_id: str, exit_ns: int) -> None:
+        """Record the clean exit of a process (PostgreSQL: by its own clock)."""
+
+    def delete_starts(self, ids: Sequence[str]) -> None:
+        """Remove started records whose finished steps are being inserted."""
 
     def wait_for_locks(self, seconds: float) -> None:
         """Wait at most this long for a lock per attempt, so that the writer
@@ -163,6 +175,23 @@ class CoreSession:
             .values(heartbeat_ns=now_ns)
         )
 
+    def beat_process(self, facts: ProcessFacts) -> None:
+        changed = self._connection.execute(
+            processes.update()
+            .where(processes.c.id == facts.process_id)
+            .values(heartbeat_ns=facts.heartbeat_ns, exit_ns=None)
+        )
+        if not changed.rowcount:
+            self._connection.execute(processes.insert().values(_process_values(facts)))
+
+    def end_process(self, process_id: str, exit_ns: int) -> None:
+        self._connection.execute(
+            processes.update().where(processes.c.id == process_id).values(exit_ns=exit_ns)
+        )
+
+    def delete_starts(self, ids: Sequence[str]) -> None:
+        self._connection.execute(step_starts.delete().where(step_starts.c.id.in_(ids)))
+
 
 class SQLiteSession:
     """SQLite through its driver: the same SQL, without the per-call layers."""
@@ -228,12 +257,45 @@ class SQLiteSession:
                 (now_ns, run_id, RUNNING),
             )
 
+    def beat_process(self, facts: ProcessFacts) -> None:
+        # One machine holds the file: its clock is the writer's and the reader's.
+        values = _process_values(facts)
+        self._cursor.execute(
+            f"INSERT INTO {processes.name} ({', '.join(values)}) "
+            f"VALUES ({', '.join('?' * len(values))}) ON CONFLICT (id) DO UPDATE "
+            "SET heartbeat_ns = excluded.heartbeat_ns, exit_ns = NULL",
+            tuple(values.values()),
+        )
+
+    def end_process(self, process_id: str, exit_ns: int) -> None:
+        self._cursor.execute(
+            f"UPDATE {processes.name} SET exit_ns = ? WHERE id = ?", (exit_ns, process_id)
+        )
+
+    def delete_starts(self, ids: Sequence[str]) -> None:
+        for step_id in ids:
+            self._cursor.execute(f"DELETE FROM {step_starts.name} WHERE id = ?", (step_id,))
+
     def _block_size(self, width: int) -> int:
         """The largest power-of-two block of rows one statement may bind."""
         size = ROWS_PER_STATEMENT
         while size > 1 and size * max(width, 1) > self._variables:
             size //= 2
         return size
+
+
+def _process_values(facts: ProcessFacts) -> dict[str, Any]:
+    """A ``zenmeta_processes`` row by column name."""
+    return {
+        "id": facts.process_id,
+        "host": facts.host,
+        "boot_id": facts.boot_id,
+        "pid_namespace": facts.pid_namespace,
+        "pid": facts.pid,
+        "process_start": facts.process_start,
+        "start_ns": facts.start_ns,
+        "heartbeat_ns": facts.heartbeat_ns,
+    }
 
 
 def _insert_sql(table: Table, shape: Shape, rows: int) -> str:

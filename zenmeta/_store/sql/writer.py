@@ -20,11 +20,19 @@ A lost connection (a server restarting, a failover) keeps the batch: the
 writer reconnects with backoff for as long as it waits out a locked file,
 while the bounded queue makes steps wait.
 
-A thread idle for ``IDLE_S`` with no run of this process open exits and
-closes its connection; the next record starts it again. Before each batch
-the SQLite file's identity is compared with the one opened (one ``stat``),
-so a store deleted while the process records is noticed, reported and
-created again at its path instead of being written into an unlinked file.
+Each process records itself once per store (``zenmeta_processes``) in the
+transaction of its first records, and beats every ``HEARTBEAT_S`` while it
+has a run open or a remote step started (``sql/starts.py``); closing the
+store records its clean exit. A remote step's started record is queued
+first with an urgent wake, and deleted in the transaction that inserts its
+finished step (or never written, when both meet in one batch).
+
+A thread idle for ``IDLE_S`` with no run of this process open (and no
+remote step started) exits and closes its connection; the next record
+starts it again. Before each batch the SQLite file's identity is compared
+with the one opened (one ``stat``), so a store deleted while the process
+records is noticed, reported and created again at its path instead of
+being written into an unlinked file.
 """
 
 from __future__ import annotations
@@ -38,11 +46,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from ... import _process
 from ..._config import settings
 from ..._errors import StoreError, describe_error
 from ..._log import warn, warn_throttled
 from ..._records import RUNNING, RunRecord, StepRecord
-from ..liveness import HEARTBEAT_S
+from ..liveness import HEARTBEAT_S, own_facts
 from .rows import (
     FULL_METADATA,
     Unbuildable,
@@ -61,9 +70,11 @@ from .schema import (
     metadata_sets,
     runs,
     sqlite_path,
+    step_starts,
     steps,
 )
 from .sessions import ROWS_PER_STATEMENT, Session, Shaped, open_session, shape_of
+from .starts import Started, add_start_rows
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -98,7 +109,7 @@ LOCK_WARN_S = 3.0
 """Waiting this long for another process's lock is said in a warning naming
 the store; the wait itself goes on (up to ``LOCKED_RETRY_S``)."""
 
-Record = RunRecord | StepRecord
+Record = RunRecord | StepRecord | Started
 
 
 class SQLWriter:
@@ -128,7 +139,10 @@ class SQLWriter:
         self._urgent = False  # a flush waits: write everything, not whole blocks
         self._session: Session | None = None
         self._live: set[str] = set()  # this process's running runs, for the heartbeat
-        self._beat_ns = 0
+        self._open_starts: set[UUID] = set()  # remote steps started here, not finished
+        self._beat_ns = 0  # this process's last committed heartbeat here; 0: not recorded
+        self._beat_pending = 0  # a heartbeat in the transaction under way
+        self._recorded_ns = 0  # when this process first recorded itself here
         self._fault: str | None = None
         self._warned: set[str] = set()
         self._path = sqlite_path(url) if engine.dialect.name == "sqlite" else None
@@ -153,6 +167,16 @@ class SQLWriter:
             self.nudge()
         elif self._thread is None:
             self.start()
+
+    def put_started(self, record: StepRecord) -> None:
+        """Queue a remote step's started record first, waking the writer at
+        once: microseconds here, written within milliseconds. In immediate mode
+        it is committed before returning, as every record is there."""
+        self._open_starts.add(record.step_run_id)
+        if self.immediate:
+            self.write_now(Started(record))
+        else:
+            self.put(Started(record), urgent=True)
 
     def nudge(self) -> None:
         """The queue is long: wake the writer; if it is full, wait for room."""
@@ -206,7 +230,8 @@ class SQLWriter:
             raise StoreError(fault)
 
     def close(self) -> None:
-        """Write what is queued, stop the thread, release the connection."""
+        """Write what is queued, stop the thread, record this process's clean
+        exit (where it recorded itself), release the connection."""
         thread = self._thread
         if thread is not None:
             self._stopping = True
@@ -215,6 +240,11 @@ class SQLWriter:
             self._thread = None
         self._drain()
         with self._lock:
+            if self._beat_ns:
+                exit_ns = time.time_ns()
+                own = _process.PROCESS_ID
+                self._transaction(lambda session: session.end_process(own, exit_ns), report=True)
+                self._beat_ns = 0
             self._discard_session()
 
     def forget_after_fork(self) -> None:
@@ -232,12 +262,14 @@ class SQLWriter:
         self._stopping = False
         self._session = None
         self._live = set()
+        self._open_starts = set()
+        self._beat_ns = self._beat_pending = self._recorded_ns = 0  # the child is another process
 
     def release(self) -> bool:
         """Write what is queued, stop the thread and close the connection,
         unless a run of this process is open here; the next record starts
         again. Returns whether it was released."""
-        if self._live:
+        if self._live or self._open_starts:
             return False
         thread = self._thread
         if thread is not None:
@@ -282,7 +314,7 @@ class SQLWriter:
             woken = self._wake.wait(self._interval)
             self._wake.clear()
             urgent, self._urgent = self._urgent, False
-            if woken or self.pending or self._live:
+            if woken or self.pending or self._live or self._open_starts:
                 busy_at = time.monotonic()
             elif time.monotonic() - busy_at >= IDLE_S and self._retire():
                 return
@@ -319,6 +351,7 @@ class SQLWriter:
         while pending and left > 0:
             step_records: list[StepRecord] = []
             run_records: list[RunRecord] = []
+            starts: list[StepRecord] = []
             done: list[threading.Event] = []
             pop = pending.popleft
             keep = step_records.append
@@ -332,6 +365,8 @@ class SQLWriter:
                         keep(item)  # type: ignore[arg-type]
                     elif kind is threading.Event:
                         done.append(item)  # type: ignore[arg-type]
+                    elif kind is Started:
+                        starts.append(item.record)  # type: ignore[union-attr]
                     else:
                         run_records.append(item)  # type: ignore[arg-type]
             except IndexError:
@@ -339,10 +374,10 @@ class SQLWriter:
             with self._room:
                 self._room.notify_all()
             try:
-                if step_records or run_records:
+                if step_records or run_records or starts:
                     self._writing = True
                     with self._lock:
-                        self._store(step_records, run_records, report=True)
+                        self._store(step_records, run_records, report=True, starts=starts)
             finally:  # a waiter is never left waiting, whatever happened
                 self._writing = False
                 for event in done:
@@ -350,60 +385,78 @@ class SQLWriter:
 
     def _heartbeat_if_due(self) -> None:
         now = time.time_ns()
-        if not self._live or now - self._beat_ns < HEARTBEAT_S * 1e9:
+        if not (self._live or self._open_starts) or now - self._beat_ns < HEARTBEAT_S * 1e9:
             return
         with self._lock:
             self._transaction(lambda session: self._beat(session, now), report=True)
 
     def _beat(self, session: Session, now: int) -> None:
-        if self._live:
-            session.beat(sorted(self._live), now)
-        self._beat_ns = now
+        """Record this process, or refresh its heartbeat: per process, not per
+        run or step, so its cost does not grow with the task rate."""
+        if not self._recorded_ns:
+            self._recorded_ns = now
+        session.beat_process(own_facts(self._recorded_ns, now))
+        self._beat_pending = now
 
     # -- writing -------------------------------------------------------------
     def _write(self, batch: list[Record], *, report: bool) -> None:
         """Sort records into steps and runs, and store them."""
         step_records: list[StepRecord] = []
         run_records: list[RunRecord] = []
+        starts: list[StepRecord] = []
         for record in batch:
             if type(record) is StepRecord:
                 step_records.append(record)
+            elif type(record) is Started:
+                starts.append(record.record)
             else:
                 run_records.append(record)  # type: ignore[arg-type]
-        self._store(step_records, run_records, report=report)
+        self._store(step_records, run_records, report=report, starts=starts)
 
     def _store(
-        self, step_records: list[StepRecord], run_records: list[RunRecord], *, report: bool
+        self,
+        step_records: list[StepRecord],
+        run_records: list[RunRecord],
+        *,
+        report: bool,
+        starts: list[StepRecord] | None = None,
     ) -> None:
         """Write steps and runs (drained in one pass) in one transaction; a
         record that cannot be written is dropped alone (see ``_one_by_one``)."""
+        starts = starts or []
         try:
-            work, count = self._rows(step_records, run_records)
+            work, count = self._rows(step_records, run_records, starts)
         except Exception:  # a record that cannot become rows: find it
-            self._one_by_one(step_records, run_records, report=report)
+            self._one_by_one(step_records, run_records, report=report, starts=starts)
             return
         try:
             self._transaction(work, report=False, count=count)
         except Exception as error:
             if count > 1 and refused_content(error):
-                self._one_by_one(step_records, run_records, report=report)
+                self._one_by_one(step_records, run_records, report=report, starts=starts)
                 return
             if not report:
                 raise
             self._report_batch(count, error)
 
     def _one_by_one(
-        self, step_records: list[StepRecord], run_records: list[RunRecord], *, report: bool
+        self,
+        step_records: list[StepRecord],
+        run_records: list[RunRecord],
+        *,
+        report: bool,
+        starts: list[StepRecord] | None = None,
     ) -> None:
         """Write each record alone; drop, with a warning, those that fail for
         what they hold. Only ever reached after a batch failed that way."""
-        singles: list[tuple[list[StepRecord], list[RunRecord]]] = [
-            ([record], []) for record in step_records
+        singles: list[tuple[list[StepRecord], list[RunRecord], list[StepRecord]]] = [
+            ([], [], [record]) for record in starts or ()
         ]
-        singles += [([], [record]) for record in latest_runs(run_records)]
-        for steps_alone, runs_alone in singles:
+        singles += [([record], [], []) for record in step_records]
+        singles += [([], [record], []) for record in latest_runs(run_records)]
+        for steps_alone, runs_alone, starts_alone in singles:
             try:
-                work, count = self._rows(steps_alone, runs_alone)
+                work, count = self._rows(steps_alone, runs_alone, starts_alone)
                 self._transaction(work, report=False, count=count)
             except Exception as error:
                 if not report:
@@ -411,8 +464,8 @@ class SQLWriter:
                 if not refused_content(error) and not unbuildable(error):
                     self._report_batch(1, error)
                     continue
-                record = (steps_alone or runs_alone)[0]
-                what = "step" if steps_alone else "run"
+                record = (steps_alone or runs_alone or starts_alone)[0]
+                what = "step" if steps_alone else "run" if runs_alone else "started step"
                 cause = ": ".join(describe_error(error))
                 self._report(
                     f"dropped a {what} record of run {record.run_id} that {self.url!r} "
@@ -421,14 +474,24 @@ class SQLWriter:
                 )
 
     def _rows(
-        self, step_records: list[StepRecord], run_records: list[RunRecord]
+        self,
+        step_records: list[StepRecord],
+        run_records: list[RunRecord],
+        starts: list[StepRecord] | None = None,
     ) -> tuple[Callable[[Session], None], int]:
         """Turn records into rows (here, in the writer, not in the step)."""
         newest = latest_runs(run_records)
         step_rows: Shaped = {}
         meta_rows: list[Any] = []
+        start_rows: Shaped = {}
+        finished_starts: list[str] = []
         try:
-            add_step_rows(step_records, step_rows, meta_rows, {})
+            remote: list[str] = []
+            add_step_rows(step_records, step_rows, meta_rows, {}, remote)
+            if starts or remote:
+                finished_starts = self._settle_starts(
+                    step_records, remote, starts or [], start_rows
+                )
             now = time.time_ns()
             run_rows: Shaped = {}
             run_ids = []
@@ -455,15 +518,38 @@ class SQLWriter:
                 self._live.discard(key)
 
         def store(session: Session) -> None:
+            if now - self._beat_ns >= HEARTBEAT_S * 1e9:
+                self._beat(session, now)  # first: a run or started step names this process
             if run_ids:  # a run's record is a full snapshot: replace it
                 session.delete_runs(run_ids)
                 session.insert(runs, run_rows)
+            if start_rows:
+                session.insert(step_starts, start_rows)
+            if finished_starts:
+                session.delete_starts(finished_starts)
             session.insert(steps, step_rows)
             session.insert(metadata_sets, {FULL_METADATA: meta_rows})
-            if now - self._beat_ns >= HEARTBEAT_S * 1e9:
-                self._beat(session, now)
 
-        return store, len(step_records) + len(newest)
+        return store, len(step_records) + len(newest) + len(starts or ())
+
+    def _settle_starts(
+        self,
+        step_records: list[StepRecord],
+        remote: list[str],
+        starts: list[StepRecord],
+        start_rows: Shaped,
+    ) -> list[str]:
+        """Rows for the started records whose steps have not finished in this
+        batch; the ids of stored started records to delete, their steps
+        finished. A started and a finished record meeting here write neither
+        the started row nor its deletion."""
+        finished = set(remote)
+        add_start_rows((r for r in starts if r.step_run_id.hex not in finished), start_rows)
+        meeting = {r.step_run_id.hex for r in starts} & finished
+        for record in step_records:
+            if record.process_id is not None:
+                self._open_starts.discard(record.step_run_id)
+        return [entity for entity in remote if entity not in meeting]
 
     def _report_batch(self, count: int, error: BaseException) -> None:
         error_type, detail = describe_error(getattr(error, "orig", None) or error)
@@ -498,8 +584,11 @@ class SQLWriter:
                     work(session)
                     session.commit()
                 except BaseException:
+                    self._beat_pending = 0
                     session.rollback()
                     raise
+                if self._beat_pending:  # the heartbeat is stored: not due again yet
+                    self._beat_ns, self._beat_pending = self._beat_pending, 0
                 return
             except Exception as error:
                 if is_locked_error(error) and time.monotonic() < give_up:

@@ -39,6 +39,7 @@ from ..._export import encodable_text
 from ..._read.client import Client
 from ..._read.diff import MISSING
 from ..._records import STATUSES, RecordedRun
+from ..text import executions_label
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -213,6 +214,7 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
         run = _read(lambda: client.get_run(reference))
         offset = (page_number - 1) * STEPS_PER_PAGE
         steps = _read(lambda: client.list_steps(run, limit=STEPS_PER_PAGE + 1, offset=offset))
+        tasks = _read(lambda: client.summarize_tasks(run))
         if page_number > 1 and not steps:
             raise HTTPException(404, f"run {run.name} has no page {page_number} of steps")
         # step_count is the store's total; never show fewer than we can see.
@@ -224,6 +226,11 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
             run=run,
             rows=rows,
             timeline=timeline_svg(rows, run.start_time, run.end_time),
+            repeated_tasks=[  # one task, several executions (Dask recomputes and retries)
+                (task.task_key, executions_label(task.step_name, task.executions, task.statuses))
+                for task in tasks
+                if task.executions > 1
+            ],
             step_total=total,
             first_step=offset + 1,
             last_step=offset + min(len(steps), STEPS_PER_PAGE),
