@@ -148,6 +148,23 @@ def test_remote_tasks_steps_have_the_right_parents(
     assert twice.parent_step_run_id is None
 
 
+def test_remote_tasks_steps_carry_rays_task_id_as_their_task_key(
+    ray_run: tuple[str, dict[str, object]],
+) -> None:
+    """Each remote task's steps are grouped by Ray's task id; a step of the
+    driver has none. A step called inside a task's step shares its task."""
+    url, printed = ray_run
+    steps = Client(url).list_steps(printed["run"])
+    (outer,) = (step for step in steps if step.step_name == "fan_out")
+    (twice,) = (step for step in steps if step.step_name == "square_twice")
+    remote = [step for step in steps if step is not outer]
+    assert outer.task_key is None
+    assert all(step.task_key and step.attempt == 1 for step in remote)
+    inside_twice = [step for step in steps if step.parent_step_run_id == twice.id]
+    assert {step.task_key for step in inside_twice} == {twice.task_key}
+    assert len({step.task_key for step in remote}) == 7, "4 + 1 + 2 tasks"
+
+
 def test_remote_refuses_what_ray_cannot_run() -> None:
     """A class is not a function: remote() says so before Ray is asked."""
     with pytest.raises(TypeError, match="takes a function"):
