@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import pickle
 import threading
 import uuid
+from collections.abc import Iterator
 
 import cloudpickle
 import pytest
@@ -312,3 +314,44 @@ def test_components_carry_state_to_the_attached_side() -> None:
     with attach(worker_side):
         leaf(2)
     assert seen == [(run.id, {"parent": f"p-{run.id.hex[:4]}"})]
+
+
+def test_a_sqlite_carrier_whose_file_is_missing_here_is_refused() -> None:
+    """Same machine, but the file is not there (another container): refused, nothing created."""
+    zenmeta.configure(store=sqlite_url())
+    with pipeline_run("container"):
+        carrier = carry()
+    missing = pathlib.Path.cwd() / "elsewhere" / "zenmeta.db"
+    other = foreign(
+        carrier, store=f"sqlite:///{missing}", owner_pid=carrier.owner_pid + 1, owner_process="x"
+    )
+    with pytest.raises(CarrierError, match="does not exist here"):
+        carried(leaf, other)(1)
+    assert not missing.parent.exists()
+
+
+def test_closure_and_generator_steps_ship_by_value_with_cloudpickle(
+    store: InMemoryStore,
+) -> None:
+    """Steps that cloudpickle must copy by value (closures) pickle and run on the other side."""
+    offset = 10
+
+    @track_step
+    def closure_step(x: int) -> int:
+        return x + offset
+
+    @track_step
+    def generator_step(n: int) -> Iterator[int]:
+        yield from range(n)
+
+    @track_step
+    async def async_step(x: int) -> int:
+        return x * 2
+
+    shipped = cloudpickle.loads(cloudpickle.dumps((closure_step, generator_step, async_step)))
+    with pipeline_run("by-value") as run:
+        assert shipped[0](1) == 11
+        assert list(shipped[1](3)) == [0, 1, 2]
+        assert asyncio.run(shipped[2](4)) == 8
+    names = sorted(s.step_name for s in store.list_steps(run.id))
+    assert names == ["async_step", "closure_step", "generator_step"]

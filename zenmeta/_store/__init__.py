@@ -50,6 +50,7 @@ __all__ = [
     "report_store_fault",
     "resolve_store",
     "store_url",
+    "use_store",
 ]
 
 EXPORTERS_ENTRY_POINT_GROUP = "zenmeta.exporters"
@@ -220,11 +221,20 @@ def resolve_store() -> RecordStore:
         except Exception as error:
             report_store_fault(f"cannot open store {masked_url(chosen)!r}", error)
             store = _UnavailableStore(chosen)
-    if store not in _used and not isinstance(store, _UnavailableStore):
+    if not isinstance(store, _UnavailableStore):
+        use_store(store)
+    return _FanOut(store, sinks) if sinks else store
+
+
+def use_store(store: RecordStore) -> RecordStore:
+    """Count ``store`` among those ``flush()`` and ``flush_stores()`` write
+    out: every run's store, and the store of a run attached from another
+    process (opened by URL, not resolved for a run of this process)."""
+    if store not in _used:
         with _lock:
             if store not in _used:
                 _used.append(store)
-    return _FanOut(store, sinks) if sinks else store
+    return store
 
 
 # -- sinks: exporters fed beside the store -----------------------------------
@@ -372,8 +382,7 @@ def flush_stores() -> None:
     slow or unreachable exporter never holds up the end of a run.
     """
     with _lock:
-        # Runs' stores, and those opened for attached runs (a Dask or Ray worker's).
-        stores = list({id(store): store for store in (*_used, *_open.values())}.values())
+        stores = list(_used)
     for store in stores:
         try:
             store.flush()

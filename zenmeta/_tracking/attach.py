@@ -33,7 +33,7 @@ from .._errors import NoActiveContextError, RunStateError
 from .._info import PipelineInfo, PipelineRunInfo
 from .._log import warn
 from .._process import CURRENT_PID, host_name
-from .._store import open_store, report_store_fault, store_url
+from .._store import open_store, report_store_fault, store_url, use_store
 from . import context as _context
 from .carrier import (
     CARRIER_VARIABLE,
@@ -131,6 +131,11 @@ class AttachedRun:
         self._token = process_token()
         self._counts: dict[str, int] = {}
         self._count_lock = threading.Lock()
+        self.eager = False
+        """Store each outermost step before it returns: set for whole-process
+        attachments (``attach_process``, ``ZENMETA_PARENT``) and forked
+        workers, whose pools may end them with SIGTERM or ``os._exit`` at any
+        moment after the result is sent (``with Pool()`` calls ``terminate()``)."""
 
     def __repr__(self) -> str:
         return f"<AttachedRun {self.name!r} id={self.id} in process {self._token}>"
@@ -155,6 +160,9 @@ class AttachedRun:
             self._store.save_step(record)
         except Exception as error:
             report_store_fault(f"cannot write steps to {self._store.url!r}", error)
+            return
+        if self.eager and record.parent_step_run_id == self.parent_step_id():
+            self.flush()  # the outermost step of this process: a task's end
 
     def _save_step_started(self, record: StepRecord) -> None:
         save = getattr(self._store, "save_step_started", None)
@@ -275,7 +283,21 @@ def _store_for(carrier: Carrier) -> RecordStore:
             f"runs on {host_name()!r} (boot {boot_id() or 'unknown'}), where that file is not the "
             "same file. Use a PostgreSQL store (postgresql+psycopg://…) for work on other machines"
         )
-    return open_store(with_own_credentials(url))
+    if scheme == "sqlite" and not carrier.same_process():
+        path = url.partition(":///")[2].partition("?")[0]
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise CarrierError(
+                f"run {carrier.run_name!r} records into {url!r}, which no other process can "
+                "open; use a SQLite file or a PostgreSQL store for work in other processes"
+            )
+        if not os.path.exists(path):  # the owner created it when the run started
+            raise CarrierError(
+                f"run {carrier.run_name!r} records into the SQLite file {path!r}, which does "
+                "not exist here (another container, or another mount of the machine?); "
+                "zenmeta will not create a stray store in its place. Use a PostgreSQL store, "
+                "or the same file in every worker"
+            )
+    return use_store(open_store(with_own_credentials(url)))
 
 
 def with_own_credentials(url: str) -> str:
@@ -335,14 +357,16 @@ def adopt(run: PipelineRun | AttachedRun) -> AttachedRun:
     found = _attached.get(run.id)
     if found is not None and found._pid == CURRENT_PID[0]:
         return found
+    step = _context._current_step.get()
+    parent = step.info.step_run_id if step is not None and step.run is run else None
     if isinstance(run, AttachedRun):
-        carrier = run.carrier
+        carrier = run.carrier._replace(parent_step_id=parent or run.parent_step_id())
     else:
         carrier = Carrier(
             run.id,
             run.name,
             run.pipeline_name,
-            None,
+            parent,
             without_password(run._store.url),
             host_name(),
             boot_id(),
@@ -360,8 +384,10 @@ def adopt(run: PipelineRun | AttachedRun) -> AttachedRun:
             carrier.store,
         )
         store = _Refused(carrier.store)
+    adopted = AttachedRun(carrier, store, run._stack, run.redaction)
+    adopted.eager = True
     with _lock:
-        return _remember(AttachedRun(carrier, store, run._stack, run.redaction))
+        return _remember(adopted)
 
 
 def _forget_after_fork() -> None:
@@ -432,6 +458,7 @@ def attach_process(
     if not isinstance(carrier, Carrier):
         raise TypeError(f"attach_process() takes a zenmeta.Carrier, not {type(carrier).__name__}")
     run = attached_run(carrier)
+    run.eager = True
     _context.set_process_attachment(Attachment(carrier, task_key, attempt), run)
     _flush_at_exit()
 

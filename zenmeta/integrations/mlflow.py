@@ -43,6 +43,7 @@ STEP_RUN_ID_TAG = "zenmeta.step_run_id"
 PIPELINE_TAG = "zenmeta.pipeline"
 DEFAULT_REQUEST_TIMEOUT = 10
 DEFAULT_REQUEST_RETRIES = 1
+_MAX_CARRIED = 8
 _warned_inactive: list[bool] = []
 _TIMEOUT_VARIABLE = "MLFLOW_HTTP_REQUEST_TIMEOUT"
 _RETRIES_VARIABLE = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
@@ -198,6 +199,7 @@ class MLFlowExperimentTracker(StackComponent):
         self._steps: dict[UUID, _StepState] = {}
         self._lock = threading.Lock()
         self._active: _mlflow_context.ContextRunStack | None = None
+        self._carried: list[UUID] = []  # runs of other processes this one works for
 
     def tracking_uri(self) -> str:
         """The tracking URI a run starting now uses."""
@@ -297,6 +299,48 @@ class MLFlowExperimentTracker(StackComponent):
         finally:
             if state.holding_settings:
                 _mlflow_environment.release()
+
+    # -- across processes (zenmeta.carry / attach) --------------------------
+    def get_carried_state(self, run_id: UUID) -> dict[str, str] | None:
+        """The parent run a worker's step runs nest under, and where it is
+        (the tracking URI without credentials: a worker brings its own)."""
+        state = self._runs.get(run_id)
+        if state is None or not state.run_id:
+            return None
+        return {
+            "tracking_uri": without_credentials(state.tracking_uri),
+            "experiment_id": state.experiment_id,
+            "run_id": state.run_id,
+        }
+
+    def attach_carried_state(self, run_id: UUID, carried: Mapping[str, str]) -> None:
+        """In a worker: adopt the owner's parent run, so this process's step
+        runs hang under it. The component's own ``tracking_uri`` wins over
+        the carried one; MLflow's settings are held while this process works
+        for the run (the last ``_MAX_CARRIED`` runs it joined)."""
+        state = self._runs[run_id] = _RunState()
+        try:
+            from mlflow import MlflowClient
+        except ImportError as error:
+            state.error = "mlflow cannot be imported"
+            raise MissingExtraError("mlflow", "mlflow") from error
+        self._carried.append(run_id)
+        while len(self._carried) > _MAX_CARRIED:
+            old = self._runs.pop(self._carried.pop(0), None)
+            if old is not None and old.holding_settings:
+                _mlflow_environment.release()
+        try:
+            self._active = _mlflow_context.install()
+            state.tracking_uri = self._tracking_uri or carried.get("tracking_uri") or ""
+            state.tracking_uri = state.tracking_uri or self.tracking_uri()
+            _mlflow_environment.acquire(state.tracking_uri, self._overrides, self._defaults)
+            state.holding_settings = True
+            state.client = MlflowClient(tracking_uri=state.tracking_uri)
+            state.experiment_id = carried["experiment_id"]
+            state.run_id = carried["run_id"]
+        except Exception as error:
+            state.error = _summary(error)
+            raise
 
     # -- step hooks --------------------------------------------------------
     def prepare_step_run(self, info: StepRunInfo) -> None:

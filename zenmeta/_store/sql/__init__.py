@@ -651,27 +651,28 @@ def _after_fork_in_child() -> None:
         store._writer.forget_after_fork()
 
 
-_held_over_fork: list[Any] = []
+_paused: list[SQLWriter] = []
 
 
 def _before_fork() -> None:
-    """Never fork mid-transaction: SQLite's per-file lock bookkeeping would be
-    copied into the child as held by a connection it does not have, and every
-    write of the child would then wait for a lock nobody will release. A
-    writer's lock is held while it writes, so taking it waits out the write."""
+    """No writer thread lives across a ``fork()``, and no fork happens
+    mid-transaction: SQLite's per-file lock bookkeeping would be copied into
+    the child as held by a connection it does not have, and every write of
+    the child would then wait for a lock nobody will release. Each writer's
+    thread is stopped between batches and its lock held (``pause_for_fork``)."""
     for store in list(_open_stores):
-        lock = store._writer._lock
-        lock.acquire()
-        _held_over_fork.append(lock)
+        writer = store._writer
+        writer.pause_for_fork()
+        _paused.append(writer)
 
 
 def _after_fork_in_parent() -> None:
-    while _held_over_fork:
-        _held_over_fork.pop().release()
+    while _paused:
+        _paused.pop().resume_after_fork()
 
 
 def _after_fork_in_child_released() -> None:
-    _held_over_fork.clear()  # the child's writers get new locks
+    _paused.clear()  # the child's writers get new locks, and no thread until used
     _after_fork_in_child()
 
 

@@ -149,6 +149,7 @@ class SQLWriter:
         self._identity = None if self._path is None else file_identity(self._path)
         self._writing = False  # records popped from the queue, not yet committed
         self._announced: set[UUID] = set()  # runs whose first record was queued
+        self._resume = False  # a thread was stopped for a fork: restart it after
 
     # -- the caller's side -------------------------------------------------
     def put(self, record: Record, *, urgent: bool = False) -> None:
@@ -247,6 +248,34 @@ class SQLWriter:
                 self._beat_ns = 0
             self._discard_session()
 
+    def pause_for_fork(self) -> None:
+        """Before ``fork()``: stop the thread and hold the connection's lock.
+
+        A process forked while a thread runs inherits that thread's locks
+        with nobody to release them, and Python 3.12 warns about it on every
+        later fork (``DeprecationWarning: This process is multi-threaded``).
+        The thread leaves between two batches; what is queued stays queued
+        and ``resume_after_fork`` starts a new thread in the parent."""
+        thread = self._thread
+        self._resume = False
+        if thread is not None and thread is not threading.current_thread():
+            self._stopping = True
+            self._wake.set()
+            thread.join()
+            with self._room:
+                if self._thread is thread:
+                    self._thread = None
+                self._stopping = False
+            self._resume = True
+        self._lock.acquire()
+
+    def resume_after_fork(self) -> None:
+        """In the parent, after ``fork()``: release the lock, restart the thread."""
+        self._lock.release()
+        if self._resume and (self.pending or self._live):
+            self.start()
+        self._resume = False
+
     def forget_after_fork(self) -> None:
         """In a forked child: drop the parent's queue, thread and connection.
 
@@ -260,6 +289,7 @@ class SQLWriter:
         self._room = threading.Condition()
         self._thread = None
         self._stopping = False
+        self._resume = False
         self._session = None
         self._live = set()
         self._open_starts = set()
