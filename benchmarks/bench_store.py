@@ -63,6 +63,21 @@ def _steps_then_flush(step: Callable[[int], int]) -> Timer:
     return body
 
 
+def _attached_steps_then_flush(step: Callable[[int], int]) -> Timer:
+    """Steps of a run owned "elsewhere" (attached here through a carrier):
+    each writes a started record before its code, then its finished record."""
+
+    def body(ops: int) -> float:
+        with zenmeta.pipeline_run("bench"), zenmeta.attach(zenmeta.carry(), task_key="t"):
+            start = time.perf_counter()
+            for i in range(ops):
+                step(i)
+            zenmeta.flush()
+            return time.perf_counter() - start
+
+    return body
+
+
 def _runs(ops: int) -> float:
     start = time.perf_counter()
     for _ in range(ops):
@@ -75,6 +90,12 @@ def batched_step(ops: int = 20_000, repeats: int = 7) -> float:
     """A step logging 3 values, persisted in batches, flush included."""
     with sqlite_store("batched"):
         return median_per_op(_steps_then_flush(logging_step), ops, repeats)
+
+
+def attached_step(ops: int = 20_000, repeats: int = 7) -> float:
+    """The same step attached to a run (a remote step): started record included."""
+    with sqlite_store("batched"):
+        return median_per_op(_attached_steps_then_flush(logging_step), ops, repeats)
 
 
 def immediate_step(ops: int = 2_000, repeats: int = 7) -> float:
@@ -98,6 +119,7 @@ def rows(ops: int = 20_000, repeats: int = 7) -> list[tuple[str, float]]:
     """The rows for bench.py's side-by-side table."""
     return [
         ("zenmeta step + 3 values, SQLite batched", batched_step(ops, repeats)),
+        ("  the same, attached (remote: + started record)", attached_step(ops, repeats)),
         ("zenmeta step + 3 values, SQLite immediate", immediate_step(max(ops // 10, 100), repeats)),
         ("zenmeta run enter+exit, SQLite", persisted_run(max(ops // 100, 20), repeats)),
     ]

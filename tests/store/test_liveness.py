@@ -27,6 +27,7 @@ import zenmeta
 from zenmeta import _process
 from zenmeta._records import COMPLETED, RUNNING, StepRecord
 from zenmeta._store import close_stores, open_store
+from zenmeta._store.liveness import HEARTBEAT_S
 from zenmeta._store.memory import InMemoryStore
 
 _WORKER = """
@@ -469,3 +470,22 @@ def test_an_owner_killed_under_attached_steps_crashes_the_run_not_the_steps(
     assert [(s.step_name, s.status, s.task_key) for s in client.list_steps(run)] == [
         ("evaluate", COMPLETED, "evaluate-key")
     ]
+
+
+def test_a_worker_in_a_long_step_keeps_beating_with_no_run_of_its_own(
+    tmp_path: FilePath, children: list[subprocess.Popen[str]]
+) -> None:
+    """Its process row's heartbeat moves every few seconds while the step runs,
+    although the worker writes no run and no other record meanwhile."""
+    url = f"sqlite:///{tmp_path}/store.db"
+    zenmeta.configure(store=url)
+    with zenmeta.pipeline_run("long") as run:
+        header = zenmeta.carry().to_header()
+    worker, _ = _spawn(_ATTACHED_WORKER, header, "0")
+    children.append(worker)
+    _wait_for(lambda: list(_statuses(url, run.id).values()) == [RUNNING])
+    query = f"SELECT heartbeat_ns FROM zenmeta_processes WHERE pid = {worker.pid}"
+    (first,) = _sql(url, query)
+    time.sleep(HEARTBEAT_S + 1.5)
+    (second,) = _sql(url, query)
+    assert second[0] > first[0]

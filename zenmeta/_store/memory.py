@@ -186,7 +186,7 @@ class InMemoryStore:
         with self._lock:
             records = self._with_started(self._steps.get(run_id, []), run_id)
         records.sort(key=lambda s: s.start_ns)
-        return _page([self._step(s) for s in records], limit, offset, where)
+        return self._page(records, limit, offset, where)
 
     def summarize_steps(self, run_id: UUID) -> list[StepSummary]:
         """A run's steps counted by name and status, in order of first start."""
@@ -210,7 +210,7 @@ class InMemoryStore:
             records = [step for steps in self._steps.values() for step in steps]
             records += self._with_started([], None)
         records.sort(key=lambda s: s.start_ns, reverse=True)
-        return _page([self._step(s) for s in records], limit, offset, where)
+        return self._page(records, limit, offset, where)
 
     def get_step(self, step_run_id: UUID) -> RecordedStep | None:
         with self._lock:
@@ -222,6 +222,16 @@ class InMemoryStore:
             if started is not None:
                 return self._step(self._judged(started))
         return None
+
+    def _page(
+        self, records: list[StepRecord], limit: int | None, offset: int, where: Filter | None
+    ) -> list[RecordedStep]:
+        """One page of steps as read; without a filter, only that page is built."""
+        end = None if limit is None else offset + limit
+        if where is None:
+            return [self._step(s) for s in records[offset:end]]
+        found = [step for step in (self._step(s) for s in records) if matches(where, step)]
+        return found[offset:end]
 
     def _with_started(self, records: list[StepRecord], run_id: UUID | None) -> list[StepRecord]:
         """``records`` and the unfinished started steps (of one run, or all),
@@ -288,11 +298,3 @@ class InMemoryStore:
             attempt=s.attempt,
             late=late and s.status not in (RUNNING, CRASHED),
         )
-
-
-def _page(
-    found: list[RecordedStep], limit: int | None, offset: int, where: Filter | None
-) -> list[RecordedStep]:
-    if where is not None:
-        found = [step for step in found if matches(where, step)]
-    return found[offset : None if limit is None else offset + limit]

@@ -42,7 +42,6 @@ from ..._records import (
     StepRecord,
     StepSummary,
     TaskSummary,
-    summarize_tasks,
 )
 from ..._redact import masked_url
 from . import retention
@@ -60,7 +59,15 @@ from .schema import (
     steps,
     stored_version,
 )
-from .starts import LIVENESS_VERSION, Judge, readable_columns, unfinished, unfinished_counts
+from .starts import (
+    LIVENESS_VERSION,
+    Judge,
+    readable_columns,
+    run_ends,
+    task_summaries,
+    unfinished,
+    unfinished_counts,
+)
 from .writer import INTERVAL_S, QUEUE_SIZE, SQLWriter
 
 __all__ = ["SQLStore", "SQLReader"]
@@ -313,18 +320,9 @@ class SQLStore:
         by status in the database, in order of first execution."""
         if self._version < LIVENESS_VERSION:
             return []
-        statement = (
-            select(steps.c.task_key, steps.c.step_name, steps.c.status, func.count())
-            .where(steps.c.run_id == run_id.hex, steps.c.task_key.is_not(None))
-            .group_by(steps.c.task_key, steps.c.step_name, steps.c.status)
-            .order_by(func.min(steps.c.start_ns))
-        )
         with self._reading() as connection:
-            rows = connection.execute(statement).all()
             started = self._unfinished(connection, run_ids=[run_id.hex])
-        counted = [(key, name, status) for key, name, status, n in rows for _ in range(n)]
-        counted += [(step.task_key, step.step_name, step.status) for _, step in started]
-        return summarize_tasks(counted)
+            return task_summaries(connection, run_id.hex, [step for _, step in started])
 
     def find_steps(
         self, where: Filter | None = None, *, limit: int | None = None, offset: int = 0
@@ -359,7 +357,7 @@ class SQLStore:
             rows = connection.execute(statement).all()
             bad: Undecodable = {}
             grouped = _metadata(connection, "step", [row.id for row in rows], bad)
-            ends = _run_ends(connection, {row.run_id for row in rows})
+            ends = run_ends(connection, {row.run_id for row in rows})
         found = [
             recorded_step(row, grouped.get(row.id, {}), bad.get(row.id, ()), ends.get(row.run_id))
             for row in rows
@@ -388,7 +386,7 @@ class SQLStore:
                 return started[0][1] if started else None
             bad: Undecodable = {}
             grouped = _metadata(connection, "step", [key], bad)
-            ends = _run_ends(connection, {row.run_id})
+            ends = run_ends(connection, {row.run_id})
         return recorded_step(row, grouped.get(key, {}), bad.get(key, ()), ends.get(row.run_id))
 
     # -- pruning (RunDeleter) ----------------------------------------------
@@ -485,15 +483,6 @@ class SQLStore:
                 )
             )
         return found
-
-
-def _run_ends(connection: Connection, run_ids: Iterable[str]) -> dict[str, int]:
-    """The end times of those runs that have ended: a step ending later is late."""
-    ends: dict[str, int] = {}
-    for chunk in _chunks(sorted(run_ids)):
-        query = select(runs.c.id, runs.c.end_ns).where(runs.c.id.in_(chunk))
-        ends.update((run_id, end) for run_id, end in connection.execute(query) if end is not None)
-    return ends
 
 
 def _driver(connection: Connection) -> Any:

@@ -8,7 +8,8 @@ row is a step ``running``, or ``crashed`` when the process that executes it is
 gone (``liveness.process_is_gone``), judged by the clock its heartbeat was
 written by: PostgreSQL's own (``clock_timestamp()``) there, so that no host's
 clock matters; on SQLite, one machine holds the file and its clock is the
-writer's and the reader's, so it is the local clock.
+writer's and the reader's, so it is the local clock (other databases, through
+SQLAlchemy Core, are judged alike by the hosts' clocks).
 
 Stores of schema version 3 or older are read as they are (readers never
 migrate): the columns version 4 added read as NULL there.
@@ -24,16 +25,19 @@ from uuid import UUID
 from sqlalchemy import Connection, Table, exists, func, literal, select, text
 
 from ..._info import utc_from_ns
-from ..._records import CRASHED, RUNNING, RecordedStep, StepRecord
+from ..._records import CRASHED, RUNNING, RecordedStep, StepRecord, TaskSummary, summarize_tasks
 from ..liveness import ProcessFacts, process_is_gone
-from .schema import processes, step_starts, steps
+from .schema import processes, runs, step_starts, steps
 from .sessions import Shaped, shape_of
 
 __all__ = [
     "LIVENESS_VERSION",
     "Started",
     "add_start_rows",
+    "settle_starts",
     "readable_columns",
+    "run_ends",
+    "task_summaries",
     "Judge",
     "unfinished",
     "unfinished_counts",
@@ -78,6 +82,18 @@ def add_start_rows(started: Iterable[StepRecord], shaped: Shaped) -> list[str]:
         )
         shaped.setdefault(shape, []).extend(values)
     return ids
+
+
+def settle_starts(remote: Sequence[str], starts: Sequence[StepRecord], shaped: Shaped) -> list[str]:
+    """For one batch: rows (into ``shaped``) for the started records whose
+    steps did not finish in it; the ids of stored started records to delete,
+    their steps finished (``remote``: ids of finished steps naming a process).
+    A started and a finished record meeting in one batch write neither the
+    started row nor its deletion."""
+    finished = set(remote)
+    add_start_rows((r for r in starts if r.step_run_id.hex not in finished), shaped)
+    meeting = {r.step_run_id.hex for r in starts} & finished
+    return [entity for entity in remote if entity not in meeting]
 
 
 def readable_columns(table: Table, version: int) -> list[Any]:
@@ -204,3 +220,34 @@ def unfinished_counts(connection: Connection, run_ids: Sequence[str]) -> dict[st
         ):
             counts[run_id] = int(count)
     return counts
+
+
+def task_summaries(
+    connection: Connection, run_hex: str, started: Sequence[RecordedStep]
+) -> list[TaskSummary]:
+    """A run's executions by task key: finished ones counted by status in the
+    database, ``started`` (unfinished, judged) added, in order of first execution."""
+    statement = (
+        select(steps.c.task_key, steps.c.step_name, steps.c.status, func.count())
+        .where(steps.c.run_id == run_hex, steps.c.task_key.is_not(None))
+        .group_by(steps.c.task_key, steps.c.step_name, steps.c.status)
+        .order_by(func.min(steps.c.start_ns))
+    )
+    rows = connection.execute(statement).all()
+    counted = [(key, name, status) for key, name, status, n in rows for _ in range(n)]
+    counted += [(step.task_key, step.step_name, step.status) for step in started]
+    return summarize_tasks(counted)
+
+
+def run_ends(connection: Connection, run_ids: Iterable[str]) -> dict[str, int]:
+    """The end times of those runs that have ended: a step ending later is late."""
+    ends: dict[str, int] = {}
+    for chunk in _id_chunks(sorted(run_ids)):
+        query = select(runs.c.id, runs.c.end_ns).where(runs.c.id.in_(chunk))
+        ends.update((run_id, end) for run_id, end in connection.execute(query) if end is not None)
+    return ends
+
+
+def _id_chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]

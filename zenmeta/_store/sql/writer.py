@@ -74,7 +74,7 @@ from .schema import (
     steps,
 )
 from .sessions import ROWS_PER_STATEMENT, Session, Shaped, open_session, shape_of
-from .starts import Started, add_start_rows
+from .starts import Started, settle_starts
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -426,6 +426,8 @@ class SQLWriter:
         if not self._recorded_ns:
             self._recorded_ns = now
         session.beat_process(own_facts(self._recorded_ns, now))
+        if self._live:  # kept for copies and older readers, which judge the run row
+            session.beat(sorted(self._live), now)
         self._beat_pending = now
 
     # -- writing -------------------------------------------------------------
@@ -519,9 +521,10 @@ class SQLWriter:
             remote: list[str] = []
             add_step_rows(step_records, step_rows, meta_rows, {}, remote)
             if starts or remote:
-                finished_starts = self._settle_starts(
-                    step_records, remote, starts or [], start_rows
-                )
+                finished_starts = settle_starts(remote, starts or [], start_rows)
+                for finished in step_records:  # the heartbeat no longer waits for them
+                    if finished.process_id is not None:
+                        self._open_starts.discard(finished.step_run_id)
             now = time.time_ns()
             run_rows: Shaped = {}
             run_ids = []
@@ -561,25 +564,6 @@ class SQLWriter:
             session.insert(metadata_sets, {FULL_METADATA: meta_rows})
 
         return store, len(step_records) + len(newest) + len(starts or ())
-
-    def _settle_starts(
-        self,
-        step_records: list[StepRecord],
-        remote: list[str],
-        starts: list[StepRecord],
-        start_rows: Shaped,
-    ) -> list[str]:
-        """Rows for the started records whose steps have not finished in this
-        batch; the ids of stored started records to delete, their steps
-        finished. A started and a finished record meeting here write neither
-        the started row nor its deletion."""
-        finished = set(remote)
-        add_start_rows((r for r in starts if r.step_run_id.hex not in finished), start_rows)
-        meeting = {r.step_run_id.hex for r in starts} & finished
-        for record in step_records:
-            if record.process_id is not None:
-                self._open_starts.discard(record.step_run_id)
-        return [entity for entity in remote if entity not in meeting]
 
     def _report_batch(self, count: int, error: BaseException) -> None:
         error_type, detail = describe_error(getattr(error, "orig", None) or error)
