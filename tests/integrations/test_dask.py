@@ -142,6 +142,29 @@ def test_steps_submitted_from_inside_a_step_have_it_as_parent(
     assert sorted(step.parent_step_run_id for step in inner) == sorted(s.id for s in middles)
 
 
+@track_step
+def submit_from_the_worker(x: int) -> int:
+    """A step on a worker that hands more work to the cluster itself."""
+    with distributed.worker_client() as inner:
+        return int(inner.submit(zenmeta.carried(double), x).result())
+
+
+def test_a_step_on_a_worker_is_the_parent_of_the_tasks_it_submits(
+    client: distributed.Client, store_url: str
+) -> None:
+    """carry() inside an attached step on a worker carries that step: the tasks
+    it submits from there are its children, in the same run."""
+    zenmeta.configure(store=store_url)
+    with pipeline_run("from_a_worker") as run:
+        assert client.submit(zenmeta.carried(submit_from_the_worker), 4).result() == 8
+    _only_run(store_url)
+    steps = {step.step_name: step for step in Client(store_url).list_steps(run.id)}
+    assert sorted(steps) == ["double", "submit_from_the_worker"]
+    assert steps["submit_from_the_worker"].parent_step_run_id is None
+    assert steps["double"].parent_step_run_id == steps["submit_from_the_worker"].id
+    assert steps["double"].task_key != steps["submit_from_the_worker"].task_key
+
+
 def test_a_step_defined_in_a_scripts_main_ships_to_the_workers(
     cluster: distributed.LocalCluster, tmp_path: Path
 ) -> None:
