@@ -108,7 +108,6 @@ class ZenmetaWorkerPlugin(WorkerPlugin):
     def __init__(self) -> None:
         self._executions: dict[Any, int] = {}
         self._annotated: set[Any] = set()
-        self._worker: Worker | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {}  # nothing of one worker travels to another
@@ -117,10 +116,14 @@ class ZenmetaWorkerPlugin(WorkerPlugin):
         self.__init__()  # type: ignore[misc]
 
     def setup(self, worker: Worker) -> None:
-        self._worker = worker
+        # The store opens lazily, at the first step a task records; from then
+        # on its writer records this process and beats its heartbeat.
         zenmeta.set_task_source(self.task_source)
 
     def teardown(self, worker: Worker) -> None:
+        # Flush, not close: the interpreter's exit closes the stores and records
+        # the clean exit; a worker in the client's own process (processes=False)
+        # must not close the client's stores.
         zenmeta.set_task_source(None)
         zenmeta.flush()
 
