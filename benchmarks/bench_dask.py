@@ -54,7 +54,7 @@ def measure(tasks: int = 1_000, rounds: int = 5) -> dict[str, list[float]]:
                 processes=True,
                 threads_per_worker=1,
                 host="127.0.0.1",
-                dashboard_address=None,
+                dashboard_address="127.0.0.1:0",
             ) as cluster,
             distributed.Client(cluster) as client,
         ):

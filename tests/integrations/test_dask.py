@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -33,7 +34,7 @@ def cluster() -> Iterator[distributed.LocalCluster]:
         processes=True,
         threads_per_worker=1,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",
     ) as local:
         yield local
 
@@ -305,6 +306,29 @@ def test_a_worker_killed_mid_task_leaves_a_crashed_step_and_a_completed_run(
     by_status = {step.status: step for step in steps}
     assert by_status["crashed"].task_key == by_status["completed"].task_key == str(future.key)
     assert (by_status["crashed"].attempt, by_status["completed"].attempt) == (1, 2)
+
+
+def test_a_closed_cluster_leaves_its_workers_steps_stored_and_their_exit_recorded(
+    tmp_path: Path,
+) -> None:
+    """Closing a cluster stores every step its workers took and records each
+    writing worker's clean exit, so none of them is later judged dead."""
+    path = tmp_path / "store" / "zenmeta.db"
+    zenmeta.configure(store=f"sqlite:///{path}")
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        ) as own,
+        distributed.Client(own) as own_client,
+    ):
+        zenmeta_dask.install(own_client)
+        (worker_pid,) = own_client.run(os.getpid).values()
+        with pipeline_run("closing") as run:
+            own_client.gather(own_client.map(zenmeta.carried(double), range(3)))
+    assert len(Client(f"sqlite:///{path}").list_steps(run.id)) == 3
+    with sqlite3.connect(path) as connection:
+        exits = dict(connection.execute("SELECT pid, exit_ns FROM zenmeta_processes"))
+    assert exits[worker_pid] is not None
 
 
 def _configure_workers(url: str | None) -> None:
