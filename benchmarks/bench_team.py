@@ -33,6 +33,7 @@ _CHILD = textwrap.dedent(
     import sys, time, zenmeta
 
     url, steps, go = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    attached = sys.argv[4:] == ["attached"]  # remote steps: a started record each
 
     @zenmeta.track_step
     def logging_step(x):
@@ -45,19 +46,25 @@ _CHILD = textwrap.dedent(
     time.sleep(max(0.0, go - time.time()))
     start = time.perf_counter()
     with zenmeta.pipeline_run("bench"):
-        for i in range(steps):
-            logging_step(i)
+        if attached:
+            with zenmeta.attach(zenmeta.carry(), task_key="t"):
+                for i in range(steps):
+                    logging_step(i)
+        else:
+            for i in range(steps):
+                logging_step(i)
     print(time.perf_counter() - start)  # the run's exit flushed every step
     """
 )
 
 
-def steps_per_second(url: str, processes: int, steps: int) -> float:
+def steps_per_second(url: str, processes: int, steps: int, *, attached: bool = False) -> float:
     """All processes start stepping at one moment; total steps over the slowest's time."""
     go = time.time() + 1.0
+    mode = ["attached"] if attached else []
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", _CHILD, url, str(steps), str(go)],
+            [sys.executable, "-c", _CHILD, url, str(steps), str(go), *mode],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -123,16 +130,28 @@ def rows(steps: int = 20_000, copy_steps: int = 100_000, repeats: int = 3) -> li
             sqlite_url = f"sqlite:///{folder}/team-{processes}.db"
             # Interleaved repeats, median of each: the two backends see the same noise.
             rates: dict[str, list[float]] = {"SQLite": [], "PostgreSQL": []}
+            if processes == 1:  # remote steps beside local ones: the started records' cost
+                rates.update({"SQLite attached": [], "PostgreSQL attached": []})
             postgres_url = None if server is None else server.create_database("bench")
             for _ in range(repeats):
                 rates["SQLite"].append(steps_per_second(sqlite_url, processes, per_process))
+                if processes == 1:
+                    rates["SQLite attached"].append(
+                        steps_per_second(sqlite_url, 1, per_process, attached=True)
+                    )
                 if postgres_url is not None:
                     rates["PostgreSQL"].append(
                         steps_per_second(postgres_url, processes, per_process)
                     )
+                    if processes == 1:
+                        rates["PostgreSQL attached"].append(
+                            steps_per_second(postgres_url, 1, per_process, attached=True)
+                        )
             for backend, measured in rates.items():
                 if measured:
-                    name = f"{backend}, {processes} process(es), batched"
+                    base, _, kind = backend.partition(" ")
+                    how = "attached (remote steps)" if kind else "batched"
+                    name = f"{base}, {processes} process(es), {how}"
                     table.append((name, f"{statistics.median(measured):,.0f} steps/s"))
         if server is not None and copy_steps:
             there, back = copy_seconds(server, folder, copy_steps)

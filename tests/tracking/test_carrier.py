@@ -28,8 +28,8 @@ from zenmeta import (
     track_step,
 )
 from zenmeta._tracking import context
-from zenmeta._tracking.attach import with_own_credentials
 from zenmeta._tracking.carrier import without_password
+from zenmeta._tracking.reach import with_own_credentials
 from zenmeta.testing import InMemoryStore
 
 

@@ -30,5 +30,5 @@ def test_forked_pool_workers_flush_their_steps_before_exiting() -> None:
     assert sorted(s.metadata["user"]["x"] for s in steps) == list(range(6))
     assert {s.run_id for s in steps} == {run.id}
     names = [s.name for s in steps]
-    assert len(set(names)) == 6, names  # each worker names its steps square@<pid>…
+    assert len(set(names)) == 6, names  # each worker names its steps square@<process token>…
     assert all(name.startswith("square@") for name in names)

@@ -23,7 +23,6 @@ and never names a step as its siblings do.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, ParamSpec, TypeVar
@@ -33,10 +32,11 @@ from .._errors import NoActiveContextError, RunStateError
 from .._info import PipelineInfo, PipelineRunInfo
 from .._log import warn
 from .._process import CURRENT_PID, host_name
-from .._store import open_store, report_store_fault, store_url, use_store
+from .._store import report_store_fault
 from . import context as _context
 from .carrier import (
     CARRIER_VARIABLE,
+    TOKEN_DIGITS,
     Carrier,
     CarrierError,
     boot_id,
@@ -45,6 +45,7 @@ from .carrier import (
     without_password,
 )
 from .components import Faults, Stack, call_hook, stack_of
+from .reach import Refused, flush_at_exit, forget_exit_flush, store_for
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -88,26 +89,6 @@ class Attachment(NamedTuple):
     attempt: int | None = None
 
 
-class _Refused:
-    """The store of an adopted run that cannot be reached from this process
-    (``memory://`` across a fork): steps run, nothing is kept; said once."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def save_run(self, record: object) -> None:
-        pass
-
-    def save_step(self, record: object) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 class AttachedRun:
     """A run owned by another process (or entered through a carrier), as the
     steps of this process see it: they are recorded; the run row is not."""
@@ -128,7 +109,7 @@ class AttachedRun:
         self._store = store
         self._stack = stack
         self._pid = CURRENT_PID[0]
-        self._token = process_token()
+        self._token = process_token()[:TOKEN_DIGITS]
         self._counts: dict[str, int] = {}
         self._count_lock = threading.Lock()
         self.eager = False
@@ -253,9 +234,9 @@ def attached_run(carrier: Carrier) -> AttachedRun:
             run = AttachedRun(carrier, *local)
         else:
             stack = stack_of(None)
-            run = AttachedRun(carrier, _store_for(carrier), stack, settings.redaction())
+            run = AttachedRun(carrier, store_for(carrier), stack, settings.redaction())
             _hand_over_state(run, stack)
-            _flush_at_exit()
+            flush_at_exit()
         return _remember(run)
 
 
@@ -266,61 +247,6 @@ def _remember(run: AttachedRun) -> AttachedRun:
     return run
 
 
-def _store_for(carrier: Carrier) -> RecordStore:
-    """The carrier's store, as this process can reach it, or ``CarrierError``."""
-    url = carrier.store
-    scheme = url.partition(":")[0].lower()
-    if scheme == "memory" and not carrier.same_process():
-        raise CarrierError(
-            f"run {carrier.run_name!r} records into {url!r}, a store in the memory of process "
-            f"{carrier.owner_pid} on {carrier.owner_host!r}; another process cannot reach it. "
-            "Use a SQLite file (same machine) or PostgreSQL store for work in other processes"
-        )
-    if scheme == "sqlite" and not carrier.same_machine():
-        raise CarrierError(
-            f"run {carrier.run_name!r} records into the SQLite file {url!r} on "
-            f"{carrier.owner_host!r} (boot {carrier.owner_boot_id or 'unknown'}); this process "
-            f"runs on {host_name()!r} (boot {boot_id() or 'unknown'}), where that file is not the "
-            "same file. Use a PostgreSQL store (postgresql+psycopg://…) for work on other machines"
-        )
-    if scheme == "sqlite" and not carrier.same_process():
-        path = url.partition(":///")[2].partition("?")[0]
-        if not path or path == ":memory:" or path.startswith("file:"):
-            raise CarrierError(
-                f"run {carrier.run_name!r} records into {url!r}, which no other process can "
-                "open; use a SQLite file or a PostgreSQL store for work in other processes"
-            )
-        if not os.path.exists(path):  # the owner created it when the run started
-            raise CarrierError(
-                f"run {carrier.run_name!r} records into the SQLite file {path!r}, which does "
-                "not exist here (another container, or another mount of the machine?); "
-                "zenmeta will not create a stray store in its place. Use a PostgreSQL store, "
-                "or the same file in every worker"
-            )
-    return use_store(open_store(with_own_credentials(url)))
-
-
-def with_own_credentials(url: str) -> str:
-    """The carrier's password-less URL, or this process's own configured URL
-    when that names the same database (it has the password); otherwise the
-    URL as carried, and libpq finds a password in ``PGPASSWORD`` or ``.pgpass``."""
-    own = settings.store()
-    if not isinstance(own, str) or own == url:
-        return url
-    try:
-        own = store_url(own)
-    except Exception:
-        return url
-    return own if _database_of(own) == _database_of(url) else url
-
-
-def _database_of(url: str) -> str:
-    scheme, _, rest = without_password(url).partition("://")
-    if scheme.lower().startswith("postgresql"):
-        scheme = "postgresql"  # postgresql:// and postgresql+psycopg:// reach one database
-    return f"{scheme.lower()}://{rest}"
-
-
 def _hand_over_state(run: AttachedRun, stack: Stack) -> None:
     """Give each component of this process the state its owner-side twin carried."""
     carried_state = run.carrier.component_state
@@ -328,28 +254,6 @@ def _hand_over_state(run: AttachedRun, stack: Stack) -> None:
         state = carried_state.get(name)
         if state is not None:
             call_hook(name, "attach_carried_state", hook, (run.id, state), run.faults)
-
-
-_exit_flush: list[bool] = []
-
-
-def _flush_at_exit() -> None:
-    """Store what this process queued when it leaves, however it leaves.
-
-    ``atexit`` is the store's own; multiprocessing children leave through
-    ``os._exit`` and run only multiprocessing's finalizers, and
-    ``Pool.terminate()`` sends SIGTERM, which the handler turns into a flush."""
-    if _exit_flush:
-        return
-    _exit_flush.append(True)
-    from . import signals
-
-    signals.install_termination_handler()
-    util = sys.modules.get("multiprocessing.util")
-    if util is not None:
-        from .. import _store
-
-        util.Finalize(None, _store.close_stores, exitpriority=100)
 
 
 def adopt(run: PipelineRun | AttachedRun) -> AttachedRun:
@@ -383,7 +287,7 @@ def adopt(run: PipelineRun | AttachedRun) -> AttachedRun:
             CURRENT_PID[0],
             carrier.store,
         )
-        store = _Refused(carrier.store)
+        store = Refused(carrier.store)
     adopted = AttachedRun(carrier, store, run._stack, run.redaction)
     adopted.eager = True
     with _lock:
@@ -393,7 +297,7 @@ def adopt(run: PipelineRun | AttachedRun) -> AttachedRun:
 def _forget_after_fork() -> None:
     _attached.clear()
     _local_runs.clear()
-    _exit_flush.clear()
+    forget_exit_flush()
 
 
 if hasattr(os, "register_at_fork"):
@@ -460,7 +364,7 @@ def attach_process(
     run = attached_run(carrier)
     run.eager = True
     _context.set_process_attachment(Attachment(carrier, task_key, attempt), run)
-    _flush_at_exit()
+    flush_at_exit()
 
 
 def attach_from_environment(header: str) -> AttachedRun | None:

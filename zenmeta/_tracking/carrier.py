@@ -35,6 +35,7 @@ __all__ = [
     "CarrierError",
     "boot_id",
     "process_token",
+    "TOKEN_DIGITS",
     "without_password",
 ]
 
@@ -86,17 +87,24 @@ _token: list[str] = []
 
 
 def process_token() -> str:
-    """A random id for this process, minted on first use and anew after
-    ``fork``: step names of remote steps carry it, so no two processes, on
-    any host, name a step alike (pids repeat across hosts and in time)."""
+    """This process's id: the liveness records' ``PROCESS_ID`` where it exists,
+    else a random hex id minted on first use; anew after ``fork`` either way.
+    Step names of remote steps carry its first ``TOKEN_DIGITS`` digits, so no
+    two processes, on any host, name a step alike (pids repeat across hosts)."""
     if not _token:
         from .. import _process
 
-        shared = getattr(_process, "PROCESS_ID", None)  # the liveness records' id
+        shared = getattr(_process, "PROCESS_ID", None)
         if isinstance(shared, list):
             shared = shared[0] if shared else None
-        _token.append(shared[:12] if isinstance(shared, str) and shared else os.urandom(6).hex())
+        _token.append(shared if isinstance(shared, str) and shared else os.urandom(8).hex())
     return _token[0]
+
+
+TOKEN_DIGITS = 12
+"""48 random bits: two of a million processes in one run share a tag about
+once in 500 such runs; and step names need not be unique for correctness
+(steps are keyed by id), only for reading."""
 
 
 if hasattr(os, "register_at_fork"):

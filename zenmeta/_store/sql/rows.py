@@ -104,6 +104,20 @@ PLAIN_STEP: Shape = (0, 1, 3, 4, 5, 6, 7)
 
 FULL_METADATA: Shape = tuple(range(7))
 
+_REMOTE_SHAPES: dict[tuple[bool, bool, bool], Shape] = {
+    (parent, task, attempt): (0, 1)
+    + ((2,) if parent else ())
+    + (3, 4, 5, 6, 7, 12)
+    + ((13,) if task else ())
+    + ((14,) if attempt else ())
+    for parent in (False, True)
+    for task in (False, True)
+    for attempt in (False, True)
+}
+"""The columns of a remote step with no error, fault or drop, by whether it
+has a parent, a task key and an attempt: built without ``shape_of``, which
+costs ~3 µs a row more in the writer."""
+
 
 def add_step_rows(
     records: Iterable[StepRecord],
@@ -161,19 +175,23 @@ def add_step_rows(
             name = text(name)
         if not step_name.isascii():
             step_name = text(step_name)
-        if (
-            parent is None
-            and error_type is None
-            and not faults
-            and not dropped
-            and process_id is None
-            and task_key is None
-            and attempt is None
-        ):
+        if process_id is not None and remote is not None:
+            remote.append(entity)
+        clean = error_type is None and not faults and not dropped
+        if clean and parent is None and process_id is None and task_key is None and attempt is None:
             plain((entity, owner, name, step_name, status, start_ns, end_ns))
+        elif clean and process_id is not None:  # a remote step: its own few shapes
+            row: list[Any] = [entity, owner]
+            if parent is not None:
+                row.append(parent.int.to_bytes(16, "big").hex())
+            row += (name, step_name, status, start_ns, end_ns, process_id)
+            if task_key is not None:
+                row.append(task_key if task_key.isascii() else text(task_key))
+            if attempt is not None:
+                row.append(attempt)
+            shape = _REMOTE_SHAPES[parent is not None, task_key is not None, attempt is not None]
+            step_rows.setdefault(shape, []).extend(row)
         else:
-            if process_id is not None and remote is not None:
-                remote.append(entity)
             shape, values = shape_of(
                 (
                     entity,

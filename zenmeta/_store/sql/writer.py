@@ -97,6 +97,13 @@ WAKE_AT = ROWS_PER_STATEMENT
 """Queued records that wake the writer before its interval is up, so that it
 writes alongside a fast step loop instead of in one long pause after it."""
 
+STARTED_GATHER_S = 0.002
+"""How long the writer, woken by a remote step's started record, waits for
+more before writing: one transaction per moment rather than per step (a
+tight loop of remote steps otherwise commits at every step, halving its
+rate on SQLite), and a step shorter than this writes no started row at all.
+A worker killed within this much of a step's start leaves no trace of it."""
+
 IDLE_S = 5.0
 """A writer with nothing to write for this long, and no open run of this
 process to keep alive, gives back its thread and connection."""
@@ -137,6 +144,7 @@ class SQLWriter:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._urgent = False  # a flush waits: write everything, not whole blocks
+        self._starting = False  # a started record waits: write it within milliseconds
         self._session: Session | None = None
         self._live: set[str] = set()  # this process's running runs, for the heartbeat
         self._open_starts: set[UUID] = set()  # remote steps started here, not finished
@@ -171,13 +179,18 @@ class SQLWriter:
 
     def put_started(self, record: StepRecord) -> None:
         """Queue a remote step's started record first, waking the writer at
-        once: microseconds here, written within milliseconds. In immediate mode
-        it is committed before returning, as every record is there."""
+        once: microseconds here, written within milliseconds (the writer
+        gathers ``STARTED_GATHER_S`` of them per transaction). In immediate
+        mode it is committed before returning, as every record is there."""
         self._open_starts.add(record.step_run_id)
         if self.immediate:
             self.write_now(Started(record))
-        else:
-            self.put(Started(record), urgent=True)
+            return
+        self.pending.appendleft(Started(record))
+        self._starting = True
+        if self._thread is None:
+            self.start()
+        self._wake.set()
 
     def nudge(self) -> None:
         """The queue is long: wake the writer; if it is full, wait for room."""
@@ -272,7 +285,7 @@ class SQLWriter:
     def resume_after_fork(self) -> None:
         """In the parent, after ``fork()``: release the lock, restart the thread."""
         self._lock.release()
-        if self._resume and (self.pending or self._live):
+        if self._resume and (self.pending or self._live or self._open_starts):
             self.start()
         self._resume = False
 
@@ -344,6 +357,13 @@ class SQLWriter:
             woken = self._wake.wait(self._interval)
             self._wake.clear()
             urgent, self._urgent = self._urgent, False
+            if self._starting:
+                self._starting = False
+                if not urgent and not self._stopping:
+                    # Started records of the next moment join this transaction
+                    # (and short steps' finished records, which cancel theirs).
+                    time.sleep(STARTED_GATHER_S)
+                urgent = True
             if woken or self.pending or self._live or self._open_starts:
                 busy_at = time.monotonic()
             elif time.monotonic() - busy_at >= IDLE_S and self._retire():
