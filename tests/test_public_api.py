@@ -25,6 +25,7 @@ EXPECTED = {
     "RecordSink", "RunRecord", "StepRecord", "redact",
     "Carrier", "CarrierError", "carry", "attach", "attach_process", "carried",
     "ContextProcessPoolExecutor",
+    "set_task_source",
 }  # fmt: skip
 
 

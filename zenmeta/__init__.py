@@ -42,7 +42,7 @@ from ._store import flush
 from ._tracking.attach import attach, attach_process, carried, carry
 from ._tracking.carrier import Carrier
 from ._tracking.components import StackComponent, register_component, unregister_component
-from ._tracking.context import carry_context, get_run_context, get_step_context
+from ._tracking.context import carry_context, get_run_context, get_step_context, set_task_source
 from ._tracking.runs import PipelineRun, pipeline_run, start_run
 from ._tracking.steps import log_metadata, track_step
 from ._values import DType, MetadataType, Path, StorageSize, Uri
@@ -101,6 +101,7 @@ __all__ = [
     "redact",
     "register_component",
     "reset_configuration",
+    "set_task_source",
     "start_run",
     "track_step",
     "unregister_component",

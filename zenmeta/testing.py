@@ -43,6 +43,7 @@ def reset() -> None:
     """
     context.forget_detached()
     attach.forget_attachments()
+    context.set_task_source(None)
     _store.close_stores()
     components.clear_components()
     metadata.forget_warnings()

@@ -318,6 +318,10 @@ class attach:  # noqa: N801 - used like a function: ``with zenmeta.attach(carrie
     ) -> None:
         if not isinstance(carrier, Carrier):
             raise TypeError(f"attach() takes a zenmeta.Carrier, not {type(carrier).__name__}")
+        if task_key is None and _context._task_source:  # an engine's task (Dask's key)
+            answer = _context.task_answer()
+            if answer is not None:
+                task_key, attempt = answer[1], answer[2] if attempt is None else attempt
         self._attachment = Attachment(carrier, task_key, attempt)
         self._run: AttachedRun | None = None
         self._tokens: tuple[Any, Any, Any] | None = None

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, ParamSpec, TypeAlias, TypeVar
 
 from .._config import environment
 from .._errors import NoActiveContextError
-from .._log import warn
+from .._log import warn, warn_throttled
 from .._process import CURRENT_PID
 
 if TYPE_CHECKING:
     from .._info import PipelineRunInfo, StepRunInfo
     from .attach import AttachedRun, Attachment
+    from .carrier import Carrier
     from .runs import PipelineRun
     from .steps import StepState
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "current_attachment",
     "current_run",
+    "set_task_source",
     "get_step_context",
     "get_run_context",
     "carry_context",
@@ -94,6 +96,8 @@ def _fallback_run() -> AnyRun | None:
         from .attach import attach_from_environment
 
         return attach_from_environment(header)
+    if _task_source:
+        return _task_run()
     return None
 
 
@@ -103,7 +107,79 @@ def current_attachment() -> Attachment | None:
     attachment = _current_attachment.get()
     if attachment is not None:
         return attachment
-    return _process_attached[0][0] if _process_attached else None
+    if _process_attached:
+        return _process_attached[0][0]
+    return task_attachment() if _task_source else None
+
+
+# -- the engine's task a step runs in -------------------------------------------
+# Dask calls the function it was given in a thread of its own: an integration
+# has no block to wrap around the call, so it names a source instead, asked
+# only where no run is current (and by ``attach`` for the task key): which
+# task runs in this thread, and the carrier its annotations hold, if any.
+
+TaskAnswer: TypeAlias = "tuple[Carrier | None, str | None, int | None]"
+_task_source: list[Callable[[], TaskAnswer | None]] = []
+
+
+def set_task_source(source: Callable[[], TaskAnswer | None] | None) -> None:
+    """Name the function that tells which engine task runs in this thread.
+
+    For engine integrations (``zenmeta.integrations.dask`` sets one in each
+    worker): ``source()`` returns ``(carrier, task_key, attempt)`` inside a
+    task, ``None`` outside one. The task key and attempt go on the steps the
+    task records; a carrier (a task annotation's) makes a step that finds no
+    run join the carried run, as inside ``attach(carrier)``. It must be cheap:
+    it is asked at each such step. ``None`` removes it; so does
+    ``zenmeta.testing.reset()``.
+    """
+    if source is not None and not callable(source):
+        raise TypeError(f"set_task_source() takes a function or None, not {source!r}")
+    _task_source[:] = [] if source is None else [source]
+
+
+def task_answer() -> TaskAnswer | None:
+    """The source's answer for this thread; a source that fails or answers
+    something else is said in a warning and counts as no answer."""
+    if not _task_source:
+        return None
+    try:
+        answer = _task_source[0]()
+    except Exception as error:
+        warn_throttled("task-source", "zenmeta: the task source failed (%r); ignored", error)
+        return None
+    if answer is None:
+        return None
+    if not isinstance(answer, tuple) or len(answer) != 3:
+        warn_throttled(
+            "task-source", "zenmeta: the task source answered %r, not a triple; ignored", answer
+        )
+        return None
+    return answer
+
+
+def task_attachment() -> Attachment | None:
+    """The attachment a task's own carrier makes (its annotation), if it has one."""
+    answer = task_answer()
+    if answer is None or answer[0] is None:
+        return None
+    from .attach import Attachment
+
+    return Attachment(answer[0], answer[1], answer[2])
+
+
+def _task_run() -> AttachedRun | None:
+    attachment = task_attachment()
+    if attachment is None:
+        return None
+    from .attach import attached_run
+    from .carrier import CarrierError
+
+    try:
+        return attached_run(attachment.carrier)
+    except CarrierError as error:  # an unreachable store never breaks the task
+        warn_throttled("task-source", "zenmeta: a task's carrier is ignored: %s", error)
+        return None
 
 
 def set_process_attachment(attachment: Attachment, run: AttachedRun) -> None:
