@@ -302,10 +302,15 @@ def test_a_worker_killed_mid_task_leaves_a_crashed_step_and_a_completed_run(
     recorded = Client(store_url).get_run(run.id)
     assert recorded.status == "completed"
     steps = Client(store_url).list_steps(run.id)
-    assert sorted(step.status for step in steps) == ["completed", "crashed"]
-    by_status = {step.status: step for step in steps}
-    assert by_status["crashed"].task_key == by_status["completed"].task_key == str(future.key)
-    assert (by_status["crashed"].attempt, by_status["completed"].attempt) == (1, 2)
+    seen = [(s.status, s.attempt, s.task_key) for s in steps]
+    # Each execution is its own step. Dask may run the rerun twice (a task moved
+    # by work stealing while it already ran, under load): both are recorded.
+    crashed = [step for step in steps if step.status == "crashed"]
+    completed = [step for step in steps if step.status == "completed"]
+    assert len(crashed) == 1 and completed and len(steps) == 1 + len(completed), seen
+    assert {step.task_key for step in steps} == {str(future.key)}, seen
+    assert crashed[0].attempt == 1, seen
+    assert all(step.attempt is not None and step.attempt >= 2 for step in completed), seen
 
 
 def test_a_closed_cluster_leaves_its_workers_steps_stored_and_their_exit_recorded(
