@@ -55,7 +55,9 @@ try:
     from starlette.routing import Route
 
     from .. import text
+    from . import columns as chosen
     from . import render
+    from .chart import metadata_chart
     from .render import show_controls
     from .timeline import timeline_svg
 except ImportError as error:  # pragma: no cover - exercised by a test that hides starlette
@@ -132,7 +134,12 @@ def _environment() -> jinja2.Environment:
         status=render.render_status,
         duration=text.human_duration,
         elapsed=render.elapsed_since,
+        metadata_value=lambda values, key: (
+            chosen.metadata_cell(values, key) or render.render_value(values[key])
+        ),
+        cell=lambda metadata, column: chosen.column_cell(column, metadata),
     )
+    environment.globals["mlflow_link"] = _mlflow_link
     return environment
 
 
@@ -169,6 +176,10 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
         pipeline = _text_param(request, "pipeline")
         status = _text_param(request, "status")
         where = _text_param(request, "where", _MAX_FILTER)
+        columns_text = _text_param(request, "columns", _MAX_FILTER)
+        chart_text = _text_param(request, "chart")
+        columns, column_error = chosen.parse_columns(columns_text)
+        chart_field, chart_error = chosen.parse_chart(chart_text)
         if status is not None and status not in STATUSES:
             raise HTTPException(404, f"there is no run status {status!r}")
         offset = (page_number - 1) * RUNS_PER_PAGE
@@ -189,14 +200,21 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
         if page_number > 1 and not runs and query_error is None:
             raise HTTPException(404, f"there is no page {page_number} of runs")
         filters = {"pipeline": pipeline, "status": status, "where": where}
+        filters.update(columns=columns_text, chart=chart_text)
+        shown = runs[:RUNS_PER_PAGE]
         return page(
             "runs.html",
-            400 if query_error else 200,
-            runs=runs[:RUNS_PER_PAGE],
+            400 if query_error or column_error or chart_error else 200,
+            runs=shown,
             pipeline=pipeline or "",
             status=status or "",
             where=where or "",
             query_error=query_error,
+            columns=columns,
+            columns_text=columns_text or "",
+            column_error=column_error or chart_error,
+            chart_text=chart_text or "",
+            chart=None if chart_field is None else metadata_chart(shown, chart_field),
             statuses=STATUSES,
             page_number=page_number,
             offset=offset,
@@ -210,6 +228,9 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
     def run_page(request: Request) -> Response:
         reference = _reference_param(request, "run_id")  # an id, a unique prefix, a name
         page_number = _page_number(request)
+        columns_text = _text_param(request, "columns", _MAX_FILTER)
+        columns, column_error = chosen.parse_columns(columns_text)
+        kept = {"columns": columns_text}
         run = _read(lambda: client.get_run(reference))
         offset = (page_number - 1) * STEPS_PER_PAGE
         steps = _read(lambda: client.list_steps(run, limit=STEPS_PER_PAGE + 1, offset=offset))
@@ -221,7 +242,11 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
         rows = render.step_tree(steps[:STEPS_PER_PAGE])
         return page(
             "run.html",
+            400 if column_error else 200,
             run=run,
+            columns=columns,
+            columns_text=columns_text or "",
+            column_error=column_error,
             rows=rows,
             timeline=timeline_svg(rows, run.start_time, run.end_time),
             step_total=total,
@@ -229,9 +254,12 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
             last_step=offset + min(len(steps), STEPS_PER_PAGE),
             page_number=page_number,
             page_count=max(1, -(-total // STEPS_PER_PAGE)),
-            previous_url=_page_url(path, {}, page_number - 1) if page_number > 1 else None,
-            next_url=_page_url(path, {}, page_number + 1) if len(steps) > STEPS_PER_PAGE else None,
-            last_url=_page_url(path, {}, max(1, -(-total // STEPS_PER_PAGE))),
+            previous_url=_page_url(path, kept, page_number - 1) if page_number > 1 else None,
+            next_url=_page_url(path, kept, page_number + 1)
+            if len(steps) > STEPS_PER_PAGE
+            else None,
+            first_url=_page_url(path, kept, 1) + "#steps",
+            last_url=_page_url(path, kept, max(1, -(-total // STEPS_PER_PAGE))),
             refresh=_REFRESH_SECONDS if run.status == "running" else None,
         )
 
@@ -318,6 +346,15 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
         middleware=middleware,
         exception_handlers=handlers,
     )
+
+
+def _mlflow_link(metadata: Mapping[str, Any]) -> Any:
+    """The first MLflow run link in a record's metadata groups, for its facts list."""
+    for values in metadata.values():
+        link = chosen.mlflow_link(values) if isinstance(values, Mapping) else None
+        if link is not None:
+            return link
+    return None
 
 
 def _read(reading: Callable[[], _T]) -> _T:
