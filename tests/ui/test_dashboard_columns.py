@@ -74,7 +74,8 @@ def test_chosen_columns_show_metadata_beside_each_run(client: zenmeta.Client) ->
     a run without the value has an empty cell."""
     page = fetch(client, "/?columns=user.accuracy,+user.config.lr")
     assert page.status_code == 200
-    assert '<th class="chosen">user.accuracy</th><th class="chosen">user.config.lr</th>' in page.text
+    headings = '<th class="chosen">user.accuracy</th><th class="chosen">user.config.lr</th>'
+    assert headings in page.text
     rows = cells(page.text)
     assert rows == ["0.9", "", "True", "", "", "", "0.7", "", "0.5", "0.01"]
     assert 'name="columns" value="user.accuracy, user.config.lr"' in page.text
@@ -106,7 +107,7 @@ def test_an_unknown_column_is_empty_and_a_malformed_one_is_a_message(
         ("user.accuracy,,user.x y", "column 3"),
         (HOSTILE, "column 1"),
     ]:
-        page = fetch(client, "/?" + httpx.QueryParams({"columns": bad}).__str__())
+        page = fetch(client, f"/?{httpx.QueryParams({'columns': bad})}")
         assert page.status_code == 400, bad
         assert "That column cannot be read" in page.text and said in page.text
         assert "run-4" in page.text and "<script" not in page.text
