@@ -141,11 +141,12 @@ def _rows(
                 "mlflow_experiment_id": str(1 + index % 10),
             }
             user = {"loss": round(generator.random(), 6), "rows": 1000 + number}
-            meta_rows.append((step_id, "mlflow", "step", run_id, 0, _COMPACT(mlflow), _MLFLOW_TYPES))
-            meta_rows.append((step_id, "user", "step", run_id, 1, _COMPACT(user), _USER_STEP_TYPES))
+            documents = (_COMPACT(mlflow), _COMPACT(user))
+            meta_rows.append((step_id, "mlflow", "step", run_id, 0, documents[0], _MLFLOW_TYPES))
+            meta_rows.append((step_id, "user", "step", run_id, 1, documents[1], _USER_STEP_TYPES))
             if not checked:  # the documents are exactly what the store's writer writes
-                real = metadata_rows("step", step_id, run_id, {
-                    "mlflow": encode_metadata(mlflow)[0], "user": encode_metadata(user)[0]})  # fmt: skip
+                sets = {"mlflow": encode_metadata(mlflow)[0], "user": encode_metadata(user)[0]}
+                real = metadata_rows("step", step_id, run_id, sets)
                 assert real == meta_rows[-2:], (real, meta_rows[-2:])
                 checked = True
         if len(step_rows) >= _CHUNK or index == runs - 1:
@@ -239,7 +240,7 @@ def build(url: str, runs: int) -> tuple[Built, float]:
     insert = _insert_postgres if url.startswith("postgresql") else _insert_sqlite
     insert(url, everything())
     middle = runs // 2
-    step_of_middle = (now_ns - (runs - middle) * 60_000_000_000 - 3_600_000_000_000)
+    step_of_middle = now_ns - (runs - middle) * 60_000_000_000 - 3_600_000_000_000
     step_number = _STEP_BIT | (middle * STEPS_PER_RUN + 4)
     step_id = f"{step_of_middle + 4 * 5_000_000_000:016x}{step_number:016x}"
     built = Built(

@@ -59,7 +59,7 @@ __all__ = [
     "is_connection_error",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped whenever a table changes, with a migration script in ``migrations/``
 (Alembic revision ``"%04d" % version``); a store newer than this code is refused."""
 
