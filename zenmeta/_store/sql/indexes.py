@@ -9,12 +9,14 @@ for an existing one:
 - PostgreSQL: a GIN index (``jsonb_path_ops``) on the metadata document, which
   answers containment, ``document @> '{"git_commit": "abc"}'``, for any key at
   any depth;
-- SQLite has no such index, so a table of every top-level number and short
-  text of every metadata set, one row per (entity, source, key), kept by
-  triggers on the metadata table: whoever writes the store — the writer, a
-  sync, a copy, an older zenmeta on the same file — keeps it whole, and the
-  writer's Python path costs nothing more. Booleans, nulls, containers and
-  text over ``INDEXED_TEXT`` characters are left out (their equalities scan).
+- SQLite has no such index, so a table of every top-level short text of
+  every metadata set, one row per (entity, source, key), kept by triggers on
+  the metadata table: whoever writes the store — the writer, a sync, a copy,
+  an older zenmeta on the same file — keeps it whole, a removed or rewritten
+  value (a secret masked after the fact) leaves no copy behind, and the
+  writer's Python path costs nothing more. Numbers, booleans, nulls,
+  containers and text over ``INDEXED_TEXT`` characters are left out: their
+  equalities read the documents, as before.
 
 The index only narrows: the query keeps its exact, type-guarded test
 (``query.py``), so an answer never depends on whether an index was used.
@@ -37,48 +39,51 @@ INDEXED_TEXT = 200
 value_index = Table(  # SQLite only: created by the DDL below, never by create_all
     "zenmeta_metadata_values",
     MetaData(),
-    Column("entity_id", String(32), primary_key=True),
+    Column("entity_kind", String(8), primary_key=True),
     Column("source", Text, primary_key=True),
     Column("key", Text, primary_key=True),
-    Column("entity_kind", String(8), nullable=False),
-    Column("value"),  # no affinity: an integer, a real or a text, as json_each gives it
+    Column("value", Text, primary_key=True),
+    Column("entity_id", String(32), primary_key=True),
 )
 
-_NEW_VALUES = f"""
-    INSERT OR IGNORE INTO zenmeta_metadata_values (entity_id, source, key, entity_kind, value)
-    SELECT NEW.entity_id, NEW.source, j.key, NEW.entity_kind, j.value
-    FROM json_each(CASE WHEN json_valid(NEW.document) THEN NEW.document ELSE '{{}}' END) AS j
-    WHERE typeof(j.key) = 'text' AND (j.type IN ('integer', 'real')
-                                      OR (j.type = 'text' AND length(j.value) <= {INDEXED_TEXT}));
+# What a document puts into the index: its top-level text values up to
+# INDEXED_TEXT characters. Numbers stay out: an equality on a number is rare
+# (ranges are the common test, and no value index serves them), and each
+# entry is paid for by every write.
+_ENTRIES = f"""
+    SELECT {{row}}.entity_kind, {{row}}.source, j.key, j.value, {{row}}.entity_id
+    FROM json_each(CASE WHEN json_valid({{row}}.document) THEN {{row}}.document ELSE '{{{{}}}}' END)
+         AS j
+    WHERE typeof(j.key) = 'text' AND j.type = 'text' AND length(j.value) <= {INDEXED_TEXT}
 """
-_OLD_VALUES = """
-    DELETE FROM zenmeta_metadata_values
-    WHERE entity_id = OLD.entity_id AND source = OLD.source;
-"""
+_COLUMNS = "(entity_kind, source, key, value, entity_id)"
+_ADD = f"INSERT OR IGNORE INTO zenmeta_metadata_values {_COLUMNS} {_ENTRIES};"
+_REMOVE = f"DELETE FROM zenmeta_metadata_values WHERE {_COLUMNS} IN ({_ENTRIES});"
 
 SQLITE = (
-    """CREATE TABLE IF NOT EXISTS zenmeta_metadata_values (
-        entity_id VARCHAR(32) NOT NULL,
+    # Keyed by what is looked up, so that the table is its only B-tree: a
+    # lookup is one range of it, a write one insert per entry, a removal one
+    # delete per entry found again from the removed document.
+    f"""CREATE TABLE IF NOT EXISTS zenmeta_metadata_values (
+        entity_kind VARCHAR(8) NOT NULL,
         source TEXT NOT NULL,
         key TEXT NOT NULL,
-        entity_kind VARCHAR(8) NOT NULL,
-        value,
-        PRIMARY KEY (entity_id, source, key)
+        value TEXT NOT NULL,
+        entity_id VARCHAR(32) NOT NULL,
+        PRIMARY KEY {_COLUMNS}
     ) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS ix_zenmeta_metadata_values ON zenmeta_metadata_values "
-    "(entity_kind, source, key, value)",
-    f"CREATE TRIGGER IF NOT EXISTS zenmeta_metadata_values_insert AFTER INSERT ON zenmeta_metadata "
-    f"BEGIN {_NEW_VALUES} END",
-    f"CREATE TRIGGER IF NOT EXISTS zenmeta_metadata_values_delete AFTER DELETE ON zenmeta_metadata "
-    f"BEGIN {_OLD_VALUES} END",
-    f"CREATE TRIGGER IF NOT EXISTS zenmeta_metadata_values_update AFTER UPDATE ON zenmeta_metadata "
-    f"BEGIN {_OLD_VALUES} {_NEW_VALUES} END",
+    "CREATE TRIGGER IF NOT EXISTS zenmeta_metadata_values_insert AFTER INSERT ON "
+    f"zenmeta_metadata BEGIN {_ADD.format(row='NEW')} END",
+    "CREATE TRIGGER IF NOT EXISTS zenmeta_metadata_values_delete AFTER DELETE ON "
+    f"zenmeta_metadata BEGIN {_REMOVE.format(row='OLD')} END",
+    "CREATE TRIGGER IF NOT EXISTS zenmeta_metadata_values_update AFTER UPDATE OF document "
+    f"ON zenmeta_metadata BEGIN {_REMOVE.format(row='OLD')} {_ADD.format(row='NEW')} END",
 )
 """The value index and the triggers that keep it, for a new SQLite store."""
 
-_SQLITE_FILL = _NEW_VALUES.replace("NEW.", "m.").replace(
-    "FROM json_each", "FROM zenmeta_metadata AS m, json_each"
-)
+_SQLITE_FILL = f"INSERT OR IGNORE INTO zenmeta_metadata_values {_COLUMNS} " + _ENTRIES.format(
+    row="m"
+).replace("FROM json_each", "FROM zenmeta_metadata AS m, json_each")
 
 POSTGRES = (
     "CREATE INDEX IF NOT EXISTS ix_zenmeta_metadata_document ON zenmeta_metadata "

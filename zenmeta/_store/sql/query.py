@@ -145,7 +145,7 @@ class _Compiler:
             condition: ColumnElement[bool] = json_type.isnot(None)
         else:
             condition = self.typed(json_type, value, text_value, node)
-        wanted = _indexable(node)
+        wanted = _indexable(node, numbers=self.postgres)
         if wanted and self.postgres and not any(key.isdigit() for key in field.path):
             # Containment, which the GIN index answers; the typed test stays exact.
             condition = and_(or_(*(document.c.document.op("@>")(_containing(field, value))
@@ -267,10 +267,11 @@ class _Compiler:
         return compared
 
 
-def _indexable(node: Compare) -> tuple[Any, ...]:
+def _indexable(node: Compare, *, numbers: bool) -> tuple[Any, ...]:
     """The values an ``=`` or ``in`` term asks for, when an index holds every
-    stored value equal to them: finite numbers within a double's exact range
-    and short text; empty when the index cannot answer (then it scans)."""
+    stored value equal to them (``indexes.py``): short text, and on PostgreSQL
+    finite numbers within a double's exact range too; empty when no index can
+    answer (the term then reads the documents)."""
     if node.op == "=":
         wanted: tuple[Any, ...] = (node.value,)
     elif node.op == "in":
@@ -279,7 +280,7 @@ def _indexable(node: Compare) -> tuple[Any, ...]:
         return ()
     for value in wanted:
         kind = kind_of_value(value)
-        if kind == "number" and abs(value) < 2**53:
+        if kind == "number" and numbers and abs(value) < 2**53:
             continue
         if kind == "text" and len(value) <= INDEXED_TEXT and "\x00" not in value:
             continue

@@ -134,12 +134,8 @@ def _environment() -> jinja2.Environment:
         status=render.render_status,
         duration=text.human_duration,
         elapsed=render.elapsed_since,
-        metadata_value=lambda values, key: (
-            chosen.metadata_cell(values, key) or render.render_value(values[key])
-        ),
-        cell=lambda metadata, column: chosen.column_cell(column, metadata),
     )
-    environment.globals["mlflow_link"] = _mlflow_link
+    chosen.add_to(environment)
     return environment
 
 
@@ -346,15 +342,6 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
         middleware=middleware,
         exception_handlers=handlers,
     )
-
-
-def _mlflow_link(metadata: Mapping[str, Any]) -> Any:
-    """The first MLflow run link in a record's metadata groups, for its facts list."""
-    for values in metadata.values():
-        link = chosen.mlflow_link(values) if isinstance(values, Mapping) else None
-        if link is not None:
-            return link
-    return None
 
 
 def _read(reading: Callable[[], _T]) -> _T:

@@ -34,6 +34,7 @@ _LEFT = 90
 _RIGHT = 20
 _TOP = 14
 _BOTTOM = 34
+_INSET = 10
 
 
 class Chart(NamedTuple):
@@ -93,13 +94,13 @@ def metadata_chart(runs: Sequence[RecordedRun], field: Field) -> Chart:
     plot_width = WIDTH - _LEFT - _RIGHT
     plot_height = HEIGHT - _TOP - _BOTTOM
 
-    def x_of(index: int) -> float:
+    def x_of(index: int) -> float:  # inset, so that no point sits on an axis
         if len(points) == 1:
             return _LEFT + plot_width / 2
-        return _LEFT + plot_width * index / (len(points) - 1)
+        return _LEFT + _INSET + (plot_width - 2 * _INSET) * index / (len(points) - 1)
 
     def y_of(number: float) -> float:
-        return _TOP + plot_height * (high - number) / (high - low)
+        return _TOP + _INSET + (plot_height - 2 * _INSET) * (high - number) / (high - low)
 
     coordinates = [(x_of(i), y_of(number)) for i, (_, number, _) in enumerate(points)]
     title = f"{name} over {len(points)} run{'' if len(points) == 1 else 's'}, oldest first"

@@ -26,12 +26,18 @@ from ..._errors import QueryError
 from ..._read.query import parse_field
 from ..._values import StorageSize, Uri
 from ..text import link_target, value_text
+from .render import render_value
+
+if TYPE_CHECKING:
+    import jinja2
 
 if TYPE_CHECKING:
     from ..._filters import Field
 
 __all__ = [
     "MAX_COLUMNS",
+    "add_to",
+    "first_mlflow_link",
     "Column",
     "column_cell",
     "field_value",
@@ -161,8 +167,25 @@ def mlflow_link(values: Mapping[str, Any]) -> Markup | None:
     ).format(url, str.__str__(values["mlflow_run_id"]))
 
 
-def metadata_cell(values: Mapping[str, Any], key: str) -> Markup | None:
-    """A metadata table's value cell when it is a link to another tool; else ``None``."""
-    if key == "mlflow_run_id":
-        return mlflow_link(values)
+def metadata_cell(values: Mapping[str, Any], key: str) -> Markup:
+    """A metadata table's value cell: a link to another tool's page, or the value."""
+    link = mlflow_link(values) if key == "mlflow_run_id" else None
+    return render_value(values[key]) if link is None else link
+
+
+def first_mlflow_link(metadata: Mapping[str, Any]) -> Markup | None:
+    """The first MLflow run link in a record's metadata groups, for its facts list."""
+    for values in metadata.values():
+        link = mlflow_link(values) if isinstance(values, Mapping) else None
+        if link is not None:
+            return link
     return None
+
+
+def add_to(environment: jinja2.Environment) -> None:
+    """The templates' names for all of this: ``metadata_value``, ``cell``, ``mlflow_link``."""
+    environment.filters.update(
+        metadata_value=metadata_cell,
+        cell=lambda metadata, column: column_cell(column, metadata),
+    )
+    environment.globals["mlflow_link"] = first_mlflow_link
