@@ -307,6 +307,34 @@ def measure(url: str, backend: str, built: Built, repeats: int = 5) -> list[dict
     return figures
 
 
+def write_cost(url_with: str, url_without: str, steps: int, repeats: int = 3) -> float:
+    """Tracked steps per second into a store with the query indexes, as a share of
+    the same into one without them; alternated, median of ``repeats`` each."""
+    from bench_team import steps_per_second
+
+    from zenmeta._store.sql import SQLStore
+    from zenmeta._store.sql.indexes import drop_indexes
+
+    for url in (url_with, url_without):
+        SQLStore(url).close()
+    without = SQLStore(url_without)
+    with without.engine.begin() as connection:
+        drop_indexes(connection)
+    without.close()
+    rates: dict[str, list[float]] = {url_with: [], url_without: []}
+    for _ in range(repeats):
+        for url in rates:
+            rates[url].append(steps_per_second(url, 1, steps))
+    return statistics.median(rates[url_with]) / statistics.median(rates[url_without])
+
+
+def _write_figure(backend: str, ratio: float, steps: int) -> dict[str, Any]:
+    note = f"of the same store without it; {steps:,} steps logging 3 values, batched"
+    name = f"{backend}: tracked steps/s with the query index"
+    return {"name": name, "value": round(ratio * 100, 1), "unit": "%", "target": "",
+            "met": None, "note": note}  # fmt: skip
+
+
 @contextmanager
 def _postgres() -> Iterator[PostgresServer | None]:
     try:
@@ -333,6 +361,10 @@ def figures(quick: bool = False, backends: tuple[str, ...] = ("sqlite", "postgre
             print(f"sqlite: built {built.runs:,} runs, {built.steps:,} steps in {took:.0f} s",
                   file=sys.stderr)  # fmt: skip
             found += measure(url, "sqlite", built)
+            steps = 2_000 if quick else 20_000
+            pair = f"sqlite:///{folder}/with.db", f"sqlite:///{folder}/without.db"
+            ratio = write_cost(*pair, steps)
+            found.append(_write_figure("sqlite", ratio, steps))
         if "postgresql" in backends:
             with _postgres() as server:
                 if server is not None:
@@ -341,6 +373,10 @@ def figures(quick: bool = False, backends: tuple[str, ...] = ("sqlite", "postgre
                     print(f"postgresql: built {built.runs:,} runs, {built.steps:,} steps in "
                           f"{took:.0f} s", file=sys.stderr)  # fmt: skip
                     found += measure(url, "postgresql", built)
+                    steps = 2_000 if quick else 20_000
+                    with_url, without_url = server.create_database(), server.create_database()
+                    found.append(_write_figure("postgresql", write_cost(with_url, without_url,
+                                                                        steps), steps))  # fmt: skip
     return found
 
 
