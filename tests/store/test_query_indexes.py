@@ -208,3 +208,28 @@ def _tables(url: str) -> set[str]:
         return set(sqlalchemy.inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+def test_gc_in_many_transactions_leaves_no_entry_of_a_deleted_run(
+    tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleted in batches of two, five runs (each with a child run) leave nothing behind in
+    the value index, the kept run keeps its entries, and the count is exact."""
+    from zenmeta._store.sql import retention
+
+    monkeypatch.setattr(retention, "RUNS_PER_TRANSACTION", 2)
+    url = f"sqlite:///{tmp_path}/store.db"
+    zenmeta.configure(store=url)
+    for number in range(6):
+        with pipeline_run("p", run_name=f"r{number}"):
+            log_metadata({"commit": f"c{number}"})
+            with pipeline_run("child", run_name=f"r{number}-child"):
+                log_metadata({"commit": f"child{number}"})
+            train(0.5)
+    zenmeta.flush()
+    gone = zenmeta.Client(url).gc(where="name != 'r5' and pipeline = 'p'")
+    assert len(gone) == 5
+    assert _rows(url, "SELECT count(*) FROM zenmeta_runs") == [(2,)]
+    assert {value for _, key, value in _indexed(url) if key == "commit"} == {"c5", "child5"}
+    left = _rows(url, "SELECT count(DISTINCT run_id) FROM zenmeta_metadata_values")
+    assert left == [(2,)]
