@@ -261,5 +261,5 @@ def test_store_info_reports_what_the_store_holds(client: Client) -> None:
     info = client.store_info()
     assert info["runs"] == 1 and info["steps"] == 1
     if client.url.startswith("sqlite"):
-        assert info["schema_version"] == 2 and info["path"].endswith("zenmeta.db")
+        assert info["schema_version"] == 3 and info["path"].endswith("zenmeta.db")
         assert info["size_bytes"] > 0

@@ -128,7 +128,7 @@ def test_store_info_says_where_and_what(url: str, tmp_path: FilePath) -> None:
     """Location, schema version and counts, as text and as JSON."""
     info = json.loads(invoke("--store", url, "store", "info", "--json").output)
     where = f"{tmp_path}/store/zenmeta.db" if url.startswith("sqlite") else None
-    assert info["path"] == where and info["schema_version"] == 2
+    assert info["path"] == where and info["schema_version"] == 3
     assert info["backend"] == url.split(":")[0].split("+")[0]
     assert (info["runs"], info["steps"]) == (2, 2)
     text = invoke("--store", url, "store", "info").output
