@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -13,6 +12,7 @@ from pathlib import Path as FilePath
 from typing import Any
 
 import pytest
+import sqlalchemy
 from conftest import fresh_store_url
 
 import zenmeta
@@ -123,11 +123,11 @@ with zenmeta.pipeline_run("live", run_name="alive"):
 
 
 def test_gc_on_a_store_another_process_is_writing_leaves_nothing_half_deleted(
-    tmp_path: FilePath,
+    store_url: str, tmp_path: FilePath
 ) -> None:
-    """While a live run writes, every policy spares it, the pinned and the kept, and
-    no step or metadata set is left without its run."""
-    url = f"sqlite:///{tmp_path}/busy.db"
+    """While a live run writes (SQLite and PostgreSQL), every policy spares it, the
+    pinned and the kept, and no step or metadata set is left without its run."""
+    url = store_url
     zenmeta.configure(store=url)
     for number in range(6):
         _run("train", f"old-{number}", fail=number % 2 == 0)
@@ -147,18 +147,30 @@ def test_gc_on_a_store_another_process_is_writing_leaves_nothing_half_deleted(
         writer.wait(timeout=120)
         assert writer.stdout is not None
         writer.stdout.close()
-    assert "alive" not in deleted and "keeper" not in deleted
+    # old-5 is the newest unpinned run of its pipeline: keep_last=2 keeps it (and keeper).
+    assert deleted == {"old-0", "old-1", "old-2", "old-3", "old-4", "old-1-child", "old-3-child"}
     left = {run.name for run in zenmeta.Client(url).list_runs()}
-    assert {"alive", "keeper"} <= left
-    assert zenmeta.Client(url).get_run("alive").step_count > 0
-    with sqlite3.connect(tmp_path / "busy.db") as connection:
-        orphans = connection.execute(
-            "SELECT count(*) FROM zenmeta_steps WHERE run_id NOT IN (SELECT id FROM zenmeta_runs)"
-        ).fetchone()[0]
-        loose = connection.execute(
-            "SELECT count(*) FROM zenmeta_metadata WHERE run_id NOT IN "
-            "(SELECT id FROM zenmeta_runs)"
-        ).fetchone()[0]
+    assert {"alive", "keeper", "keeper-child", "old-5", "old-5-child"} <= left
+    assert not left & deleted
+    alive = zenmeta.Client(url).get_run("alive")
+    assert alive.step_count == 4_001 and alive.status == "completed"
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            orphans = connection.execute(
+                sqlalchemy.text(
+                    "SELECT count(*) FROM zenmeta_steps "
+                    "WHERE run_id NOT IN (SELECT id FROM zenmeta_runs)"
+                )
+            ).scalar_one()
+            loose = connection.execute(
+                sqlalchemy.text(
+                    "SELECT count(*) FROM zenmeta_metadata WHERE run_id NOT IN "
+                    "(SELECT id FROM zenmeta_runs)"
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()
     assert (orphans, loose) == (0, 0)
 
 

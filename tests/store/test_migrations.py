@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy
+from _versions import to_version_2
 
 import zenmeta
 from zenmeta._store import close_stores
@@ -60,21 +61,7 @@ def _v1_postgres(url: str) -> str:
     return url
 
 
-def _to_version_2(url: str) -> None:
-    """Undo version 4 by hand: what version-2 code left behind."""
-    _rows(url, "DROP TABLE zenmeta_step_starts")
-    for table, column in _VERSION_4_COLUMNS:
-        _rows(url, f"ALTER TABLE {table} DROP COLUMN {column}")
-    _rows(url, "UPDATE zenmeta_schema SET value = '2' WHERE name = 'version'")
-    _rows(url, "UPDATE zenmeta_alembic_version SET version_num = '0002'")
-
-
-_VERSION_4_COLUMNS = [
-    ("zenmeta_runs", "process_id"),
-    ("zenmeta_steps", "process_id"),
-    ("zenmeta_steps", "task_key"),
-    ("zenmeta_steps", "attempt"),
-]
+_to_version_2 = to_version_2
 
 
 def _exported(url: str) -> list[dict[str, Any]]:

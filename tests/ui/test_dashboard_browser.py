@@ -214,3 +214,86 @@ def test_badges_and_error_names_stay_whole_at_1280_px(served: str, store: InMemo
             assert broken == []
         finally:
             browser.close()
+
+
+@track_step
+def shard(number: int) -> None:
+    time.sleep(0.05)
+    log_metadata({"shard": number})
+
+
+@track_step
+def fan_out() -> None:
+    workers = [
+        threading.Thread(target=zenmeta.carry_context(shard), args=(number,)) for number in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+def test_browser_filters_runs_shows_a_chosen_column_and_charts_it(
+    served: str, store: InMemoryStore, tmp_path: pathlib.Path
+) -> None:
+    """The runs form in Chromium: a filter, a metadata column and a chart of it, all
+    drawn by the server; then the timeline of a run whose steps ran side by side."""
+    from playwright.sync_api import sync_playwright
+
+    for number, accuracy in enumerate((0.61, 0.74, 0.69, 0.88)):
+        with pipeline_run("scoring", run_name=f"scored-{number}"):
+            log_metadata({"accuracy": accuracy, "commit": f"c{number}"})
+        time.sleep(0.002)
+    with pipeline_run("scoring", run_name="unscored"):
+        pass
+    with pipeline_run("fan", run_name="parallel"):
+        fan_out()
+    parallel = zenmeta.Client(store).get_run("parallel")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(15_000)
+            problems: list[str] = []
+            page.on("console", lambda message: problems.append(message.text))
+            page.goto(served + "/")
+            page.fill("input[name=where]", "pipeline = 'scoring'")
+            page.fill("input[name=columns]", "user.accuracy, user.commit")
+            page.fill("input[name=chart]", "user.accuracy")
+            page.get_by_role("button", name="Filter").click()
+            page.wait_for_url("**/?*chart=user.accuracy*")
+
+            names = page.locator("a.run-link").all_inner_texts()
+            assert names == ["unscored", "scored-3", "scored-2", "scored-1", "scored-0"]
+            headings = page.locator("table.runs th.chosen").all_inner_texts()
+            assert headings == ["user.accuracy", "user.commit"]
+            assert page.locator("table.runs td.chosen").all_inner_texts()[:4] == [
+                "", "", "0.88", "c3"]  # fmt: skip
+            chart = page.locator("svg.chart")
+            box = chart.bounding_box()
+            assert box is not None and box["width"] > 300 and box["height"] > 100
+            assert chart.locator("circle.point").count() == 4
+            heights = [
+                point.bounding_box()["y"]  # type: ignore[index]
+                for point in chart.locator("circle.point").all()
+            ]
+            assert heights.index(min(heights)) == 3  # 0.88, the newest, is highest
+            assert page.get_by_text("1 run has no numeric user.accuracy").count() == 1
+            page.screenshot(path=str(tmp_path / "runs-filtered-chart.png"), full_page=True)
+            chart.screenshot(path=str(tmp_path / "chart.png"))
+
+            page.goto(f"{served}/runs/{parallel.id}")
+            timeline = page.locator("svg.timeline")
+            bars = timeline.locator("g.bar rect")
+            assert bars.count() == 4
+            spans = [bar.bounding_box() for bar in bars.all()]
+            shards = [(b["x"], b["x"] + b["width"]) for b in spans[1:] if b is not None]
+            assert len(shards) == 3
+            assert max(start for start, _ in shards) < min(end for _, end in shards)  # overlap
+            timeline.screenshot(path=str(tmp_path / "timeline-parallel.png"))
+        finally:
+            browser.close()
+    assert not [p for p in problems if "Content Security Policy" in p or "Refused" in p]
+    print(f"screenshots in {tmp_path}")

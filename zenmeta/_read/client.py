@@ -39,9 +39,6 @@ from .query import parse_filter
 
 __all__ = ["Client"]
 
-_GC_BATCH = 500
-"""Runs deleted per transaction by ``gc``: each run still goes whole."""
-
 
 RunRef = Any
 """A run: its id (``UUID`` or text), a unique id prefix, its name, a
@@ -314,8 +311,9 @@ class Client:
             chosen = [run for run in chosen if run.id not in kept]
         if not dry_run and chosen:
             deleter = self._deleter()
-            for start in range(0, len(chosen), _GC_BATCH):
-                deleter.delete_runs([run.id for run in chosen[start : start + _GC_BATCH]])
+            # One call: the store deletes in batches of its own (the SQL store,
+            # a few hundred runs per transaction) and then cleans its indexes once.
+            deleter.delete_runs([run.id for run in chosen])
             if vacuum:
                 deleter.vacuum()
         return chosen

@@ -38,7 +38,7 @@ from .._filters import (
     ns_of,
 )
 
-__all__ = ["parse_filter"]
+__all__ = ["parse_field", "parse_filter"]
 
 _MAX_LENGTH = 10_000
 _MAX_DEPTH = 50
@@ -255,3 +255,24 @@ def parse_filter(source: str, *, steps: bool = False) -> Filter:
     if not source.strip():
         raise QueryError("the filter is empty", 0)
     return _Parser(source, STEP_FIELDS if steps else RUN_FIELDS).parse()
+
+
+def parse_field(source: str) -> Field:
+    """Parse one metadata field, ``source.key`` with dots into nested keys, as the
+    filter language addresses it (the dashboard's chosen columns and chart)."""
+    if not source.strip():
+        raise QueryError("the field is empty", 0)
+    if len(source) > _MAX_LENGTH:
+        raise QueryError(f"a field is at most {_MAX_LENGTH} characters", _MAX_LENGTH)
+    parser = _Parser(source, ())
+    first = parser.token
+    if first.kind == "word" and parser.tokens[1].kind == "end":
+        raise QueryError(
+            f"{first.text!r} is not metadata: name a source and a key, such as user.accuracy",
+            first.position,
+        )
+    field, _ = parser.field()
+    if parser.token.kind != "end":
+        raise QueryError(f"expected the end of the field, found {_shown(parser.token)}",
+                         parser.token.position)  # fmt: skip
+    return field

@@ -14,6 +14,7 @@ again in Python (``exact`` is then false).
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -49,6 +50,7 @@ from ..._filters import (
     like_parts,
 )
 from ..._records import CRASHED, RUNNING
+from .indexes import INDEXED_TEXT, value_index
 from .schema import metadata_sets, runs, steps
 
 if TYPE_CHECKING:
@@ -143,7 +145,12 @@ class _Compiler:
             condition: ColumnElement[bool] = json_type.isnot(None)
         else:
             condition = self.typed(json_type, value, text_value, node)
-        found = (
+        wanted = _indexable(node, numbers=self.postgres)
+        if wanted and self.postgres and not any(key.isdigit() for key in field.path):
+            # Containment, which the GIN index answers; the typed test stays exact.
+            condition = and_(or_(*(document.c.document.op("@>")(_containing(field, value))
+                                   for value in wanted)), condition)  # fmt: skip
+        found: ColumnElement[bool] = (
             select(literal(1))
             .where(
                 document.c.entity_id == self.table.c.id,
@@ -153,7 +160,24 @@ class _Compiler:
             )
             .exists()
         )
+        if wanted and not self.postgres and len(field.path) == 1:
+            found = and_(self.candidates(field, wanted), found)
         return not_(found) if node.op == "missing" else found
+
+    def candidates(self, field: Field, wanted: tuple[Any, ...]) -> ColumnElement[bool]:
+        """The entities SQLite's value index holds ``field`` = one of ``wanted`` for:
+        a superset of the exact answer, found through the index, not a scan."""
+        values = value_index.c
+        return self.table.c.id.in_(
+            select(values.entity_id).where(
+                values.entity_kind == self.kind,
+                values.source == field.name,
+                values.key == field.path[0],
+                values.value.in_([bindparam(None, value) for value in wanted])
+                if len(wanted) > 1
+                else values.value == bindparam(None, wanted[0]),
+            )
+        )
 
     def json_path(self, column: Any, field: Field) -> tuple[Any, Any, Any]:
         """The stored JSON type of the value at ``field``'s path, and the value."""
@@ -241,6 +265,35 @@ class _Compiler:
             ">=": column >= parameter,
         }[op]
         return compared
+
+
+def _indexable(node: Compare, *, numbers: bool) -> tuple[Any, ...]:
+    """The values an ``=`` or ``in`` term asks for, when an index holds every
+    stored value equal to them (``indexes.py``): short text, and on PostgreSQL
+    finite numbers within a double's exact range too; empty when no index can
+    answer (the term then reads the documents)."""
+    if node.op == "=":
+        wanted: tuple[Any, ...] = (node.value,)
+    elif node.op == "in":
+        wanted = tuple(node.value)
+    else:
+        return ()
+    for value in wanted:
+        kind = kind_of_value(value)
+        if kind == "number" and numbers and abs(value) < 2**53:
+            continue
+        if kind == "text" and len(value) <= INDEXED_TEXT and "\x00" not in value:
+            continue
+        return ()
+    return wanted
+
+
+def _containing(field: Field, value: Any) -> Any:
+    """``{"key": {"nested": value}}`` as JSONB, for ``document @> …``."""
+    nested: Any = _pg_text(value)
+    for key in reversed(field.path):
+        nested = {key: nested}
+    return cast(bindparam(None, json.dumps(nested), type_=Text), JSONB)
 
 
 def _eq(node: Compare, value: Any) -> Compare:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
+from .indexes import forget_runs
 from .schema import metadata_sets, runs, step_starts, steps
 
 if TYPE_CHECKING:
@@ -21,24 +22,43 @@ if TYPE_CHECKING:
 
     from sqlalchemy import Connection, Engine
 
-__all__ = ["delete_runs", "vacuum"]
+__all__ = ["RUNS_PER_TRANSACTION", "delete_runs", "vacuum"]
+
+RUNS_PER_TRANSACTION = 500
+"""Runs deleted per transaction: how long a gc holds the write lock at a time."""
 
 _CHUNK = 500  # ids per IN (...) list, far below every database's parameter limit
 
 
 def delete_runs(engine: Engine, run_ids: Sequence[UUID]) -> list[str]:
-    """Delete the runs and everything under them; the ids (hex) of all runs removed."""
-    writing = engine.connect().execution_options(zenmeta_writer=True)
-    with writing as connection, connection.begin():
-        doomed = _with_children(connection, [run_id.hex for run_id in run_ids])
-        for chunk in _chunks(doomed):
-            step_ids = select(steps.c.id).where(steps.c.run_id.in_(chunk)).scalar_subquery()
-            connection.execute(delete(metadata_sets).where(metadata_sets.c.entity_id.in_(step_ids)))
-            connection.execute(delete(metadata_sets).where(metadata_sets.c.entity_id.in_(chunk)))
-            connection.execute(delete(steps).where(steps.c.run_id.in_(chunk)))
-            connection.execute(delete(step_starts).where(step_starts.c.run_id.in_(chunk)))
-            connection.execute(delete(runs).where(runs.c.id.in_(chunk)))
-    return doomed
+    """Delete the runs and everything under them; the ids (hex) of all runs removed.
+
+    Each ``RUNS_PER_TRANSACTION`` runs (with their child runs) go in one
+    transaction, so a writer waiting for the lock waits for one batch, not
+    for all of them; the last one also removes every deleted run's entries
+    from SQLite's value index (``indexes.forget_runs``), in one pass."""
+    removed: dict[str, None] = {}
+    asked = [run_id.hex for run_id in run_ids]
+    for start in range(0, max(len(asked), 1), RUNS_PER_TRANSACTION):
+        last = start + RUNS_PER_TRANSACTION >= len(asked)
+        writing = engine.connect().execution_options(zenmeta_writer=True)
+        with writing as connection, connection.begin():
+            doomed = _with_children(connection, asked[start : start + RUNS_PER_TRANSACTION])
+            for chunk in _chunks(doomed):
+                step_ids = select(steps.c.id).where(steps.c.run_id.in_(chunk)).scalar_subquery()
+                connection.execute(
+                    delete(metadata_sets).where(metadata_sets.c.entity_id.in_(step_ids))
+                )
+                connection.execute(
+                    delete(metadata_sets).where(metadata_sets.c.entity_id.in_(chunk))
+                )
+                connection.execute(delete(steps).where(steps.c.run_id.in_(chunk)))
+                connection.execute(delete(step_starts).where(step_starts.c.run_id.in_(chunk)))
+                connection.execute(delete(runs).where(runs.c.id.in_(chunk)))
+            removed.update(dict.fromkeys(doomed))  # a child may be asked for twice
+            if last:
+                forget_runs(connection, list(removed))
+    return list(removed)
 
 
 def _with_children(connection: Connection, ids: list[str]) -> list[str]:

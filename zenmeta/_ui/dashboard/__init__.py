@@ -56,7 +56,9 @@ try:
     from starlette.routing import Route
 
     from .. import text
+    from . import columns as chosen
     from . import render
+    from .chart import metadata_chart
     from .render import show_controls
     from .timeline import timeline_svg
 except ImportError as error:  # pragma: no cover - exercised by a test that hides starlette
@@ -134,6 +136,7 @@ def _environment() -> jinja2.Environment:
         duration=text.human_duration,
         elapsed=render.elapsed_since,
     )
+    chosen.add_to(environment)
     return environment
 
 
@@ -170,6 +173,10 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
         pipeline = _text_param(request, "pipeline")
         status = _text_param(request, "status")
         where = _text_param(request, "where", _MAX_FILTER)
+        columns_text = _text_param(request, "columns", _MAX_FILTER)
+        chart_text = _text_param(request, "chart")
+        columns, column_error = chosen.parse_columns(columns_text)
+        chart_field, chart_error = chosen.parse_chart(chart_text)
         if status is not None and status not in STATUSES:
             raise HTTPException(404, f"there is no run status {status!r}")
         offset = (page_number - 1) * RUNS_PER_PAGE
@@ -190,14 +197,21 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
         if page_number > 1 and not runs and query_error is None:
             raise HTTPException(404, f"there is no page {page_number} of runs")
         filters = {"pipeline": pipeline, "status": status, "where": where}
+        filters.update(columns=columns_text, chart=chart_text)
+        shown = runs[:RUNS_PER_PAGE]
         return page(
             "runs.html",
-            400 if query_error else 200,
-            runs=runs[:RUNS_PER_PAGE],
+            400 if query_error or column_error or chart_error else 200,
+            runs=shown,
             pipeline=pipeline or "",
             status=status or "",
             where=where or "",
             query_error=query_error,
+            columns=columns,
+            columns_text=columns_text or "",
+            column_error=column_error or chart_error,
+            chart_text=chart_text or "",
+            chart=None if chart_field is None else metadata_chart(shown, chart_field),
             statuses=STATUSES,
             page_number=page_number,
             offset=offset,
@@ -211,6 +225,9 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
     def run_page(request: Request) -> Response:
         reference = _reference_param(request, "run_id")  # an id, a unique prefix, a name
         page_number = _page_number(request)
+        columns_text = _text_param(request, "columns", _MAX_FILTER)
+        columns, column_error = chosen.parse_columns(columns_text)
+        kept = {"columns": columns_text}
         run = _read(lambda: client.get_run(reference))
         offset = (page_number - 1) * STEPS_PER_PAGE
         steps = _read(lambda: client.list_steps(run, limit=STEPS_PER_PAGE + 1, offset=offset))
@@ -223,7 +240,11 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
         rows = render.step_tree(steps[:STEPS_PER_PAGE])
         return page(
             "run.html",
+            400 if column_error else 200,
             run=run,
+            columns=columns,
+            columns_text=columns_text or "",
+            column_error=column_error,
             rows=rows,
             timeline=timeline_svg(rows, run.start_time, run.end_time),
             repeated_tasks=[  # one task, several executions (Dask recomputes and retries)
@@ -236,9 +257,12 @@ def create_app(client: Client, *, allowed_hosts: Sequence[str] | None = None) ->
             last_step=offset + min(len(steps), STEPS_PER_PAGE),
             page_number=page_number,
             page_count=max(1, -(-total // STEPS_PER_PAGE)),
-            previous_url=_page_url(path, {}, page_number - 1) if page_number > 1 else None,
-            next_url=_page_url(path, {}, page_number + 1) if len(steps) > STEPS_PER_PAGE else None,
-            last_url=_page_url(path, {}, max(1, -(-total // STEPS_PER_PAGE))),
+            previous_url=_page_url(path, kept, page_number - 1) if page_number > 1 else None,
+            next_url=_page_url(path, kept, page_number + 1)
+            if len(steps) > STEPS_PER_PAGE
+            else None,
+            first_url=_page_url(path, kept, 1) + "#steps",
+            last_url=_page_url(path, kept, max(1, -(-total // STEPS_PER_PAGE))),
             refresh=_REFRESH_SECONDS if run.status == "running" else None,
         )
 

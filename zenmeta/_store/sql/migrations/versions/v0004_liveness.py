@@ -6,7 +6,7 @@ key and attempt (all nullable: rows written before read as local steps);
 finished records arrive. ``zenmeta_processes`` (version 2) is now written.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,35 @@
+"""Take a current store back to schema version 2 by hand, for upgrade tests.
+
+What version-2 code left behind: no value index (version 3), no started
+records or process columns (version 4). Shared by the migration tests and
+the index tests so each new version is undone in one place.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy
+
+from zenmeta._store.sql.indexes import drop_indexes
+
+_VERSION_4_COLUMNS = [
+    ("zenmeta_runs", "process_id"),
+    ("zenmeta_steps", "process_id"),
+    ("zenmeta_steps", "task_key"),
+    ("zenmeta_steps", "attempt"),
+]
+
+
+def to_version_2(url: str) -> None:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DROP TABLE zenmeta_step_starts")
+            for table, column in _VERSION_4_COLUMNS:
+                connection.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+            drop_indexes(connection)
+            connection.exec_driver_sql(
+                "UPDATE zenmeta_schema SET value = '2' WHERE name = 'version'"
+            )
+            connection.exec_driver_sql("UPDATE zenmeta_alembic_version SET version_num = '0002'")
+    finally:
+        engine.dispose()

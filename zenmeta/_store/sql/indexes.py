@@ -1,0 +1,152 @@
+"""The indexes that let a metadata equality find its runs and steps without a scan.
+
+``environment.git_commit = 'abc'`` or ``mlflow.mlflow_run_id = 'f3…'`` must
+not read every metadata document of a million-step store (measured: 2.5 s on
+SQLite, longer on PostgreSQL, for one step). Each database gets the index
+that fits it, created with the tables of a new store and by migration 0003
+for an existing one:
+
+- PostgreSQL: a GIN index (``jsonb_path_ops``) on the metadata document, which
+  answers containment, ``document @> '{"git_commit": "abc"}'``, for any key at
+  any depth;
+- SQLite has no such index, so a table of every top-level short text of
+  every metadata set, one row per (entity, source, key), kept by triggers on
+  the metadata table: whoever writes the store — the writer, a sync, a copy,
+  an older zenmeta on the same file — keeps it whole, a rewritten value (a
+  secret masked after the fact) leaves no copy behind, deleted runs leave
+  none once the deletion is done (``forget_runs``), and the writer's Python
+  path costs nothing more. Numbers, booleans, nulls,
+  containers and text over ``INDEXED_TEXT`` characters are left out: their
+  equalities read the documents, as before.
+
+The index only narrows: the query keeps its exact, type-guarded test
+(``query.py``), so an answer never depends on whether an index was used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Column, MetaData, String, Table, Text, text
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+__all__ = [
+    "INDEXED_TEXT",
+    "value_index",
+    "create_indexes",
+    "drop_indexes",
+    "forget_runs",
+    "SQLITE",
+    "POSTGRES",
+]
+
+INDEXED_TEXT = 200
+"""Text up to this many characters is in SQLite's value index; longer text scans."""
+
+value_index = Table(  # SQLite only: created by the DDL below, never by create_all
+    "zenmeta_metadata_values",
+    MetaData(),
+    Column("entity_kind", String(8), primary_key=True),
+    Column("source", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("value", Text, primary_key=True),
+    Column("entity_id", String(32), primary_key=True),
+    Column("run_id", String(32), nullable=False),
+)
+
+# What a document puts into the index: its top-level text values up to
+# INDEXED_TEXT characters. Numbers stay out: an equality on a number is rare
+# (ranges are the common test, and no value index serves them), and each
+# entry is paid for by every write.
+_ENTRIES = f"""
+    SELECT {{row}}.entity_kind, {{row}}.source, j.key, j.value, {{row}}.entity_id, {{row}}.run_id
+    FROM json_each(CASE WHEN json_valid({{row}}.document) THEN {{row}}.document ELSE '{{{{}}}}' END)
+         AS j
+    WHERE typeof(j.key) = 'text' AND j.type = 'text' AND length(j.value) <= {INDEXED_TEXT}
+"""
+_KEY = "(entity_kind, source, key, value, entity_id)"
+_COLUMNS = "(entity_kind, source, key, value, entity_id, run_id)"
+_ADD = f"INSERT OR IGNORE INTO zenmeta_metadata_values {_COLUMNS} {_ENTRIES};"
+_REMOVE = f"DELETE FROM zenmeta_metadata_values WHERE {_COLUMNS} IN ({_ENTRIES});"
+
+SQLITE = (
+    # Keyed by what is looked up, so that the table is its only B-tree: a
+    # lookup is one range of it, a write one insert per entry.
+    f"""CREATE TABLE IF NOT EXISTS zenmeta_metadata_values (
+        entity_kind VARCHAR(8) NOT NULL,
+        source TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        entity_id VARCHAR(32) NOT NULL,
+        run_id VARCHAR(32) NOT NULL,
+        PRIMARY KEY {_KEY}
+    ) WITHOUT ROWID""",
+    "CREATE TRIGGER IF NOT EXISTS zenmeta_metadata_values_insert AFTER INSERT ON "
+    f"zenmeta_metadata BEGIN {_ADD.format(row='NEW')} END",
+    "CREATE TRIGGER IF NOT EXISTS zenmeta_metadata_values_update AFTER UPDATE OF document "
+    f"ON zenmeta_metadata BEGIN {_REMOVE.format(row='OLD')} {_ADD.format(row='NEW')} END",
+)
+"""The value index and the triggers that keep it, for a new SQLite store."""
+
+_SQLITE_FILL = f"INSERT OR IGNORE INTO zenmeta_metadata_values {_COLUMNS} " + _ENTRIES.format(
+    row="m"
+).replace("FROM json_each", "FROM zenmeta_metadata AS m, json_each")
+
+POSTGRES = (
+    "CREATE INDEX IF NOT EXISTS ix_zenmeta_metadata_document ON zenmeta_metadata "
+    "USING gin (document jsonb_path_ops)",
+)
+"""The containment index, for a new PostgreSQL store."""
+
+
+def create_indexes(connection: Connection, *, existing: bool = False) -> None:
+    """Create this database's index; with ``existing``, also fill it from the
+    metadata already stored (an upgraded store)."""
+    dialect = connection.dialect.name
+    if dialect == "sqlite":
+        for statement in SQLITE:
+            connection.execute(text(statement))
+        if existing:
+            connection.execute(text(_SQLITE_FILL))
+    elif dialect == "postgresql":
+        for statement in POSTGRES:
+            connection.execute(text(statement))
+
+
+def forget_runs(connection: Connection, run_ids: Sequence[str]) -> None:
+    """Remove the index entries of deleted runs, in one pass over the index.
+
+    Deleting a document does not remove its entries (no delete trigger): its
+    values are random all over the index, and removing them row by row, batch
+    by batch, made ``gc`` of 50,000 runs take 86 s instead of 17 s. A stale
+    entry is harmless meanwhile — the index only proposes candidates, which
+    the query then tests against the stored documents — and the retention
+    code calls this once it has deleted runs, so nothing of them stays."""
+    if connection.dialect.name != "sqlite" or not run_ids:
+        return
+    connection.execute(text("CREATE TEMP TABLE IF NOT EXISTS zenmeta_gone (id TEXT PRIMARY KEY)"))
+    connection.execute(text("DELETE FROM temp.zenmeta_gone"))
+    connection.execute(
+        text("INSERT OR IGNORE INTO temp.zenmeta_gone (id) VALUES (:id)"),
+        [{"id": run_id} for run_id in run_ids],
+    )
+    connection.execute(
+        text(
+            "DELETE FROM zenmeta_metadata_values WHERE run_id IN (SELECT id FROM temp.zenmeta_gone)"
+        )
+    )
+    connection.execute(text("DELETE FROM temp.zenmeta_gone"))
+
+
+def drop_indexes(connection: Connection) -> None:
+    """Remove them again (a downgrade)."""
+    dialect = connection.dialect.name
+    if dialect == "sqlite":
+        for name in ("insert", "delete", "update"):
+            connection.execute(text(f"DROP TRIGGER IF EXISTS zenmeta_metadata_values_{name}"))
+        connection.execute(text("DROP TABLE IF EXISTS zenmeta_metadata_values"))
+    elif dialect == "postgresql":
+        connection.execute(text("DROP INDEX IF EXISTS ix_zenmeta_metadata_document"))
