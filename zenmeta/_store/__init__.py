@@ -18,6 +18,7 @@ about once and recorded as a fault on the run: it never breaks a step.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import sys
@@ -43,6 +44,7 @@ __all__ = [
     "close_stores",
     "copy_store",
     "flush",
+    "flush_after_run",
     "flush_for_reading",
     "flush_stores",
     "open_reader",
@@ -177,14 +179,51 @@ def _create(url: str) -> RecordStore:
         from .memory import InMemoryStore
 
         return InMemoryStore(url)
-    if url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
-        try:
-            from .sql import SQLStore
-        except ImportError as error:  # pragma: no cover - the store issue adds it
-            raise StoreError(f"no SQL store available for {masked_url(url)!r}: {error}") from error
+    if url.startswith("sqlite:") and _check_sqlite_folder(url):
+        from .opening import OpeningStore
 
-        return SQLStore(url)  # follows configure(durability=...) run by run
+        # Opened on a thread of its own: no run waits for SQLAlchemy (opening.py).
+        return OpeningStore(url, _open_sql, _open_failed)
+    if url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+        # A server is opened here: a refused connection is reported as the run starts.
+        return _open_sql(url)
     raise StoreError(f"unknown store URL {masked_url(url)!r}; use {SUPPORTED_STORES}")
+
+
+def _open_sql(url: str) -> RecordStore:
+    try:
+        from .sql import SQLStore
+    except ImportError as error:  # pragma: no cover - SQLAlchemy is a dependency
+        raise StoreError(f"no SQL store available for {masked_url(url)!r}: {error}") from error
+    return SQLStore(url)  # follows configure(durability=...) run by run
+
+
+def _check_sqlite_folder(url: str) -> bool:
+    """Whether ``url`` names a SQLite file, after making sure its folder can be
+    written: what fails most (a wrong path) is still reported as the run
+    starts, in microseconds, before the open moves to its own thread."""
+    path = url[len("sqlite:///") :].partition("?")[0] if url.startswith("sqlite:///") else ""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return False  # no file of its own: the SQL store says what it needs
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    if not os.access(folder, os.W_OK):
+        raise StoreError(f"cannot write to the store folder {folder!r}")
+    return True
+
+
+def _open_failed(store: RecordStore, error: BaseException) -> None:
+    """A store that could not be opened in the background: forgotten (the next
+    run tries again), and reported as a failed open always was."""
+    with _lock:
+        for key, found in list(_open.items()):
+            if found is store:
+                del _open[key]
+                _recent.pop(key, None)
+        if store in _used:
+            _used.remove(store)
+    with contextlib.suppress(StoreError):  # strict: the run that waited for it raises
+        report_store_fault(f"cannot open store {store.url!r}", error)
 
 
 class _UnavailableStore:
@@ -217,6 +256,9 @@ def resolve_store() -> RecordStore:
     else:
         try:
             store = open_store(chosen)
+            opened = getattr(store, "opened", None)
+            if opened is not None and (settings.strict() or settings.durability() == "immediate"):
+                opened()  # both promise the store itself from the run's first record
         except Exception as error:
             report_store_fault(f"cannot open store {masked_url(chosen)!r}", error)
             store = _UnavailableStore(chosen)
@@ -380,6 +422,16 @@ def flush_stores() -> None:
             raise
         except Exception as error:
             report_store_fault(f"cannot flush {store.url!r}", error)
+
+
+def flush_after_run() -> None:
+    """What a run's end waits for. Batched: nothing, since the run's final
+    record woke the writer, which writes it within milliseconds (a flush per
+    run cost 6-8 OpenTelemetry spans, most of it the wait for the writer
+    thread; ``flush()``, readers in this process and the exit still wait).
+    Immediate or strict: every store, as before, so faults surface here."""
+    if settings.strict() or settings.durability() == "immediate":
+        flush_stores()
 
 
 def flush_for_reading(reader: object) -> None:

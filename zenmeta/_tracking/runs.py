@@ -45,7 +45,7 @@ from .._records import (
     StepRecord,
 )
 from .._redaction import DEFAULT_RULES, Rules
-from .._store import flush_stores, report_store_fault, resolve_store
+from .._store import flush_after_run, report_store_fault, resolve_store
 from . import context as _context
 from . import signals as _signals
 from .callables import check_name, check_tags, kind_of
@@ -224,7 +224,7 @@ class PipelineRun:
             self.error_message = mask_message(message, self.redaction)
         _signals.run_closed(self)
         self._save()
-        flush_stores()
+        flush_after_run()
         if interrupt is not None:
             raise interrupt
         if error is None:
