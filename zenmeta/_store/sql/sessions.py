@@ -55,14 +55,16 @@ ROWS_PER_STATEMENT = 2048
 """The largest block of rows one statement inserts (fewer if SQLite's limit
 on bound values is low); a power of two, so smaller blocks divide it."""
 
+_DELETE_BLOCK = 500  # ids per DELETE … IN (…)
 _VARIABLE_NUMBER = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", 9)
 _statements: dict[tuple[str, Shape, int], str] = {}
 
 
 def shape_of(row: Sequence[Any]) -> tuple[Shape, Row]:
-    """A full row split into its shape and its non-NULL values (for rare rows)."""
-    shape = tuple(index for index, value in enumerate(row) if value is not None)
-    return shape, tuple(row[index] for index in shape)
+    """A full row split into its shape and its non-NULL values (a run's row, a
+    step's that failed). Lists, not generators: a third of the cost."""
+    shape = tuple([index for index, value in enumerate(row) if value is not None])
+    return shape, tuple([value for value in row if value is not None])
 
 
 class Session(Protocol):
@@ -198,11 +200,17 @@ class SQLiteSession:
         self._pooled.close()
 
     def delete_runs(self, ids: Sequence[str]) -> None:
-        for run_id in ids:
-            self._cursor.execute(f"DELETE FROM {runs.name} WHERE id = ?", (run_id,))
+        # One statement per block of ids, not two per run: a loop of short
+        # runs deleted them at ~5 µs a run.
+        size = max(1, min(_DELETE_BLOCK, self._variables))
+        for start in range(0, len(ids), size):
+            block = ids[start : start + size]
+            marks = ", ".join("?" * len(block))
+            self._cursor.execute(f"DELETE FROM {runs.name} WHERE id IN ({marks})", block)
             self._cursor.execute(
-                f"DELETE FROM {metadata_sets.name} WHERE entity_id = ? AND entity_kind = 'run'",
-                (run_id,),
+                f"DELETE FROM {metadata_sets.name} WHERE entity_kind = 'run' "
+                f"AND entity_id IN ({marks})",
+                block,
             )
 
     def insert(self, table: Table, shaped: Mapping[Shape, list[Any]]) -> None:
