@@ -1,24 +1,37 @@
-"""Side-by-side medians: zenmeta against its peers, measured in one run.
+"""One table: every figure beside its target, met or not, against its peers in one run.
 
-Machines are noisy, so every row is compared to the OpenTelemetry SDK span
-measured in the same process, minutes apart at most; read the ratios, not
-the absolute times. Run with `make bench`.
+Machines are noisy, so every time is also shown as a ratio to the
+OpenTelemetry SDK span and to an MLflow nested run measured in the same run,
+and the figures with a target are medians of interleaved rounds (each round
+measures every one of them once, in turn, so a neighbour's load hits them
+alike). Fresh-process figures (cold start, a million steps) run in
+subprocesses. The table is saved as ``benchmarks/results/<utc-stamp>.json``;
+``--compare A.json B.json`` prints two of them side by side. Run with
+`make bench`; ``--quick`` for a short look while developing.
+
+Other modules contribute figures (``bench_<topic>.figures(quick)`` returning
+the dicts of ``_table.figure``): one guarded line each at the end of ``main()``.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import Timer, median_per_op, otel_span
+from _table import MLFLOW_RUN, SPAN, Figure, compare, figure, render, save
+from _timing import Timer, otel_span
 
 import zenmeta
 from zenmeta.testing import InMemoryStore
@@ -101,9 +114,7 @@ def import_cost(repeats: int = 15) -> tuple[float, float]:
     machine sets PYTHONDONTWRITEBYTECODE, which would otherwise make every
     import compile zenmeta's sources from scratch (~20 ms of the figure).
     """
-    import compileall
-
-    compileall.compile_dir(str(Path(zenmeta.__file__).parent), quiet=1)
+    _compile_zenmeta()
 
     def wall(code: str) -> float:
         times = []
@@ -116,74 +127,377 @@ def import_cost(repeats: int = 15) -> tuple[float, float]:
     return wall("pass"), wall("import zenmeta")
 
 
-def core_rows(ops: int, repeats: int) -> list[tuple[str, float]]:
+def _compile_zenmeta() -> None:
+    import compileall
+
+    compileall.compile_dir(str(Path(zenmeta.__file__).parent), quiet=1)
+
+
+# -- a fresh process: the first run, and what SQLAlchemy's import would add --
+
+_COLD_START = """
+import json, os, sys, time
+started = time.perf_counter()
+import zenmeta
+imported = time.perf_counter()
+
+@zenmeta.track_step
+def step():
+    return 1
+
+with zenmeta.pipeline_run("cold") as run:
+    step()
+returned = time.perf_counter()
+zenmeta.flush()
+client = zenmeta.Client(os.environ["ZENMETA_STORE"])
+(recorded,) = client.list_runs(limit=1)
+(recorded_step,) = client.list_steps(recorded.id)
+print(json.dumps({
+    "after_import_ms": (returned - imported) * 1e3,
+    "run_ms": (recorded.end_time - recorded.start_time).total_seconds() * 1e3,
+    "step_ms": (recorded_step.end_time - recorded_step.start_time).total_seconds() * 1e3,
+    "sqlalchemy_before_run": "sqlalchemy" in sys.modules,
+}))
+"""
+
+_SQLALCHEMY_IMPORT = """
+import time
+started = time.perf_counter()
+import sqlalchemy
+print((time.perf_counter() - started) * 1e3)
+"""
+
+
+def cold_start(processes: int) -> list[Figure]:
+    """Medians over fresh processes, alternating with SQLAlchemy's own import
+    time (what the first run used to wait for), each store a new file."""
+    _compile_zenmeta()
+    found: dict[str, list[float]] = {"after_import_ms": [], "run_ms": [], "step_ms": []}
+    sqlalchemy_ms: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="zenmeta-bench-cold-") as folder:
+        for number in range(processes):
+            env = {
+                **os.environ,
+                "ZENMETA_STORE": f"sqlite:///{folder}/cold-{number}.db",
+            }
+            done = subprocess.run(
+                [sys.executable, "-c", _COLD_START], check=True, capture_output=True, env=env
+            )
+            measured = json.loads(done.stdout)
+            for key in found:
+                found[key].append(measured[key])
+            done = subprocess.run(
+                [sys.executable, "-c", _SQLALCHEMY_IMPORT], check=True, capture_output=True
+            )
+            sqlalchemy_ms.append(float(done.stdout))
+    after_import = statistics.median(found["after_import_ms"])
+    run_ms = statistics.median(found["run_ms"])
+    importing = statistics.median(sqlalchemy_ms)
+    note = f"median of {processes} fresh processes, each with a new SQLite store"
     return [
-        ("bare function call", median_per_op(bare_call, ops, repeats)),
-        ("functools.wraps pass-through", median_per_op(wraps_call, ops, repeats)),
-        ("zenmeta step, no components", median_per_op(zenmeta_steps(empty_step), ops, repeats)),
-        ("zenmeta step logging 3 values", median_per_op(zenmeta_steps(logging_step), ops, repeats)),
-        (
-            "zenmeta pipeline_run enter+exit",
-            median_per_op(_with_store(zenmeta_runs), max(ops // 20, 10), repeats),
+        figure(
+            "fresh process: first `with pipeline_run(): step()` after import",
+            after_import,
+            "ms",
+            "≤ 20 ms",
+            after_import <= 20,
+            note,
         ),
-        ("OpenTelemetry SDK span + 3 attributes", median_per_op(otel_span(), ops, repeats)),
+        figure(
+            "fresh process: the first run's recorded duration",
+            run_ms,
+            "ms",
+            "< ¼ of SQLAlchemy's import",
+            run_ms < importing / 4,
+            "the user's code only: the store opens on its own thread",
+        ),
+        figure(
+            "fresh process: the first step's recorded duration",
+            statistics.median(found["step_ms"]),
+            "ms",
+        ),
+        figure(
+            "fresh process: import sqlalchemy (what the first run no longer waits for)",
+            importing,
+            "ms",
+        ),
     ]
 
 
-def print_table(rows: list[tuple[str, float]], reference: str) -> None:
-    ref = dict(rows)[reference]
-    width = max(len(name) for name, _ in rows)
-    print(f"{'operation':<{width}}  {'median/op':>11}  {'vs OTel span':>12}")
-    for name, seconds in rows:
-        print(f"{name:<{width}}  {seconds * 1e6:>8.2f} µs  {seconds / ref:>11.2f}x")
+# -- interleaved rounds: every figure with a target, once per round ----------
+
+
+def _sqlite_batched(folder: str) -> str:
+    url = f"sqlite:///{folder}/bench.db"
+    zenmeta.configure(store=url, durability="batched")
+    with zenmeta.pipeline_run("warm-up"):
+        logging_step(0)
+    zenmeta.flush()
+    return url
+
+
+def _batched_steps(ops: int) -> tuple[float, float]:
+    """A step logging 3 values into batched SQLite: (caller-visible, with writes
+    drained), per step; the run's end is outside both."""
+    with zenmeta.pipeline_run("bench"):
+        start = time.perf_counter()
+        for i in range(ops):
+            logging_step(i)
+        caller = time.perf_counter()
+        zenmeta.flush()
+        drained = time.perf_counter()
+    zenmeta.flush()
+    return (caller - start) / ops, (drained - start) / ops
+
+
+def _batched_runs(ops: int) -> tuple[float, float]:
+    """``with pipeline_run(): pass`` into batched SQLite: (caller, writes drained)."""
+    start = time.perf_counter()
+    for _ in range(ops):
+        with zenmeta.pipeline_run("bench"):
+            pass
+    caller = time.perf_counter()
+    zenmeta.flush()
+    drained = time.perf_counter()
+    return (caller - start) / ops, (drained - start) / ops
+
+
+def _in_memory(step: Callable[[int], int], ops: int) -> float:
+    store = InMemoryStore()
+    zenmeta.configure(store=store)
+    try:
+        with zenmeta.pipeline_run("bench"):
+            start = time.perf_counter()
+            for i in range(ops):
+                step(i)
+            return (time.perf_counter() - start) / ops
+    finally:
+        zenmeta.configure(store=None)
+
+
+def _mlflow_nested_runs() -> tuple[Callable[[int], float], Callable[[], None]]:
+    """MLflow's nested ``start_run`` + ``log_params(3)`` + end, SQLite store."""
+    import logging
+
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    folder = tempfile.mkdtemp(prefix="zenmeta-bench-mlflow-")
+    mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
+    experiment = mlflow.MlflowClient().create_experiment("bench_nested")
+    mlflow.start_run(experiment_id=experiment, run_name="parent")
+
+    def measure(ops: int) -> float:
+        start = time.perf_counter()
+        for i in range(ops):
+            with mlflow.start_run(experiment_id=experiment, nested=True):
+                mlflow.log_params({"loss": 0.5, "rows": i, "split": "train"})
+        return (time.perf_counter() - start) / ops
+
+    def finish() -> None:
+        mlflow.end_run()
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+    return measure, finish
+
+
+def interleaved(ops: int, rounds: int, *, with_mlflow: bool) -> list[Figure]:
+    """The figures with targets: each round measures every one once, in turn."""
+    span_batch = otel_span()
+    times: dict[str, list[float]] = {}
+
+    def keep(name: str, value: float) -> None:
+        times.setdefault(name, []).append(value)
+
+    mlflow_measure = mlflow_finish = None
+    if with_mlflow:
+        mlflow_measure, mlflow_finish = _mlflow_nested_runs()
+        mlflow_measure(5)  # its tables and caches
+    run_ops = max(ops // 20, 50)
+    with tempfile.TemporaryDirectory(prefix="zenmeta-bench-") as folder:
+        url = _sqlite_batched(folder)
+        span_batch(ops // 10)
+        _batched_steps(ops // 10)
+        _batched_runs(run_ops // 10)
+        try:
+            for _ in range(rounds):
+                keep(SPAN, span_batch(ops) / ops)
+                zenmeta.configure(store=None)
+                keep("zenmeta step, no components (in memory)", _in_memory(empty_step, ops))
+                keep("zenmeta step logging 3 values (in memory)", _in_memory(logging_step, ops))
+                zenmeta.configure(store=url, durability="batched")
+                caller, drained = _batched_steps(ops)
+                keep("step logging 3 values, SQLite batched: caller-visible", caller)
+                keep("step logging 3 values, SQLite batched: caller + drained writes", drained)
+                caller, drained = _batched_runs(run_ops)
+                keep("run enter+exit, SQLite batched: caller-visible", caller)
+                keep("run enter+exit, SQLite batched: caller + drained writes", drained)
+                if mlflow_measure is not None:
+                    keep(MLFLOW_RUN, mlflow_measure(max(ops // 1000, 10)))
+        finally:
+            from zenmeta._store import close_stores
+
+            close_stores()
+            zenmeta.configure(store=None, durability=None)
+            if mlflow_finish is not None:
+                mlflow_finish()
+    medians = {name: statistics.median(found) for name, found in times.items()}
+    span = medians[SPAN]
+    targets = {
+        "step logging 3 values, SQLite batched: caller-visible": 0.2,
+        "step logging 3 values, SQLite batched: caller + drained writes": 0.3,
+        "run enter+exit, SQLite batched: caller + drained writes": 1.0,
+    }
+    note = f"median of {rounds} interleaved rounds"
+    out = []
+    for name, seconds in medians.items():
+        bar = targets.get(name)
+        if name == MLFLOW_RUN:
+            out.append(figure(name, seconds * 1e3, "ms", note=note))
+        elif bar is None:
+            out.append(figure(name, seconds * 1e6, "µs", note=note if name == SPAN else ""))
+        else:
+            met = seconds <= bar * span
+            out.append(figure(name, seconds * 1e6, "µs", f"≤ {bar:.1f}x OTel span", met))
+    return out
+
+
+# -- a million steps, each in a fresh process ---------------------------------
+
+
+def million(count: int) -> list[Figure]:
+    script = str(Path(__file__).resolve().parent / "bench_store.py")
+    out = []
+    for with_values in (True, False):
+        extra = ["--metadata"] if with_values else []
+        done = subprocess.run(
+            [sys.executable, script, "--million", "--json", "--count", str(count), *extra],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        measured = json.loads(done.stdout.strip().splitlines()[-1])
+        kind = "logging 3 values" if with_values else "no values"
+        rate, growth = measured["steps_per_s"], measured["growth_mib"]
+        name = f"{count:,} steps {kind} into batched SQLite"
+        if with_values:
+            out.append(figure(name, rate, "steps/s", "≥ 100,000 steps/s", rate >= 100_000))
+            out.append(figure(f"  memory growth, {kind}", growth, "MiB", "< 50 MB", growth < 50))
+        else:
+            out.append(figure(name, rate, "steps/s"))
+            out.append(figure(f"  memory growth, {kind}", growth, "MiB"))
+    return out
+
+
+# -- the other modules' rows, as figures without a target ---------------------
+
+
+def _timed_rows(rows: list[tuple[str, float]], note: str) -> list[Figure]:
+    return [figure(name.strip(), seconds * 1e6, "µs", note=note) for name, seconds in rows]
+
+
+def _team_figures() -> list[Figure]:
+    import bench_team
+
+    out = []
+    for name, text in bench_team.rows():
+        number, _, unit = text.partition(" ")
+        out.append(figure(f"team store: {name}", float(number.replace(",", "")), unit))
+    return out
+
+
+def _mlflow_component() -> list[Figure]:
+    import bench_mlflow
+
+    result = bench_mlflow.bench_mlflow()
+    ratio = result.pop("ratio")
+    out = [figure(f"MLflow: {name}", seconds * 1e3, "ms") for name, seconds in result.items()]
+    out.append(figure("MLflow: ratio zenmeta step + component / MLflow alone", ratio, "x"))
+    return out
+
+
+class _Arguments(argparse.Namespace):
+    """Any ``--no-<topic>`` flag a contributed module is guarded by is False
+    unless given, so a module's guard works before its flag is declared."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("no_"):
+            return False
+        raise AttributeError(name)
+
+
+def _arguments(argv: list[str] | None = None) -> _Arguments:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--ops", type=int, default=20_000, help="operations per batch")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
+    parser.add_argument("--quick", action="store_true", help="short batches, fewer rows")
+    parser.add_argument("--million", action="store_true", help="also 1M steps into SQLite")
+    parser.add_argument("--count", type=int, default=1_000_000, help="steps for --million")
+    parser.add_argument("--cold", type=int, default=9, help="fresh processes for cold start")
+    parser.add_argument("--no-mlflow", action="store_true", help="skip the MLflow figures")
+    parser.add_argument("--no-team", action="store_true", help="skip SQLite vs PostgreSQL")
+    parser.add_argument("--no-save", action="store_true", help="do not write results/*.json")
+    parser.add_argument(
+        "--compare", nargs=2, metavar=("A.json", "B.json"), help="two saved tables side by side"
+    )
+    args, rest = parser.parse_known_args(argv, namespace=_Arguments())
+    for flag in rest:  # a contributed module's --no-<topic>, declared or not
+        if not flag.startswith("--no-"):
+            parser.error(f"unrecognized argument: {flag}")
+        setattr(args, flag[2:].replace("-", "_"), True)
+    return args
+
+
+FIGURES: list[Figure] = []
+"""What ``main()`` measured; printed and saved once it returns."""
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--ops", type=int, default=20_000, help="operations per batch")
-    parser.add_argument("--repeats", type=int, default=7, help="batches per row")
-    parser.add_argument("--million", action="store_true", help="also 1M steps into SQLite")
-    parser.add_argument("--no-mlflow", action="store_true", help="skip the MLflow comparison")
-    parser.add_argument("--no-team", action="store_true", help="skip SQLite vs PostgreSQL")
-    args = parser.parse_args()
-    print(f"Python {sys.version.split()[0]}, zenmeta {zenmeta.__version__}")
-    import bench_otel
-    import bench_store
-    import bench_trust
+    args = _arguments()
+    figures = FIGURES  # contributed modules extend this very list
+    if args.compare:
+        return
+    quick = args.quick
+    ops, rounds = (2_000, 3) if quick else (args.ops, args.rounds)
+    print(f"Python {sys.version.split()[0]}, zenmeta {zenmeta.__version__}", flush=True)
+    figures += interleaved(ops, rounds, with_mlflow=not args.no_mlflow)
+    figures += cold_start(3 if quick else args.cold)
+    if args.million or not quick:
+        figures += million(100_000 if quick else args.count)
+    figures += [
+        figure("bare function call", bare_call(ops) / ops * 1e6, "µs"),
+        figure("functools.wraps pass-through", wraps_call(ops) / ops * 1e6, "µs"),
+    ]
+    if not quick:
+        import bench_otel
+        import bench_store
+        import bench_trust
 
-    rows = core_rows(args.ops, args.repeats) + bench_store.rows(args.ops, args.repeats)
-    rows += bench_otel.rows(args.ops, args.repeats)
-    rows += bench_trust.rows(args.ops, args.repeats)
-    print_table(rows, "OpenTelemetry SDK span + 3 attributes")
-    print(bench_otel.verdict(dict(rows), dict(rows)["OpenTelemetry SDK span + 3 attributes"]))
-    if args.million:
-        # A fresh process: the rows above already raised this one's peak
-        # memory, which would hide the loop's own growth.
-        print()
-        script = str(Path(__file__).resolve().parent / "bench_store.py")
-        for extra in ([], ["--metadata"]):
-            subprocess.run([sys.executable, script, "--million", "--quiet", *extra], check=True)
-    if not args.no_team:
-        import bench_team
+        store_rows = bench_store.rows(ops, rounds)
+        figures += _timed_rows(store_rows[1:2], "bench_store.py")  # immediate durability
+        figures += _timed_rows(bench_otel.rows(ops, rounds), "bench_otel.py")
+        figures += _timed_rows(bench_trust.rows(ops, rounds), "bench_trust.py")
+        bare, with_zenmeta = import_cost()
+        added = (with_zenmeta - bare) * 1e3
+        figures.append(figure("import zenmeta adds, fresh interpreter", added, "ms"))
+    if not args.no_team and not quick:
+        figures += _team_figures()
+    if not args.no_mlflow and not quick:
+        figures += _mlflow_component()
+    # Contributed modules: `if not args.no_<topic>: figures += bench_<topic>.figures(quick)`
 
-        print("\nteam store, same run (bench_team.py; steps log 3 values each):")
-        for name, figure in bench_team.rows():
-            print(f"  {name:<48} {figure:>16}")
-    if not args.no_mlflow:
-        import bench_mlflow
 
-        result = bench_mlflow.bench_mlflow()
-        ratio = result.pop("ratio")
-        print("\nper step, same SQLite MLflow store (median):")
-        for name, seconds in result.items():
-            print(f"  {name:<38} {seconds * 1e3:8.2f} ms")
-        print(f"  {'ratio zenmeta / MLflow alone':<38} {ratio:8.2f}")
-    bare, with_zenmeta = import_cost()
-    print(
-        f"\nimport zenmeta adds {(with_zenmeta - bare) * 1e3:.1f} ms to a bare interpreter "
-        f"({bare * 1e3:.1f} ms → {with_zenmeta * 1e3:.1f} ms)"
-    )
+def report(argv: list[str] | None = None) -> None:
+    args = _arguments(argv)
+    if args.compare:
+        print(compare(Path(args.compare[0]), Path(args.compare[1])))
+        return
+    print()
+    print(render(FIGURES))
+    if not args.no_save:
+        print(f"\nsaved as {save(FIGURES)}")
 
 
 if __name__ == "__main__":
     main()
+    report()

@@ -13,6 +13,7 @@ into a batched store and reports steps per second and peak memory growth.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -136,11 +137,15 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=20_000, help="operations per batch")
     parser.add_argument("--repeats", type=int, default=7, help="batches per row")
     parser.add_argument("--quiet", action="store_true", help="no version header")
+    parser.add_argument("--json", action="store_true", help="--million as one JSON line")
     args = parser.parse_args()
     if not args.quiet:
         print(f"Python {sys.version.split()[0]}, zenmeta {zenmeta.__version__}, pid {os.getpid()}")
     if args.million:
         rate, growth = million(args.count, with_metadata=args.metadata)
+        if args.json:
+            print(json.dumps({"steps_per_s": rate, "growth_mib": growth / 2**20}))
+            return
         kind = "steps logging 3 values" if args.metadata else "steps"
         print(
             f"{args.count:,} {kind} into batched SQLite: {rate:,.0f} steps/s, "
