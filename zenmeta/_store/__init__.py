@@ -126,6 +126,11 @@ def open_store(url: str) -> RecordStore:
 
 def _touch(key: str, store: RecordStore) -> None:
     """Mark ``store`` as used now; release the least recently used beyond the bound."""
+    try:
+        if _recent and next(reversed(_recent)) == key and _recent.get(key) is store:
+            return  # the most recent already: the common case, no lock
+    except RuntimeError:  # another thread changed it just now: take the lock
+        pass
     with _lock:
         if _recent.get(key) is not store:
             _recent[key] = store
