@@ -261,9 +261,10 @@ def resolve_store() -> RecordStore:
     else:
         try:
             store = open_store(chosen)
-            opened = getattr(store, "opened", None)
-            if opened is not None and (settings.strict() or settings.durability() == "immediate"):
-                opened()  # both promise the store itself from the run's first record
+            if getattr(store, "opening", False) and (
+                settings.strict() or settings.durability() == "immediate"
+            ):
+                store.opened()  # type: ignore[attr-defined]  # both promise the store itself
         except Exception as error:
             report_store_fault(f"cannot open store {masked_url(chosen)!r}", error)
             store = _UnavailableStore(chosen)

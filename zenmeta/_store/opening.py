@@ -60,6 +60,8 @@ class OpeningStore:
         self._pending: list[RunRecord | StepRecord] = []
         self._target: RecordStore | None = None
         self._failure: BaseException | None = None
+        self.opening = True
+        """Until the open ended (either way); read as each run starts."""
         _opening.add(self)
         self._start()
 
@@ -81,6 +83,7 @@ class OpeningStore:
             try:
                 self._on_failure(self, error)  # forgotten, then reported, before anyone waits
             finally:
+                self.opening = False
                 self._ready.set()
             return
         with self._lock:
@@ -96,6 +99,7 @@ class OpeningStore:
                 # From now on a save is the opened store's own bound method.
                 self.save_step = target.save_step  # type: ignore[method-assign]
                 self.save_run = target.save_run  # type: ignore[method-assign]
+                self.opening = False
                 self._ready.set()
 
     def opened(self) -> RecordStore:
@@ -176,7 +180,17 @@ class OpeningStore:
 
 
 _OWN = frozenset(
-    ("_real_url", "_opener", "_on_failure", "_lock", "_ready", "_pending", "_target", "_failure")
+    (
+        "_real_url",
+        "_opener",
+        "_on_failure",
+        "_lock",
+        "_ready",
+        "_pending",
+        "_target",
+        "_failure",
+        "opening",
+    )
 )
 
 
