@@ -184,11 +184,11 @@ def _create(url: str) -> RecordStore:
         from .memory import InMemoryStore
 
         return InMemoryStore(url)
-    if url.startswith("sqlite:") and _check_sqlite_folder(url):
-        from .opening import OpeningStore
+    if url.startswith("sqlite:"):
+        from .opening import OpeningStore, check_sqlite_folder
 
-        # Opened on a thread of its own: no run waits for SQLAlchemy (opening.py).
-        return OpeningStore(url, _open_sql, _open_failed)
+        if check_sqlite_folder(url):  # opened on a thread of its own (opening.py)
+            return OpeningStore(url, _open_sql, _open_failed)
     if url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
         # A server is opened here: a refused connection is reported as the run starts.
         return _open_sql(url)
@@ -201,20 +201,6 @@ def _open_sql(url: str) -> RecordStore:
     except ImportError as error:  # pragma: no cover - SQLAlchemy is a dependency
         raise StoreError(f"no SQL store available for {masked_url(url)!r}: {error}") from error
     return SQLStore(url)  # follows configure(durability=...) run by run
-
-
-def _check_sqlite_folder(url: str) -> bool:
-    """Whether ``url`` names a SQLite file, after making sure its folder can be
-    written: what fails most (a wrong path) is still reported as the run
-    starts, in microseconds, before the open moves to its own thread."""
-    path = url[len("sqlite:///") :].partition("?")[0] if url.startswith("sqlite:///") else ""
-    if not path or path == ":memory:" or path.startswith("file:"):
-        return False  # no file of its own: the SQL store says what it needs
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    if not os.access(folder, os.W_OK):
-        raise StoreError(f"cannot write to the store folder {folder!r}")
-    return True
 
 
 def _open_failed(store: RecordStore, error: BaseException) -> None:

@@ -33,13 +33,27 @@ from .._errors import StoreError
 from .._records import RecordStore, RunRecord, StepRecord
 from .._redact import masked_url
 
-__all__ = ["OpeningStore", "PENDING_LIMIT"]
+__all__ = ["OpeningStore", "PENDING_LIMIT", "check_sqlite_folder"]
 
 PENDING_LIMIT = 8192
 """Records held while the store opens before callers wait for it: the SQL
 writer's own queue bound (``sql/writer.py`` ``QUEUE_SIZE``)."""
 
 _opening: weakref.WeakSet[OpeningStore] = weakref.WeakSet()
+
+
+def check_sqlite_folder(url: str) -> bool:
+    """Whether ``url`` names a SQLite file, after making sure its folder can be
+    written: what fails most (a wrong path) is still reported as the run
+    starts, in microseconds, before the open moves to its own thread."""
+    path = url[len("sqlite:///") :].partition("?")[0] if url.startswith("sqlite:///") else ""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return False  # no file of its own: the SQL store says what it needs
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    if not os.access(folder, os.W_OK):
+        raise StoreError(f"cannot write to the store folder {folder!r}")
+    return True
 
 
 class OpeningStore:
