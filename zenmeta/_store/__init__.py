@@ -431,8 +431,13 @@ def flush_for_reading(reader: object) -> None:
     that store, so a reader sees its own open run. Costs nothing when the
     store has nothing queued (it says so through ``has_queued()``)."""
     url = getattr(reader, "url", None)
-    writing = _open.get(url) if isinstance(url, str) else None  # a reader of its own
-    for store in (reader,) if writing in (None, reader) else (reader, writing):
+    stores = [reader]
+    if isinstance(url, str):
+        shown = masked_url(url)  # a configured store object is named by its shown URL
+        with _lock:
+            writing = [_open.get(url)] + [s for s in _used if getattr(s, "url", None) == shown]
+        stores += [store for store in writing if store is not None and store is not reader]
+    for store in {id(store): store for store in stores}.values():  # each once, in order
         has_queued = getattr(store, "has_queued", None)
         if callable(has_queued) and has_queued():
             try:
