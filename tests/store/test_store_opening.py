@@ -171,3 +171,14 @@ def test_a_run_does_not_wait_for_a_slow_open(
     zenmeta.flush()
     (recorded,) = Client(url).list_runs()
     assert recorded.step_count == 1 and json.dumps(recorded.status) == '"completed"'
+
+
+def test_reading_a_store_that_cannot_be_opened_is_one_store_error(tmp_path: FilePath) -> None:
+    """A reader in the same process, while or after the open fails, gets a StoreError."""
+    path = tmp_path / "runs.db"
+    path.write_text("not a database, " * 100)
+    zenmeta.configure(store=str(path))
+    with pipeline_run("p"):
+        step(1)
+    with pytest.raises(zenmeta.StoreError):
+        Client(str(path)).list_runs()

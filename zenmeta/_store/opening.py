@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._config import settings
-from .._errors import StoreError
+from .._errors import StoreError, describe_error
 from .._records import RecordStore, RunRecord, StepRecord
 from .._redact import masked_url
 
@@ -181,7 +181,14 @@ class OpeningStore:
         """Everything else (reading, pruning, ``durability``) is the opened store's."""
         if name.startswith("__") or name in _OWN:
             raise AttributeError(name)
-        return getattr(self.opened(), name)
+        try:
+            target = self.opened()
+        except StoreError:
+            raise
+        except Exception as error:  # a reader asking gets one line naming the store
+            error_type, detail = describe_error(error)
+            raise StoreError(f"cannot open store {self.url!r}: {error_type}: {detail}") from error
+        return getattr(target, name)
 
     def _after_fork_in_child(self) -> None:
         """A child forked mid-open has no opening thread: it opens again, and
