@@ -169,6 +169,9 @@ class CoreSession:
 class SQLiteSession:
     """SQLite through its driver: the same SQL, without the per-call layers."""
 
+    replaces_runs = True
+    """A run row is written ``INSERT OR REPLACE``: no ``DELETE`` is needed first."""
+
     def __init__(self, engine: Engine) -> None:
         self._pooled = engine.raw_connection()  # returned to the pool on close
         driver: Any = self._pooled.driver_connection
@@ -253,6 +256,7 @@ def _insert_sql(table: Table, shape: Shape, rows: int) -> str:
         marks = ", ".join(
             "?" if index in present else "NULL" for index in range(len(table.columns))
         )
-        sql = f"INSERT INTO {table.name} ({names}) VALUES " + ", ".join([f"({marks})"] * rows)
+        verb = "INSERT OR REPLACE" if table is runs else "INSERT"  # see replaces_runs
+        sql = f"{verb} INTO {table.name} ({names}) VALUES " + ", ".join([f"({marks})"] * rows)
         _statements[key] = sql
     return sql

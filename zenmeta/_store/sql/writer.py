@@ -460,6 +460,7 @@ class SQLWriter:
             now = time.time_ns()
             run_rows: Shaped = {}
             run_ids = []
+            with_metadata = []  # runs whose stored metadata sets this snapshot replaces
             live: list[tuple[str, bool]] = []
             pid = os.getpid()
             for record in newest:
@@ -469,6 +470,8 @@ class SQLWriter:
                 run_rows.setdefault(shape, []).extend(values)
                 for row in metadata_rows("run", key, key, record.metadata):
                     meta_rows.extend(row)
+                if record.metadata:
+                    with_metadata.append(key)
                 live.append((key, record.status == RUNNING and record.pid == pid))
         except BaseException as error:
             # In the writer thread even a SystemExit from a hostile value is
@@ -484,7 +487,13 @@ class SQLWriter:
 
         def store(session: Session) -> None:
             if run_ids:  # a run's record is a full snapshot: replace it
-                session.delete_runs(run_ids)
+                # SQLite replaces a run's row as it inserts it, so only runs with
+                # metadata need deleting first: a run's sets only ever grow, so a
+                # snapshot without any replaces a run that never had one stored.
+                replacing = getattr(session, "replaces_runs", False)
+                doomed = with_metadata if replacing else run_ids
+                if doomed:
+                    session.delete_runs(doomed)
                 session.insert(runs, run_rows)
             session.insert(steps, step_rows)
             session.insert(metadata_sets, {FULL_METADATA: meta_rows})
