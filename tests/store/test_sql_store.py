@@ -108,6 +108,7 @@ def test_default_store_is_a_sqlite_file_in_the_project_folder(tmp_path: FilePath
     """With nothing configured, runs land in .zenmeta/zenmeta.db under the cwd."""
     with pipeline_run("p"):
         add(1, 2)
+    zenmeta.flush()  # a batched run's end does not wait for the store (flush_after_run)
     assert (tmp_path / ".zenmeta" / "zenmeta.db").is_file()
     run = zenmeta.Client().list_runs()[0]
     assert run.pipeline_name == "p" and run.step_count == 1
@@ -375,10 +376,11 @@ def test_failed_writes_are_warned_and_the_steps_go_on(
 ) -> None:
     """A store that breaks after opening: results still return, one warning."""
     zenmeta.configure(store=url)
-    resolve_store()  # create the store
+    resolve_store().flush()  # create the store (a SQLite one opens in the background)
     _break_steps_table(url)
     with pipeline_run("p"):
         assert [add(i, i) for i in range(3)] == [0, 2, 4]
+    zenmeta.flush()  # a batched run's end does not wait for the writer
     warnings = [r.getMessage() for r in zenmeta_log.records if "cannot write" in r.getMessage()]
     assert len(warnings) == 1 and "zenmeta_steps" in warnings[0]
 
@@ -386,7 +388,7 @@ def test_failed_writes_are_warned_and_the_steps_go_on(
 def test_failed_writes_make_flush_raise_in_strict_mode(url: str) -> None:
     """Strict mode: the batch that failed surfaces as StoreError from flush()."""
     zenmeta.configure(store=url, strict=True)
-    resolve_store()
+    resolve_store().flush()
     _break_steps_table(url)
     run = zenmeta.start_run("p")
     add(1, 1)
@@ -494,6 +496,7 @@ def test_metadata_is_one_json_document_per_entity_and_source(url: str) -> None:
     zenmeta.configure(store=url)
     with pipeline_run("p", components=[Probe()]):
         add(1, 2)
+    zenmeta.flush()  # read below with plain SQL, not through a reader that flushes
     if url.startswith("sqlite"):
         picked = "json_extract(document, '$.rows'), json_extract(types, '$.uri')"
     else:
@@ -673,6 +676,7 @@ def test_a_forked_child_writes_through_its_own_writer(url: str) -> None:
                 zenmeta._tracking.context.remove_detached(parent_run)  # the parent's to end
                 with pipeline_run("child"):
                     add(2, 2)
+                zenmeta.flush()  # os._exit skips the exit hooks; batched: flush first
                 code = 0
         finally:
             os._exit(code)

@@ -347,11 +347,11 @@ class Client:
         from .scan import scan_store
 
         rules = settings.redaction()
-        return scan_store(self.reader, rules if rules.enabled else DEFAULT_RULES, fix=fix)
+        return scan_store(self._read(), rules if rules.enabled else DEFAULT_RULES, fix=fix)
 
     def store_info(self) -> dict[str, Any]:
         """Where the store is and what it holds: URL, kind, schema version, counts."""
-        describe = getattr(self.reader, "describe", None)
+        describe = getattr(self._read(), "describe", None)
         if callable(describe):
             return {**describe(), "url": self.url}
         runs = self.reader.list_runs()

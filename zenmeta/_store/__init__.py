@@ -18,6 +18,7 @@ about once and recorded as a fault on the run: it never breaks a step.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import sys
@@ -43,6 +44,7 @@ __all__ = [
     "close_stores",
     "copy_store",
     "flush",
+    "flush_after_run",
     "flush_for_reading",
     "flush_stores",
     "open_reader",
@@ -125,6 +127,11 @@ def open_store(url: str) -> RecordStore:
 
 def _touch(key: str, store: RecordStore) -> None:
     """Mark ``store`` as used now; release the least recently used beyond the bound."""
+    try:
+        if _recent and next(reversed(_recent)) == key and _recent.get(key) is store:
+            return  # the most recent already: the common case, no lock
+    except RuntimeError:  # another thread changed it just now: take the lock
+        pass
     with _lock:
         if _recent.get(key) is not store:
             _recent[key] = store
@@ -178,14 +185,37 @@ def _create(url: str) -> RecordStore:
         from .memory import InMemoryStore
 
         return InMemoryStore(url)
-    if url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
-        try:
-            from .sql import SQLStore
-        except ImportError as error:  # pragma: no cover - the store issue adds it
-            raise StoreError(f"no SQL store available for {masked_url(url)!r}: {error}") from error
+    if url.startswith("sqlite:"):
+        from .opening import OpeningStore, check_sqlite_folder
 
-        return SQLStore(url)  # follows configure(durability=...) run by run
+        if check_sqlite_folder(url):  # opened on a thread of its own (opening.py)
+            return OpeningStore(url, _open_sql, _open_failed)
+    if url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+        # A server is opened here: a refused connection is reported as the run starts.
+        return _open_sql(url)
     raise StoreError(f"unknown store URL {masked_url(url)!r}; use {SUPPORTED_STORES}")
+
+
+def _open_sql(url: str) -> RecordStore:
+    try:
+        from .sql import SQLStore
+    except ImportError as error:  # pragma: no cover - SQLAlchemy is a dependency
+        raise StoreError(f"no SQL store available for {masked_url(url)!r}: {error}") from error
+    return SQLStore(url)  # follows configure(durability=...) run by run
+
+
+def _open_failed(store: RecordStore, error: BaseException) -> None:
+    """A store that could not be opened in the background: forgotten (the next
+    run tries again), and reported as a failed open always was."""
+    with _lock:
+        for key, found in list(_open.items()):
+            if found is store:
+                del _open[key]
+                _recent.pop(key, None)
+        if store in _used:
+            _used.remove(store)
+    with contextlib.suppress(StoreError):  # strict: the run that waited for it raises
+        report_store_fault(f"cannot open store {store.url!r}", error)
 
 
 class _UnavailableStore:
@@ -218,6 +248,10 @@ def resolve_store() -> RecordStore:
     else:
         try:
             store = open_store(chosen)
+            if getattr(store, "opening", False) and (
+                settings.strict() or settings.durability() == "immediate"
+            ):
+                store.opened()  # type: ignore[attr-defined]  # both promise the store itself
         except Exception as error:
             report_store_fault(f"cannot open store {masked_url(chosen)!r}", error)
             store = _UnavailableStore(chosen)
@@ -392,13 +426,28 @@ def flush_stores() -> None:
             report_store_fault(f"cannot flush {store.url!r}", error)
 
 
+def flush_after_run() -> None:
+    """What a run's end waits for. Batched: nothing, since the run's final
+    record woke the writer, which writes it within milliseconds (a flush per
+    run cost 6-8 OpenTelemetry spans, most of it the wait for the writer
+    thread; ``flush()``, readers in this process and the exit still wait).
+    Immediate or strict: every store, as before, so faults surface here."""
+    if settings.strict() or settings.durability() == "immediate":
+        flush_stores()
+
+
 def flush_for_reading(reader: object) -> None:
     """Before a read in this process: write what this process queued for
     that store, so a reader sees its own open run. Costs nothing when the
     store has nothing queued (it says so through ``has_queued()``)."""
     url = getattr(reader, "url", None)
-    writing = _open.get(url) if isinstance(url, str) else None  # a reader of its own
-    for store in (reader,) if writing in (None, reader) else (reader, writing):
+    stores = [reader]
+    if isinstance(url, str):
+        shown = masked_url(url)  # a configured store object is named by its shown URL
+        with _lock:
+            writing = [_open.get(url)] + [s for s in _used if getattr(s, "url", None) == shown]
+        stores += [store for store in writing if store is not None and store is not reader]
+    for store in {id(store): store for store in stores}.values():  # each once, in order
         has_queued = getattr(store, "has_queued", None)
         if callable(has_queued) and has_queued():
             try:

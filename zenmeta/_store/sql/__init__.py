@@ -137,8 +137,12 @@ class SQLStore:
         writer = self._writer
         if writer.immediate:
             writer.write_now(record)
-        else:
+        elif record.end_ns is None:
             writer.put(record, urgent=writer.announce(record))
+        else:  # a run's end is not waited for (flush_after_run): write it soon
+            writer.announce(record)
+            writer.put(record)
+            writer.wake()
 
     def save_step(self, record: StepRecord) -> None:
         writer = self._writer
@@ -432,7 +436,12 @@ class SQLStore:
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Connection]:
-        """A connection for one read; a database failure is one ``StoreError`` line."""
+        """A connection for one read, after this store's own queued records are
+        written (a run's end does not wait for them); a database failure is one
+        ``StoreError`` line."""
+        writer = getattr(self, "_writer", None)  # a SQLReader has none
+        if writer is not None and writer.busy():
+            writer.flush(keep_fault=True)  # a write fault stays for flush() to raise
         try:
             with self.engine.connect() as connection:
                 yield connection
@@ -625,6 +634,9 @@ class SQLReader(SQLStore):
         from .. import open_store
 
         store = open_store(self.url)
+        opened = getattr(store, "opened", None)  # one still opening (opening.py): wait
+        if callable(opened):
+            store = opened()
         assert isinstance(store, SQLStore)
         return store
 

@@ -83,7 +83,7 @@ def run_row(record: RunRecord, heartbeat_ns: int) -> Row:
         text(record.name),
         text(record.pipeline_name),
         None if record.parent_run_id is None else record.parent_run_id.hex,
-        json.dumps(list(record.tags)),
+        json.dumps(list(record.tags)) if record.tags else "[]",
         record.status,
         record.start_ns,
         record.end_ns,

@@ -57,14 +57,16 @@ ROWS_PER_STATEMENT = 2048
 """The largest block of rows one statement inserts (fewer if SQLite's limit
 on bound values is low); a power of two, so smaller blocks divide it."""
 
+_DELETE_BLOCK = 500  # ids per DELETE … IN (…)
 _VARIABLE_NUMBER = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", 9)
 _statements: dict[tuple[str, Shape, int], str] = {}
 
 
 def shape_of(row: Sequence[Any]) -> tuple[Shape, Row]:
-    """A full row split into its shape and its non-NULL values (for rare rows)."""
-    shape = tuple(index for index, value in enumerate(row) if value is not None)
-    return shape, tuple(row[index] for index in shape)
+    """A full row split into its shape and its non-NULL values (a run's row, a
+    step's that failed). Lists, not generators: a third of the cost."""
+    shape = tuple([index for index, value in enumerate(row) if value is not None])
+    return shape, tuple([value for value in row if value is not None])
 
 
 class Session(Protocol):
@@ -196,6 +198,9 @@ class CoreSession:
 class SQLiteSession:
     """SQLite through its driver: the same SQL, without the per-call layers."""
 
+    replaces_runs = True
+    """A run row is written ``INSERT OR REPLACE``: no ``DELETE`` is needed first."""
+
     def __init__(self, engine: Engine) -> None:
         self._pooled = engine.raw_connection()  # returned to the pool on close
         driver: Any = self._pooled.driver_connection
@@ -227,11 +232,17 @@ class SQLiteSession:
         self._pooled.close()
 
     def delete_runs(self, ids: Sequence[str]) -> None:
-        for run_id in ids:
-            self._cursor.execute(f"DELETE FROM {runs.name} WHERE id = ?", (run_id,))
+        # One statement per block of ids, not two per run: a loop of short
+        # runs deleted them at ~5 µs a run.
+        size = max(1, min(_DELETE_BLOCK, self._variables))
+        for start in range(0, len(ids), size):
+            block = ids[start : start + size]
+            marks = ", ".join("?" * len(block))
+            self._cursor.execute(f"DELETE FROM {runs.name} WHERE id IN ({marks})", block)
             self._cursor.execute(
-                f"DELETE FROM {metadata_sets.name} WHERE entity_id = ? AND entity_kind = 'run'",
-                (run_id,),
+                f"DELETE FROM {metadata_sets.name} WHERE entity_kind = 'run' "
+                f"AND entity_id IN ({marks})",
+                block,
             )
 
     def insert(self, table: Table, shaped: Mapping[Shape, list[Any]]) -> None:
@@ -307,6 +318,7 @@ def _insert_sql(table: Table, shape: Shape, rows: int) -> str:
         marks = ", ".join(
             "?" if index in present else "NULL" for index in range(len(table.columns))
         )
-        sql = f"INSERT INTO {table.name} ({names}) VALUES " + ", ".join([f"({marks})"] * rows)
+        verb = "INSERT OR REPLACE" if table is runs else "INSERT"  # see replaces_runs
+        sql = f"{verb} INTO {table.name} ({names}) VALUES " + ", ".join([f"({marks})"] * rows)
         _statements[key] = sql
     return sql

@@ -1,0 +1,167 @@
+"""What the levers not (yet) pulled would buy, measured beside the table.
+
+Two levers issue 16 named for the write path of steps with metadata:
+
+- **a step's metadata stored with its step row** (a schema change): today a
+  step with one metadata source is two rows in two tables, each with its own
+  primary-key index. Measured here on raw ``sqlite3``, the way the writer's
+  ``SQLiteSession`` inserts (multi-row ``INSERT`` per block of 2,048,
+  time-ordered ids, WAL, ``synchronous=NORMAL``): the SQLite work per step
+  today against one wider step row;
+- **a faster JSON encoder**: the codec's C-encoder path (``rows._json_chunks``)
+  against orjson, when it is installed.
+
+Interleaved rounds, medians. Standalone: ``.venv/bin/python benchmarks/bench_levers.py``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+_BLOCK = 2048
+_DOCUMENT = '{"loss":0.5,"rows":12345,"split":"train"}'
+_TYPES = '{"loss":"float","rows":"int","split":"str"}'
+_STEP_COLUMNS = (
+    "id VARCHAR(32) PRIMARY KEY, run_id VARCHAR(32) NOT NULL, parent_step_id VARCHAR(32), "
+    "name TEXT NOT NULL, step_name TEXT NOT NULL, status VARCHAR(16) NOT NULL, "
+    "start_ns BIGINT NOT NULL, end_ns BIGINT NOT NULL, error_type TEXT, error_message TEXT, "
+    "faults TEXT, dropped TEXT"
+)
+
+
+def _database(path: str, inline: bool) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    extra = ", document TEXT, types TEXT" if inline else ""
+    db.execute(f"CREATE TABLE steps ({_STEP_COLUMNS}{extra})")
+    db.execute("CREATE INDEX ix_steps_run ON steps (run_id, start_ns)")
+    db.execute(
+        "CREATE TABLE metadata (entity_id VARCHAR(32), source TEXT, entity_kind VARCHAR(8) "
+        "NOT NULL, run_id VARCHAR(32) NOT NULL, position INTEGER NOT NULL, document TEXT "
+        "NOT NULL, types TEXT NOT NULL, PRIMARY KEY (entity_id, source))"
+    )
+    return db
+
+
+def _two_rows(db: sqlite3.Connection, first: int, count: int) -> float:
+    """Today: a step row and a metadata row per step."""
+    steps = "INSERT INTO steps VALUES " + ", ".join(
+        ["(?, ?, NULL, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL)"] * _BLOCK
+    )
+    metadata = "INSERT INTO metadata VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * _BLOCK)
+    run = f"{1:032x}"
+    step_values: list[Any] = []
+    meta_values: list[Any] = []
+    for number in range(first, first + count):
+        key = f"{number:032x}"
+        step_values.extend((key, run, "step", "step", "completed", number, number))
+        meta_values.extend((key, "user", "step", run, 0, _DOCUMENT, _TYPES))
+    start = time.perf_counter()
+    db.execute("BEGIN IMMEDIATE")
+    for block in range(0, count, _BLOCK):
+        db.execute(steps, step_values[block * 7 : (block + _BLOCK) * 7])
+        db.execute(metadata, meta_values[block * 7 : (block + _BLOCK) * 7])
+    db.execute("COMMIT")
+    return (time.perf_counter() - start) / count
+
+
+def _one_row(db: sqlite3.Connection, first: int, count: int) -> float:
+    """The lever: the metadata document and type map as two columns of the step row."""
+    steps = "INSERT INTO steps VALUES " + ", ".join(
+        ["(?, ?, NULL, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, ?, ?)"] * _BLOCK
+    )
+    run = f"{1:032x}"
+    values: list[Any] = []
+    for number in range(first, first + count):
+        key = f"{number:032x}"
+        values.extend((key, run, "step", "step", "completed", number, number, _DOCUMENT, _TYPES))
+    start = time.perf_counter()
+    db.execute("BEGIN IMMEDIATE")
+    for block in range(0, count, _BLOCK):
+        db.execute(steps, values[block * 9 : (block + _BLOCK) * 9])
+    db.execute("COMMIT")
+    return (time.perf_counter() - start) / count
+
+
+def _encoders() -> dict[str, Callable[[dict[str, Any]], str]]:
+    from zenmeta._store.sql.rows import _json_chunks
+
+    join = "".join
+    found: dict[str, Callable[[dict[str, Any]], str]] = {
+        "the codec's C encoder (today)": lambda value: join(_json_chunks(value, 0))
+    }
+    try:
+        import orjson  # type: ignore[import-not-found]
+    except ImportError:
+        return found
+    found["orjson.dumps(...).decode()"] = lambda value: orjson.dumps(value).decode()
+    return found
+
+
+def _encode_time(encode: Callable[[dict[str, Any]], str], ops: int) -> float:
+    document = {"loss": 0.5, "rows": 12345, "split": "train"}
+    start = time.perf_counter()
+    for _ in range(ops):
+        encode(document)
+    return (time.perf_counter() - start) / ops
+
+
+def figures(quick: bool = False) -> list[dict[str, object]]:
+    """The shared contract: one dict per figure, no targets (levers, not promises)."""
+    count, rounds = (_BLOCK * 2, 3) if quick else (_BLOCK * 10, 7)
+    today: list[float] = []
+    inline: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="zenmeta-bench-levers-") as folder:
+        two, one = _database(f"{folder}/two.db", False), _database(f"{folder}/one.db", True)
+        for round_number in range(rounds):
+            first = round_number * count
+            today.append(_two_rows(two, first, count))
+            inline.append(_one_row(one, first, count))
+        two.close()
+        one.close()
+    saved = statistics.median(today) - statistics.median(inline)
+    out: list[dict[str, object]] = [
+        _figure("SQLite per step with metadata: step row + metadata row (today)", today),
+        _figure("SQLite per step with metadata: one step row (schema lever, not built)", inline),
+        {
+            "name": "  the schema lever would save, per step",
+            "value": saved * 1e6,
+            "unit": "µs",
+            "target": "",
+            "met": None,
+            "note": "raw sqlite3 inserts only; the writer's row building would lose a tuple too",
+        },
+    ]
+    encoders = _encoders()
+    times: dict[str, list[float]] = {name: [] for name in encoders}
+    ops = 20_000 if quick else 100_000
+    for _ in range(rounds):
+        for name, encode in encoders.items():
+            times[name].append(_encode_time(encode, ops))
+    for name, measured in times.items():
+        out.append(_figure(f"JSON of a 3-value document: {name}", measured))
+    if len(encoders) == 1:
+        out[-1]["note"] = "orjson is not installed: no comparison in this run"
+    return out
+
+
+def _figure(name: str, seconds: list[float]) -> dict[str, object]:
+    return {
+        "name": name,
+        "value": statistics.median(seconds) * 1e6,
+        "unit": "µs",
+        "target": "",
+        "met": None,
+        "note": "",
+    }
+
+
+if __name__ == "__main__":
+    for item in figures():
+        print(f"{item['name']:<74} {item['value']:8.2f} {item['unit']}  {item['note']}")

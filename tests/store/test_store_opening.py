@@ -1,0 +1,184 @@
+"""A SQLite store opened on its own thread: no run waits for it, nothing is lost,
+and a store that cannot be opened is still reported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path as FilePath
+from typing import Any
+
+import pytest
+
+import zenmeta
+from zenmeta import Client, log_metadata, pipeline_run, track_step
+from zenmeta import _store as store_front
+from zenmeta._store import opening
+
+
+@track_step
+def step(i: int) -> int:
+    log_metadata({"i": i})
+    return i
+
+
+_FIRST_RUN = """
+import json, os, sys, time
+import zenmeta
+
+@zenmeta.track_step
+def step():
+    return 1
+
+with zenmeta.pipeline_run("cold"):
+    step()
+zenmeta.flush()
+(run,) = zenmeta.Client(os.environ["ZENMETA_STORE"]).list_runs()
+print(json.dumps((run.end_time - run.start_time).total_seconds()))
+"""
+
+_IMPORT_SQLALCHEMY = """
+import time
+started = time.perf_counter()
+import sqlalchemy
+print(time.perf_counter() - started)
+"""
+
+
+def _python(code: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_first_run_of_a_fresh_process_records_only_the_users_code(
+    tmp_path: FilePath,
+) -> None:
+    """The first run's recorded duration is far below what importing SQLAlchemy takes."""
+    env = {"ZENMETA_STORE": f"sqlite:///{tmp_path}/cold.db", "ZENMETA_DURABILITY": "batched"}
+    recorded = float(_python(_FIRST_RUN, env))
+    importing = float(_python(_IMPORT_SQLALCHEMY))
+    # Opened on the caller's thread, the run lasted the import and the schema check.
+    assert recorded < importing / 4, (recorded, importing)
+
+
+_KILLED_AFTER_FIRST_STEP = """
+import os, zenmeta
+
+@zenmeta.track_step
+def step():
+    return 1
+
+run = zenmeta.start_run("immediate")
+step()
+os._exit(0)  # no exit hooks: only what was committed survives
+"""
+
+
+def test_immediate_durability_waits_for_the_store_it_promised(tmp_path: FilePath) -> None:
+    """Immediate mode: a fresh process that dies right after its first step left run and step."""
+    url = f"sqlite:///{tmp_path}/immediate.db"
+    _python(_KILLED_AFTER_FIRST_STEP, {"ZENMETA_STORE": url, "ZENMETA_DURABILITY": "immediate"})
+    (run,) = Client(url).list_runs()
+    assert run.pipeline_name == "immediate" and run.step_count == 1
+
+
+def test_a_store_that_cannot_be_opened_in_the_background_is_reported(
+    tmp_path: FilePath, zenmeta_log: pytest.LogCaptureFixture
+) -> None:
+    """A file that is not a database fails the background open: warned, steps go on, retried."""
+    path = tmp_path / "runs.db"
+    path.write_text("not a database, " * 100)
+    zenmeta.configure(store=str(path))
+    with pipeline_run("p"):
+        assert [step(i) for i in range(3)] == [0, 1, 2]
+    zenmeta.flush()  # waits for the open, so its report is made
+    messages = [
+        r.getMessage() for r in zenmeta_log.records if "cannot open store" in r.getMessage()
+    ]
+    assert len(messages) == 1 and str(path) in messages[0]
+    path.unlink()  # mended: the next run opens the store anew
+    with pipeline_run("again"):
+        step(7)
+    zenmeta.flush()
+    (run,) = Client(str(path)).list_runs()
+    assert run.pipeline_name == "again" and run.step_count == 1
+
+
+def test_a_store_that_cannot_be_opened_raises_at_the_run_start_in_strict_mode(
+    tmp_path: FilePath,
+) -> None:
+    """Strict mode waits for the open, so the failure is the run's error, naming the store."""
+    path = tmp_path / "runs.db"
+    path.write_text("not a database, " * 100)
+    zenmeta.configure(store=str(path), strict=True)
+    with pytest.raises(zenmeta.StoreError, match="cannot open store"), pipeline_run("p"):
+        pass
+
+
+def test_records_saved_while_the_store_opens_wait_when_too_many_and_keep_order(
+    tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow open with a full list makes steps wait; every record lands, in order."""
+    monkeypatch.setattr(opening, "PENDING_LIMIT", 5)
+    real_open = store_front._open_sql
+
+    def slow_open(url: str) -> Any:
+        time.sleep(0.3)
+        return real_open(url)
+
+    monkeypatch.setattr(store_front, "_open_sql", slow_open)
+    url = str(tmp_path / "slow.db")
+    zenmeta.configure(store=url)
+    started = time.monotonic()
+    with pipeline_run("slow") as run:
+        for i in range(20):
+            step(i)
+    assert time.monotonic() - started >= 0.25  # the sixth record waited for the open
+    zenmeta.flush()
+    steps = Client(url).list_steps(run.id)
+    assert [s.metadata["user"]["i"] for s in steps] == list(range(20))
+    (recorded,) = Client(url).list_runs()
+    assert recorded.status == "completed"
+
+
+def test_a_run_does_not_wait_for_a_slow_open(
+    tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batched: a run and its steps return while the store is still opening."""
+    real_open = store_front._open_sql
+
+    def slow_open(url: str) -> Any:
+        time.sleep(0.5)
+        return real_open(url)
+
+    monkeypatch.setattr(store_front, "_open_sql", slow_open)
+    url = str(tmp_path / "slow.db")
+    zenmeta.configure(store=url)
+    started = time.monotonic()
+    with pipeline_run("quick"):
+        step(1)
+    assert time.monotonic() - started < 0.4
+    zenmeta.flush()
+    (recorded,) = Client(url).list_runs()
+    assert recorded.step_count == 1 and json.dumps(recorded.status) == '"completed"'
+
+
+def test_reading_a_store_that_cannot_be_opened_is_one_store_error(tmp_path: FilePath) -> None:
+    """A reader in the same process, while or after the open fails, gets a StoreError."""
+    path = tmp_path / "runs.db"
+    path.write_text("not a database, " * 100)
+    zenmeta.configure(store=str(path))
+    with pipeline_run("p"):
+        step(1)
+    with pytest.raises(zenmeta.StoreError):
+        Client(str(path)).list_runs()
