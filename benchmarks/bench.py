@@ -371,6 +371,18 @@ def main() -> None:
         import bench_levers
 
         figures += bench_levers.figures(quick)
+    if not args.no_carry:
+        import bench_carry
+
+        figures += bench_carry.figures(quick)
+    if not args.no_dask:
+        import bench_dask
+
+        figures += bench_dask.figures(quick)
+    if not args.no_query:  # builds 100,000 runs and 1,000,000 steps twice: minutes
+        import bench_query
+
+        figures += bench_query.figures(quick)
 
 
 def report(argv: list[str] | None = None) -> None:

@@ -45,6 +45,7 @@ __all__ = [
     "copy_store",
     "flush",
     "flush_after_run",
+    "wait_until_open",
     "flush_for_reading",
     "flush_stores",
     "open_reader",
@@ -424,6 +425,16 @@ def flush_stores() -> None:
             raise
         except Exception as error:
             report_store_fault(f"cannot flush {store.url!r}", error)
+
+
+def wait_until_open(store: RecordStore) -> None:
+    """Wait for a store opening in the background (a SQLite file is created
+    then), so that what is handed to another process finds it. A failed open
+    was reported by the opening thread; the receiver will say it is missing."""
+    opened = getattr(store, "opened", None)
+    if callable(opened):
+        with contextlib.suppress(Exception):
+            opened()
 
 
 def flush_after_run() -> None:

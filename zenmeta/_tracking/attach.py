@@ -32,7 +32,7 @@ from .._errors import NoActiveContextError, RunStateError
 from .._info import PipelineInfo, PipelineRunInfo
 from .._log import warn
 from .._process import CURRENT_PID, host_name
-from .._store import report_store_fault
+from .._store import report_store_fault, wait_until_open
 from . import context as _context
 from .carrier import (
     CARRIER_VARIABLE,
@@ -191,6 +191,7 @@ def carry() -> Carrier:
         parent = step.info.step_run_id if step is not None else run.parent_step_id()
         return run.carrier._replace(parent_step_id=parent)
     assert not isinstance(run, AttachedRun)
+    wait_until_open(run._store)  # a receiver on this machine opens the same file
     if run.id not in _local_runs:
         if len(_local_runs) >= _MAX_ATTACHED:
             del _local_runs[next(iter(_local_runs))]
