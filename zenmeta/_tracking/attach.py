@@ -356,10 +356,10 @@ def attach_process(
 ) -> None:
     """Attach this whole process to the carried run: a pool's ``initializer``.
 
-    Steps with no run of their own join it; what they queue is stored when
-    the process leaves (at exit, through multiprocessing's finalizers, or on
-    SIGTERM). A plain function, not a context manager, because an initializer's
-    context is gone once it returns."""
+    Steps with no run of their own join it, each outermost step stored as it
+    ends (a pool may SIGTERM its idle workers at any moment: ``with Pool()``
+    calls ``terminate()``). A plain function, not a context manager, because
+    an initializer's context is gone once it returns."""
     if not isinstance(carrier, Carrier):
         raise TypeError(f"attach_process() takes a zenmeta.Carrier, not {type(carrier).__name__}")
     run = attached_run(carrier)

@@ -107,17 +107,17 @@ _exit_flush: list[bool] = []
 
 
 def flush_at_exit() -> None:
-    """Store what this process queued when it leaves, however it leaves.
+    """Store what this process queued when it leaves through an exit path.
 
     ``atexit`` is the store's own; multiprocessing children leave through
-    ``os._exit`` and run only multiprocessing's finalizers, and
-    ``Pool.terminate()`` sends SIGTERM, which the handler turns into a flush."""
+    ``os._exit`` and run only multiprocessing's finalizers, so one is added.
+    No SIGTERM handler: ``Pool.terminate()`` SIGTERMs idle workers, and a
+    flush inside a signal handler can wait on a lock the interrupted code
+    holds; steps of attached processes are stored as they end instead
+    (``carried`` per call, whole-process attachments per outermost step)."""
     if _exit_flush:
         return
     _exit_flush.append(True)
-    from . import signals
-
-    signals.install_termination_handler()
     util = sys.modules.get("multiprocessing.util")
     if util is not None:
         from .. import _store
