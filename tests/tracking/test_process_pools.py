@@ -303,3 +303,33 @@ def test_workers_bring_their_own_postgresql_password(
         with SPAWN.Pool(2) as pool:
             assert pool.map(carried(square, carrier), range(4)) == [0, 1, 4, 9]
     assert squares_of(steps_of(url, run.id)) == [0, 1, 2, 3]
+
+
+def test_a_forked_child_gets_the_default_sigterm_back() -> None:
+    """zenmeta's SIGTERM handler is the owner's: a forked worker dies of SIGTERM at once
+    (a SystemExit raised in its after-fork hooks would be swallowed and hang the pool)."""
+    import signal
+
+    zenmeta.configure(store=sqlite_url())
+    with pipeline_run("signals"):
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit status
+            os._exit(0 if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL else 1)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_writer_thread_leaves_signals_to_the_main_thread() -> None:
+    """SIGTERM and SIGINT are blocked in the writer thread, so they always wake the main one."""
+    import threading
+
+    zenmeta.configure(store=sqlite_url())
+    with pipeline_run("mask"):
+        square(1)
+        (writer,) = [t for t in threading.enumerate() if t.name.startswith("zenmeta-writer")]
+        status = pathlib.Path(f"/proc/self/task/{writer.native_id}/status").read_text()
+    blocked = int(
+        next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16
+    )
+    assert blocked & (1 << (15 - 1)) and blocked & (1 << (2 - 1))

@@ -86,6 +86,27 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _forget_in_child() -> None:
+    """A forked child owns none of its parent's runs, so SIGTERM gets back its
+    default there: ``Pool.terminate()`` kills idle workers with it, even one
+    still running its after-fork hooks, where a raised ``SystemExit`` would be
+    swallowed ("Exception ignored") and leave the worker alive, and the pool
+    waiting for it forever. A forked worker stores each step as it ends
+    (``attach.adopt``), so the default kill loses nothing finished."""
+    _open_runs.clear()
+    if "sigterm" in _installed:
+        _installed.remove("sigterm")
+        try:
+            if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except (ValueError, OSError):  # pragma: no cover - not the main thread
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def install_excepthook() -> None:
     """Chain ``sys.excepthook`` once, so an uncaught error fails open detached runs."""
     if "excepthook" in _installed:

@@ -119,6 +119,38 @@ the store; the wait itself goes on (up to ``LOCKED_RETRY_S``)."""
 Record = RunRecord | StepRecord | Started
 
 
+def _leave_signals_to_the_main_thread() -> None:
+    """Block SIGTERM and SIGINT in the writer thread.
+
+    The kernel hands a process's signal to any thread not blocking it. Landing
+    here, it would leave a main thread that waits in C (a pool worker waiting
+    for its next task on a semaphore) asleep, never running Python's handler:
+    ``Pool.terminate()`` then waits forever for a worker that never dies."""
+    import signal
+
+    if hasattr(signal, "pthread_sigmask"):
+        with contextlib.suppress(OSError, ValueError):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+
+
+def _os_threads() -> int:
+    """This process's threads as the kernel counts them (Linux), else 0."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 0
+
+
+def _wait_for_os_thread_exit(before: int) -> None:
+    """``join()`` returns once a thread's Python state is gone, a moment
+    before the kernel's thread exits; Python 3.12 counts the kernel's threads
+    when it decides to warn about a fork. Wait for that moment (up to 0.5 s:
+    a loaded machine may take long to schedule the exiting thread)."""
+    deadline = time.monotonic() + 0.5
+    while before and _os_threads() >= before and time.monotonic() < deadline:
+        time.sleep(0.0002)
+
+
 class SQLWriter:
     """Writes records to one database through one connection."""
 
@@ -272,9 +304,11 @@ class SQLWriter:
         thread = self._thread
         self._resume = False
         if thread is not None and thread is not threading.current_thread():
+            before = _os_threads()
             self._stopping = True
             self._wake.set()
             thread.join()
+            _wait_for_os_thread_exit(before)
             with self._room:
                 if self._thread is thread:
                     self._thread = None
@@ -352,6 +386,7 @@ class SQLWriter:
 
     # -- the writer thread -------------------------------------------------
     def _run(self) -> None:
+        _leave_signals_to_the_main_thread()
         busy_at = time.monotonic()
         while not self._stopping:
             woken = self._wake.wait(self._interval)
