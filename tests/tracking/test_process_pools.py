@@ -327,6 +327,7 @@ def test_the_writer_thread_leaves_signals_to_the_main_thread() -> None:
     zenmeta.configure(store=sqlite_url())
     with pipeline_run("mask"):
         square(1)
+        zenmeta.flush()  # the store opens in the background; its writer runs once open
         (writer,) = [t for t in threading.enumerate() if t.name.startswith("zenmeta-writer")]
         status = pathlib.Path(f"/proc/self/task/{writer.native_id}/status").read_text()
     blocked = int(

@@ -23,6 +23,7 @@ tries again. ``flush()`` waits for the open, so after it the report is made.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -77,6 +78,7 @@ class OpeningStore:
         self.opening = True
         """Until the open ended (either way); read as each run starts."""
         _opening.add(self)
+        register_fork_hooks()
         self._start()
 
     def __repr__(self) -> str:
@@ -85,6 +87,7 @@ class OpeningStore:
 
     def _start(self) -> None:
         thread = threading.Thread(target=self._open, name=f"zenmeta-open {self.url}", daemon=True)
+        self._thread = thread
         thread.start()
 
     def _open(self) -> None:
@@ -209,6 +212,7 @@ _OWN = frozenset(
         "_ready",
         "_pending",
         "_target",
+        "_thread",
         "_failure",
         "opening",
     )
@@ -219,19 +223,62 @@ FORK_WAIT_S = 30.0
 """How long a fork waits for a store being opened (see ``_before_fork``)."""
 
 
+def wait_for_opening() -> None:
+    """Wait for every store being opened; the SQL store's own fork hook calls
+    this first, so it never pauses a store halfway through its opening."""
+    for store in list(_opening):
+        store._ready.wait(FORK_WAIT_S)
+        thread = store._thread
+        if thread is not threading.current_thread():
+            thread.join(FORK_WAIT_S)  # no thread of ours alive across the fork
+
+
 def _before_fork() -> None:
     """Never fork mid-open: the opening thread may hold an import lock, a
     connection pool's lock or SQLite's file lock, and in the child no thread
     would ever release them (a forked pool worker hung on exactly that). A
-    fork waits for the open instead, as the SQL store waits out a write."""
-    for store in list(_opening):
-        store._ready.wait(FORK_WAIT_S)
+    fork waits for the open instead, then pauses the SQL stores' writers (the
+    SQL module may have been imported during that wait: one hook does both)."""
+    wait_for_opening()
+    sql = sys.modules.get("zenmeta._store.sql")
+    if sql is not None and hasattr(sql, "pause_for_fork"):
+        sql.pause_for_fork()
+        _sql_paused.append(sql)
+
+
+def _after_fork_in_parent() -> None:
+    while _sql_paused:
+        _sql_paused.pop().resume_after_fork()
 
 
 def _after_fork_in_child() -> None:
+    while _sql_paused:
+        _sql_paused.pop().reset_in_child()
     for store in list(_opening):
         store._after_fork_in_child()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+_sql_paused: list[Any] = []
+_hooked: list[bool] = []
+
+
+def register_fork_hooks() -> None:
+    """Once, as the first store starts opening (or the SQL module is
+    imported), after importing logging.
+
+    Fork hooks run newest first. The opening thread imports SQLAlchemy, which
+    takes logging's lock, and logging's own hook holds that lock across a
+    fork: registered before ours, it is taken only after our wait, never
+    during it (a deadlock). Imported on the opening thread during that wait,
+    logging would register mid-fork and release a lock it never took. So:
+    logging first (~5 ms, once per process), then our hook."""
+    if _hooked or not hasattr(os, "register_at_fork"):
+        return
+    _hooked.append(True)
+    import logging  # noqa: F401
+
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

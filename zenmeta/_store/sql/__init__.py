@@ -44,6 +44,7 @@ from ..._records import (
     TaskSummary,
 )
 from ..._redact import masked_url
+from ..opening import register_fork_hooks
 from . import retention
 from . import writer as writer_module
 from .query import compile_filter
@@ -655,31 +656,28 @@ def _after_fork_in_child() -> None:
 _paused: list[SQLWriter] = []
 
 
-def _before_fork() -> None:
+def pause_for_fork() -> None:
     """No writer thread lives across a ``fork()``, and no fork happens
     mid-transaction: SQLite's per-file lock bookkeeping would be copied into
     the child as held by a connection it does not have, and every write of
     the child would then wait for a lock nobody will release. Each writer's
-    thread is stopped between batches and its lock held (``pause_for_fork``)."""
+    thread is stopped between batches and its lock held (``pause_for_fork``).
+    Called by the store front's one fork hook (``opening.register_fork_hooks``),
+    after any store still being opened has finished opening."""
     for store in list(_open_stores):
         writer = store._writer
         writer.pause_for_fork()
         _paused.append(writer)
 
 
-def _after_fork_in_parent() -> None:
+def resume_after_fork() -> None:
     while _paused:
         _paused.pop().resume_after_fork()
 
 
-def _after_fork_in_child_released() -> None:
+def reset_in_child() -> None:
     _paused.clear()  # the child's writers get new locks, and no thread until used
     _after_fork_in_child()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_before_fork,
-        after_in_parent=_after_fork_in_parent,
-        after_in_child=_after_fork_in_child_released,
-    )
+register_fork_hooks()
