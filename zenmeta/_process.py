@@ -108,3 +108,37 @@ def _read_start_time(pid: int) -> float | None:
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def os_threads() -> int:
+    """This process's threads as the kernel counts them (Linux), else 0."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 0
+
+
+def wait_for_os_thread_exit(before: int) -> None:
+    """``join()`` returns once a thread's Python state is gone, a moment
+    before the kernel's thread exits; Python 3.12 counts the kernel's threads
+    when it decides to warn about a fork. Wait for that moment (up to 0.5 s:
+    a loaded machine may take long to schedule the exiting thread)."""
+    import time
+
+    deadline = time.monotonic() + 0.5
+    while before and os_threads() >= before and time.monotonic() < deadline:
+        time.sleep(0.0002)
+
+
+def wait_for_kernel_thread(native_id: int | None) -> None:
+    """Wait (up to 0.5 s) until the kernel's thread ``native_id`` of this
+    process is gone: it outlives ``join()`` by a moment, and a fork then
+    copies a process the kernel still counts as multi-threaded."""
+    if native_id is None:
+        return
+    import time
+
+    task = f"/proc/self/task/{native_id}"
+    deadline = time.monotonic() + 0.5
+    while os.path.exists(task) and time.monotonic() < deadline:
+        time.sleep(0.0002)

@@ -31,6 +31,7 @@ from typing import Any
 
 from .._config import settings
 from .._errors import StoreError, describe_error
+from .._process import wait_for_kernel_thread
 from .._records import RecordStore, RunRecord, StepRecord
 from .._redact import masked_url
 
@@ -231,6 +232,7 @@ def wait_for_opening() -> None:
         thread = store._thread
         if thread is not threading.current_thread():
             thread.join(FORK_WAIT_S)  # no thread of ours alive across the fork
+            wait_for_kernel_thread(thread.native_id)
 
 
 def _before_fork() -> None:

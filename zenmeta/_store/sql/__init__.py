@@ -29,6 +29,7 @@ from ..._config import Durability, settings
 from ..._errors import ConfigurationError, StoreError
 from ..._filters import Filter, matches
 from ..._log import warn
+from ..._process import wait_for_kernel_thread
 from ..._records import (
     ALL_RUNS,
     CRASHED,
@@ -117,6 +118,8 @@ class SQLStore:
             self.engine = open_engine(url)
         finally:
             waiting.cancel()
+            waiting.join()  # gone at once: no thread of ours left for a fork to copy
+            wait_for_kernel_thread(waiting.native_id)
         self._dialect = self.engine.dialect.name
         self._version = SCHEMA_VERSION  # opening migrated it
         self._writer = SQLWriter(

@@ -50,6 +50,7 @@ from ... import _process
 from ..._config import settings
 from ..._errors import StoreError, describe_error
 from ..._log import warn, warn_throttled
+from ..._process import os_threads, wait_for_os_thread_exit
 from ..._records import RUNNING, RunRecord, StepRecord
 from ..liveness import HEARTBEAT_S, own_facts
 from .rows import (
@@ -137,24 +138,6 @@ def _leave_signals_to_the_main_thread() -> None:
     if hasattr(signal, "pthread_sigmask"):
         with contextlib.suppress(OSError, ValueError):
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-
-
-def _os_threads() -> int:
-    """This process's threads as the kernel counts them (Linux), else 0."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return 0
-
-
-def _wait_for_os_thread_exit(before: int) -> None:
-    """``join()`` returns once a thread's Python state is gone, a moment
-    before the kernel's thread exits; Python 3.12 counts the kernel's threads
-    when it decides to warn about a fork. Wait for that moment (up to 0.5 s:
-    a loaded machine may take long to schedule the exiting thread)."""
-    deadline = time.monotonic() + 0.5
-    while before and _os_threads() >= before and time.monotonic() < deadline:
-        time.sleep(0.0002)
 
 
 class SQLWriter:
@@ -325,11 +308,11 @@ class SQLWriter:
         thread = self._thread
         self._resume = False
         if thread is not None and thread is not threading.current_thread():
-            before = _os_threads()
+            before = os_threads()
             self._stopping = True
             self._wake.set()
             thread.join()
-            _wait_for_os_thread_exit(before)
+            wait_for_os_thread_exit(before)
             with self._room:
                 if self._thread is thread:
                     self._thread = None
