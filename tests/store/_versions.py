@@ -33,3 +33,11 @@ def to_version_2(url: str) -> None:
             connection.exec_driver_sql("UPDATE zenmeta_alembic_version SET version_num = '0002'")
     finally:
         engine.dispose()
+
+
+def tables(url: str) -> set[str]:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        return set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()

@@ -14,7 +14,8 @@ from pathlib import Path as FilePath
 from typing import Any
 
 import pytest
-import sqlalchemy
+from _processes import sql as _rows
+from _versions import tables as _tables
 from _versions import to_version_2
 
 import zenmeta
@@ -31,24 +32,6 @@ def _v1_copy(tmp_path: FilePath) -> str:
     target.parent.mkdir()
     shutil.copyfile(FIXTURES / "v1.db", target)
     return f"sqlite:///{target}"
-
-
-def _rows(url: str, statement: str) -> list[Any]:
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.begin() as connection:
-            result = connection.execute(sqlalchemy.text(statement))
-            return list(result.all()) if result.returns_rows else []
-    finally:
-        engine.dispose()
-
-
-def _tables(url: str) -> set[str]:
-    engine = sqlalchemy.create_engine(url)
-    try:
-        return set(sqlalchemy.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 def _v1_postgres(url: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy
+from _versions import tables as _tables
 from _versions import to_version_2
 
 import zenmeta
@@ -194,14 +195,6 @@ def test_a_version_2_store_upgrades_and_finds_its_old_metadata_through_the_index
         assert ("user", "commit", "abc") in _indexed(store_url)
     assert [run.name for run in zenmeta.Client(store_url).list_runs(where="user.commit = 'abc'")] \
         == ["first"]  # fmt: skip
-
-
-def _tables(url: str) -> set[str]:
-    engine = sqlalchemy.create_engine(url)
-    try:
-        return set(sqlalchemy.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 def test_gc_in_many_transactions_leaves_no_entry_of_a_deleted_run(

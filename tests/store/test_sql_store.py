@@ -16,7 +16,7 @@ from pathlib import Path as FilePath
 from typing import Any
 
 import pytest
-import sqlalchemy
+from _processes import sql as _sql
 from _same import same as _same
 
 import zenmeta
@@ -81,17 +81,6 @@ def url(store_url: str) -> str:
 def sqlite_url(tmp_path: FilePath) -> str:
     """For what only a SQLite file has: its session, its file."""
     return f"sqlite:///{tmp_path}/store/zenmeta.db"
-
-
-def _sql(url: str, statement: str) -> list[Any]:
-    """Run one SQL statement on the store, as another program would; its rows."""
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.begin() as connection:
-            result = connection.execute(sqlalchemy.text(statement))
-            return list(result.all()) if result.returns_rows else []
-    finally:
-        engine.dispose()
 
 
 def _count(url: str, table: str) -> int:
