@@ -177,6 +177,10 @@ class PipelineRun:
             self._phase = _OPEN
         parent = _context.current_run()
         self.parent_run_id = None if parent is None else parent.id
+        # Resolved before the clock starts: the first run of a process imports
+        # the store front (and logging, for its fork hook), which is set-up, not
+        # the user's code.
+        self._store = resolve_store()
         self.start_ns = time.time_ns()
         if not self.name:
             self.name = f"{self.pipeline_name}-{_stamp(self.start_ns)}-{self.id.hex[:6]}"
@@ -184,7 +188,6 @@ class PipelineRun:
         self.info = PipelineRunInfo(
             self.id, self.name, self.pipeline, self.parent_run_id, self.tags, self.start_ns
         )
-        self._store = resolve_store()
         _signals.run_opened(self)
         _signals.install_termination_handler()
 
