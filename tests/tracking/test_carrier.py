@@ -355,3 +355,39 @@ def test_closure_and_generator_steps_ship_by_value_with_cloudpickle(
         assert asyncio.run(shipped[2](4)) == 8
     names = sorted(s.step_name for s in store.list_steps(run.id))
     assert names == ["async_step", "closure_step", "generator_step"]
+
+
+def test_a_carried_by_value_step_ships_as_its_function_and_configuration(
+    store: InMemoryStore,
+) -> None:
+    """A closure's carried step goes as the user's function plus the step's
+    name, settings and components, decorated again on arrival: not the
+    wrapper's own code (which tripled what Dask pickled per task)."""
+    offset = 10
+
+    @track_step(name="shifted", settings={"gpu": False}, components=[])
+    def closure_step(x: int) -> int:
+        assert get_step_context().config.name == "shifted"
+        assert dict(get_step_context().config.settings) == {"gpu": False}
+        return x + offset
+
+    with pipeline_run("by-value") as run:
+        wrapped = carried(closure_step)
+    blob = cloudpickle.dumps(wrapped)
+    assert b"call_step" not in blob  # the wrapper's code is not in it
+    assert len(blob) < len(cloudpickle.dumps(closure_step))
+    shipped = cloudpickle.loads(blob)
+    assert shipped(1) == 11
+    assert shipped.fn.__zenmeta_step__ == closure_step.__zenmeta_step__  # type: ignore[attr-defined]
+    (step,) = store.list_steps(run.id)
+    assert step.step_name == "shifted"
+
+
+def test_an_importable_carried_step_still_ships_by_reference(store: InMemoryStore) -> None:
+    """A step its module names (``leaf`` here) goes by reference, wrapper and all:
+    plain pickle could not ship the undecorated function by value."""
+    with pipeline_run("by-reference"):
+        wrapped = carried(leaf)
+    blob = pickle.dumps(wrapped)
+    assert pickle.loads(blob).fn is leaf
+    assert b"leaf" in blob and b"call_step" not in blob

@@ -23,6 +23,7 @@ and never names a step as its siblings do.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, ParamSpec, TypeVar
@@ -46,6 +47,7 @@ from .carrier import (
 )
 from .components import Faults, Stack, call_hook, stack_of
 from .reach import Refused, flush_at_exit, forget_exit_flush, store_for
+from .steps import rewrap, step_config_of
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -388,13 +390,14 @@ class Carried(Generic[P, R]):
     as the function and the carrier; Dask tokenizes it by both, run and
     parent ids included, so a retried run never hits Dask's result cache."""
 
-    __slots__ = ("carrier", "fn")
+    __slots__ = ("_reduced", "carrier", "fn")
 
     def __init__(self, fn: Callable[P, R], carrier: Carrier) -> None:
         if not callable(fn):
             raise TypeError(f"carried() wraps a callable, not {type(fn).__name__}")
         self.fn = fn
         self.carrier = carrier
+        self._reduced: tuple[Any, ...] | None = None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         with attach(self.carrier) as run:
@@ -405,7 +408,10 @@ class Carried(Generic[P, R]):
                     run.flush()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Carried, (self.fn, self.carrier))
+        # Dask pickles a task's function once per task: worked out once here.
+        if self._reduced is None:
+            self._reduced = _reduce_carried(self.fn, self.carrier)
+        return self._reduced
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         parent = self.carrier.parent_step_id
@@ -421,6 +427,40 @@ class Carried(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<carried {self.fn!r} into run {self.carrier.run_name!r}>"
+
+
+def _importable(fn: Any) -> bool:
+    """Whether pickle (and cloudpickle) ship ``fn`` by reference: its module,
+    other than ``__main__``, names it by its qualified name."""
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    if module is None or module.__name__ == "__main__":
+        return False
+    found: Any = module
+    for part in str(getattr(fn, "__qualname__", "")).split("."):
+        found = getattr(found, part, None)
+    return found is fn
+
+
+def _reduce_carried(fn: Any, carrier: Carrier) -> tuple[Any, ...]:
+    """A ``@track_step`` wrapper that must go by value (a notebook's, a
+    closure) goes as the user's function and the step's configuration, and
+    is decorated again where it lands: the wrapper's own code by value
+    tripled what the scheduler pickled per task (issue 12's Dask benchmark)."""
+    config = step_config_of(fn)
+    if config is None or _importable(fn):
+        return (Carried, (fn, carrier))
+    settings = dict(config.settings)
+    return (_carried_step, (fn.__wrapped__, config.name, settings, config.components, carrier))
+
+
+def _carried_step(
+    func: Callable[..., Any],
+    name: str,
+    settings: Mapping[str, Any],
+    components: tuple[str, ...] | None,
+    carrier: Carrier,
+) -> Carried[..., Any]:
+    return Carried(rewrap(func, name, settings, components), carrier)
 
 
 def carried(fn: Callable[P, R], carrier: Carrier | None = None) -> Carried[P, R]:

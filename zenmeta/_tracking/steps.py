@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .._codec import MetadataSet
     from .context import AnyRun
 
-__all__ = ["track_step", "log_metadata", "StepState"]
+__all__ = ["track_step", "log_metadata", "StepState", "rewrap", "step_config_of"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _step_var = _context._current_step
@@ -394,7 +394,27 @@ def _wrap(func: Callable[..., Any], config: StepConfig) -> Callable[..., Any]:
         wrapper = _async_wrapper(func, config)
     else:
         wrapper = _sync_wrapper(func, config)
-    return functools.update_wrapper(wrapper, func)
+    functools.update_wrapper(wrapper, func)
+    wrapper.__zenmeta_step__ = config  # type: ignore[attr-defined]
+    return wrapper
+
+
+def step_config_of(fn: object) -> StepConfig | None:
+    """The configuration of a ``@track_step`` wrapper, ``None`` for anything else."""
+    config = getattr(fn, "__zenmeta_step__", None)
+    return config if type(config) is StepConfig else None
+
+
+def rewrap(
+    func: Callable[..., Any],
+    name: str,
+    settings: Mapping[str, Any],
+    components: tuple[str, ...] | None,
+) -> Callable[..., Any]:
+    """A step wrapper rebuilt where it was unpickled: shipping the user's
+    function and the step's configuration costs a third of shipping the
+    wrapper's own code by value (``Carried.__reduce__``)."""
+    return _wrap(func, StepConfig(name, MappingProxyType(dict(settings)), components))
 
 
 @overload
