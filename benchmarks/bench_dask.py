@@ -1,15 +1,17 @@
 """What carrying a run to Dask workers costs: a map of tiny tasks, plain and tracked.
 
-One LocalCluster (two worker processes of one thread each, loopback only)
-runs every kind, alternating round by round so that a neighbour's load on
-this shared machine hits them alike: ``client.map`` of 1,000 tiny tasks as
-plain functions, and the same map with every task a ``zenmeta.carried``
-``@track_step`` inside a run, written to a SQLite file (each carried call
-stores its step before it returns, so the writes are inside the timing).
-Each pair runs twice: with functions the workers import (shipped by
-reference, as a package's are) and with functions defined in a function
-(shipped by value with cloudpickle, as a notebook's are: a by-value step
-wrapper costs the scheduler more to pickle per task than a bare function).
+Two LocalClusters (two worker processes of one thread each, loopback only),
+one without zenmeta and one with ``zenmeta.integrations.dask.install``, run
+the kinds alternating round by round, so that a neighbour's load on this
+shared machine hits them alike: ``client.map`` of 1,000 tiny tasks as
+plain functions on the first, and the same map on the second with every
+task a ``zenmeta.carried`` ``@track_step`` inside a run, written to a SQLite
+file (each carried call stores its step before it returns, so the writes
+are inside the timing). Each pair runs twice: with functions the workers
+import (shipped by reference, as a package's are) and with functions
+defined in a function (shipped by value with cloudpickle, as a notebook's
+are: ``Carried`` then ships the user's function and the step's
+configuration, not the wrapper's code).
 The figure is tracked throughput as a share of plain (issue 12: ≥ 90%).
 
     .venv/bin/python benchmarks/bench_dask.py [--quick]
@@ -39,6 +41,18 @@ def _map_seconds(client: Any, fn: Any, tasks: int) -> float:
     return time.perf_counter() - start
 
 
+def _cluster() -> Any:
+    import distributed
+
+    return distributed.LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+    )
+
+
 def measure(tasks: int = 1_000, rounds: int = 5) -> dict[str, list[float]]:
     """Seconds per map of ``tasks`` tasks, per round, for each kind."""
     import distributed
@@ -51,32 +65,31 @@ def measure(tasks: int = 1_000, rounds: int = 5) -> dict[str, list[float]]:
     step = zenmeta.track_step(name="tiny")(tiny)
     with tempfile.TemporaryDirectory(prefix="zenmeta-bench-dask-") as folder:
         zenmeta.configure(store=f"sqlite:///{Path(folder) / 'zenmeta.db'}")
+        # Plain tasks run on a cluster zenmeta was never installed on, so the
+        # share counts the plugins' cost too; both clusters stay up, one idle
+        # while the other works.
         with (
-            distributed.LocalCluster(
-                n_workers=2,
-                processes=True,
-                threads_per_worker=1,
-                host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",
-            ) as cluster,
+            _cluster() as bare_cluster,
+            distributed.Client(bare_cluster) as bare,
+            _cluster() as cluster,
             distributed.Client(cluster) as client,
         ):
             zenmeta_dask.install(client)
             with zenmeta.pipeline_run("bench_dask"):
                 # carried() captures the run: built inside it
                 kinds = {
-                    "plain": _dask_tasks.tiny,
-                    "tracked": zenmeta.carried(_dask_tasks.tiny_step),
-                    "plain by value": tiny,
-                    "tracked by value": zenmeta.carried(step),
+                    "plain": (bare, _dask_tasks.tiny),
+                    "tracked": (client, zenmeta.carried(_dask_tasks.tiny_step)),
+                    "plain by value": (bare, tiny),
+                    "tracked by value": (client, zenmeta.carried(step)),
                 }
                 times: dict[str, list[float]] = {kind: [] for kind in kinds}
-                for fn in kinds.values():
-                    _map_seconds(client, fn, max(tasks // 10, 10))  # warm up
+                for on, fn in kinds.values():
+                    _map_seconds(on, fn, max(tasks // 10, 10))  # warm up
                 order = list(kinds.items())
                 for _ in range(rounds):
-                    for kind, fn in order:
-                        times[kind].append(_map_seconds(client, fn, tasks))
+                    for kind, (on, fn) in order:
+                        times[kind].append(_map_seconds(on, fn, tasks))
                     order.reverse()  # ABCD then DCBA: a drifting load hits all kinds alike
         reset()  # flushes and closes the store before its folder goes
     return times
@@ -93,7 +106,7 @@ def figures(quick: bool = False) -> list[dict[str, object]]:
     tasks, rounds = (200, 2) if quick else (1_000, 5)
     times = measure(tasks, rounds)
     rate = {kind: tasks / statistics.median(found) for kind, found in times.items()}
-    note = f"{tasks} tiny tasks per map, median of {rounds} rounds, LocalCluster 2 processes"
+    note = f"{tasks} tiny tasks per map, median of {rounds} rounds, 2 workers, no zenmeta"
     rows: list[dict[str, object]] = []
     for suffix, shipped in (("", "by reference (importable module)"), (" by value", "by value")):
         share = _share(times["plain" + suffix], times["tracked" + suffix])
