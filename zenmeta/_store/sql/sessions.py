@@ -211,19 +211,46 @@ class SQLiteSession:
         except AttributeError:  # Python 3.10 cannot ask; assume SQLite's smallest default
             limit = 999
         self._variables: int = limit
+        self._held: tuple[str, Sequence[Any]] | None = None  # see begin()
+        self._begun = False
 
     def wait_for_locks(self, seconds: float) -> None:
         self._driver.execute(f"PRAGMA busy_timeout = {max(1, int(seconds * 1000))}")
 
     def begin(self) -> None:
-        # IMMEDIATE takes the write lock up front, waiting up to the busy
-        # timeout; a deferred transaction could fail half-way with "locked".
-        self._cursor.execute("BEGIN IMMEDIATE")
+        # The first statement is held back: a batch of one statement (a
+        # carried task's step row) is then written as SQLite's own implicit
+        # transaction, one call instead of three. Each call gives up the
+        # interpreter lock, and in a Dask worker the event loop then keeps
+        # it for up to the 5 ms switch interval.
+        self._held = None
+        self._begun = False
+
+    def _execute(self, sql: str, parameters: Sequence[Any] = ()) -> None:
+        if self._begun:
+            self._cursor.execute(sql, parameters)
+        elif self._held is None:
+            self._held = (sql, parameters)
+        else:
+            # IMMEDIATE takes the write lock up front, waiting up to the busy
+            # timeout; a deferred transaction could fail half-way with "locked".
+            self._cursor.execute("BEGIN IMMEDIATE")
+            self._begun = True
+            held, self._held = self._held, None
+            self._cursor.execute(*held)
+            self._cursor.execute(sql, parameters)
 
     def commit(self) -> None:
-        self._cursor.execute("COMMIT")
+        held, self._held = self._held, None
+        if self._begun:
+            self._begun = False
+            self._cursor.execute("COMMIT")
+        elif held is not None:  # one statement: atomic on its own
+            self._cursor.execute(*held)
 
     def rollback(self) -> None:
+        self._held = None
+        self._begun = False
         if self._driver.in_transaction:
             self._cursor.execute("ROLLBACK")
 
@@ -238,15 +265,15 @@ class SQLiteSession:
         for start in range(0, len(ids), size):
             block = ids[start : start + size]
             marks = ", ".join("?" * len(block))
-            self._cursor.execute(f"DELETE FROM {runs.name} WHERE id IN ({marks})", block)
-            self._cursor.execute(
+            self._execute(f"DELETE FROM {runs.name} WHERE id IN ({marks})", block)
+            self._execute(
                 f"DELETE FROM {metadata_sets.name} WHERE entity_kind = 'run' "
                 f"AND entity_id IN ({marks})",
                 block,
             )
 
     def insert(self, table: Table, shaped: Mapping[Shape, list[Any]]) -> None:
-        execute = self._cursor.execute
+        execute = self._execute
         for shape, values in shaped.items():
             width = len(shape)
             total = len(values) // width
@@ -263,7 +290,7 @@ class SQLiteSession:
 
     def beat(self, ids: Sequence[str], now_ns: int) -> None:
         for run_id in ids:
-            self._cursor.execute(
+            self._execute(
                 f"UPDATE {runs.name} SET heartbeat_ns = ? WHERE id = ? AND status = ?",
                 (now_ns, run_id, RUNNING),
             )
@@ -271,7 +298,7 @@ class SQLiteSession:
     def beat_process(self, facts: ProcessFacts) -> None:
         # One machine holds the file: its clock is the writer's and the reader's.
         values = _process_values(facts)
-        self._cursor.execute(
+        self._execute(
             f"INSERT INTO {processes.name} ({', '.join(values)}) "
             f"VALUES ({', '.join('?' * len(values))}) ON CONFLICT (id) DO UPDATE "
             "SET heartbeat_ns = excluded.heartbeat_ns, exit_ns = NULL",
@@ -279,13 +306,13 @@ class SQLiteSession:
         )
 
     def end_process(self, process_id: str, exit_ns: int) -> None:
-        self._cursor.execute(
+        self._execute(
             f"UPDATE {processes.name} SET exit_ns = ? WHERE id = ?", (exit_ns, process_id)
         )
 
     def delete_starts(self, ids: Sequence[str]) -> None:
         for step_id in ids:
-            self._cursor.execute(f"DELETE FROM {step_starts.name} WHERE id = ?", (step_id,))
+            self._execute(f"DELETE FROM {step_starts.name} WHERE id = ?", (step_id,))
 
     def _block_size(self, width: int) -> int:
         """The largest power-of-two block of rows one statement may bind."""
