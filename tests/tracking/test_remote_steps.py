@@ -72,3 +72,50 @@ def test_a_local_step_writes_no_started_record(store: InMemoryStore) -> None:
     with zenmeta.pipeline_run("local") as run:
         train()
     assert [s.process_id for s in store.list_steps(run.id)] == [None]
+
+
+def test_flushes_from_many_threads_keep_every_started_and_finished_record_in_order(
+    tmp_path: FilePath,
+) -> None:
+    """A flush writes on its own thread when the writer is between batches, and
+    the writer thread drains too: four threads of remote steps, each flushing
+    after every step, store every step once, completed, with no started row
+    left behind (a started row written after its step's finished one would be)."""
+    import threading
+
+    url = f"sqlite:///{tmp_path}/store.db"
+    zenmeta.configure(store=url)
+
+    @zenmeta.track_step
+    def train(x: int) -> int:
+        zenmeta.log_metadata({"x": x})
+        return x
+
+    def work(offset: int) -> None:
+        with zenmeta.attach(carrier):  # attached: remote steps, with started records
+            for i in range(200):
+                train(offset + i)
+                if i % 3:
+                    zenmeta.flush()
+
+    with zenmeta.pipeline_run("threads") as run:
+        carrier = zenmeta.carry()
+        threads = [threading.Thread(target=work, args=(n * 1000,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    zenmeta.flush()
+    steps = zenmeta.Client(url).list_steps(run.id)
+    assert len(steps) == 800
+    assert {s.status for s in steps} == {"completed"}
+    assert sorted(s.flat_metadata["x"] for s in steps) == sorted(
+        n * 1000 + i for n in range(4) for i in range(200)
+    )
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as connection:
+        left = connection.execute(sqlalchemy.text("SELECT count(*) FROM zenmeta_step_starts"))
+        assert left.scalar_one() == 0
+    engine.dispose()

@@ -105,6 +105,14 @@ tight loop of remote steps otherwise commits at every step, halving its
 rate on SQLite), and a step shorter than this writes no started row at all.
 A worker killed within this much of a step's start leaves no trace of it."""
 
+STARTED_POLL_S = 0.02
+"""While started records keep coming (one in the last ``INTERVAL_S``), the
+writer looks for them this often instead of being woken for each: a wake per
+task cost a Dask worker more than the task's own write (the woken thread
+competes with the task and the worker's event loop for the interpreter),
+and 2 ms polling cost the same. Within a burst, a worker killed this soon
+after a step started may leave no trace of it; Dask's rerun is recorded."""
+
 IDLE_S = 5.0
 """A writer with nothing to write for this long, and no open run of this
 process to keep alive, gives back its thread and connection."""
@@ -159,13 +167,15 @@ class SQLWriter:
         self.nudge_at = min(self.limit, WAKE_AT)
         self._interval = interval_s
         self.pending: deque[Record | threading.Event] = deque()
-        self._lock = threading.Lock()  # one user of the connection at a time
+        self._lock = threading.RLock()  # one user of the connection, and of the queue's head
         self._wake = threading.Event()
         self._room = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._urgent = False  # a flush waits: write everything, not whole blocks
         self._starting = False  # a started record waits: write it within milliseconds
+        self._polling = False  # started records keep coming: the writer wakes itself
+        self._started_at = 0.0  # when the writer last saw a started record
         self._waited_for = False  # a caller is waiting (flush, full queue): no coalescing
         self._wrote_at = 0.0
         self._session: Session | None = None
@@ -214,7 +224,8 @@ class SQLWriter:
         self._starting = True
         if self._thread is None:
             self.start()
-        self._wake.set()
+        if not self._polling:  # else it looks within STARTED_POLL_S anyway
+            self._wake.set()
 
     def wake(self) -> None:
         """Write everything queued now, without waiting for it (a run's end)."""
@@ -259,7 +270,16 @@ class SQLWriter:
         mode raises a fault remembered since the last flush, unless a reader
         only waits here (``keep_fault``)."""
         thread = self._thread
-        if thread is not None and thread.is_alive():
+        if thread is not None and thread.is_alive() and self._lock.acquire(blocking=False):
+            # The writer is between batches: write here rather than wake it and
+            # wait. A hand-off is two thread switches, and on a busy machine (a
+            # Dask worker beside its scheduler) each waits for a core: a
+            # carried task's flush cost ~30 µs more through the thread.
+            try:
+                self._drain()
+            finally:
+                self._lock.release()
+        elif thread is not None and thread.is_alive():
             done = threading.Event()
             self.pending.append(done)
             self._urgent = self._waited_for = True
@@ -335,12 +355,13 @@ class SQLWriter:
         """
         _inherited.append(self._session)
         self.pending = deque()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._wake = threading.Event()
         self._room = threading.Condition()
         self._thread = None
         self._stopping = False
         self._resume = False
+        self._polling = False
         self._session = None
         self._live = set()
         self._open_starts = set()
@@ -394,7 +415,8 @@ class SQLWriter:
         _leave_signals_to_the_main_thread()
         busy_at = time.monotonic()
         while not self._stopping:
-            woken = self._wake.wait(self._interval)
+            polling = self._polling
+            woken = self._wake.wait(STARTED_POLL_S if polling else self._interval)
             if woken and not self._waited_for:
                 pause = self._wrote_at + COALESCE_S - time.monotonic()
                 if pause > 0:
@@ -403,11 +425,13 @@ class SQLWriter:
             urgent, self._urgent = self._urgent, False
             if self._starting:
                 self._starting = False
-                if not urgent and not self._stopping:
+                self._started_at = time.monotonic()
+                if woken and not polling and not urgent and not self._stopping:
                     # Started records of the next moment join this transaction
                     # (and short steps' finished records, which cancel theirs).
                     time.sleep(STARTED_GATHER_S)
                 urgent = True
+            self._poll_while_starting()
             self._waited_for = False
             if woken or self.pending or self._live or self._open_starts:
                 busy_at = time.monotonic()
@@ -422,6 +446,14 @@ class SQLWriter:
             except BaseException as error:  # the thread must outlive any fault
                 cause = ": ".join(describe_error(error))
                 self._report(f"the writer for {self.url!r} failed: {cause}", cause)
+
+    def _poll_while_starting(self) -> None:
+        """Wake every ``STARTED_POLL_S`` while remote steps start here, and for
+        ``INTERVAL_S`` after the last."""
+        recent = time.monotonic() - self._started_at < self._interval
+        self._polling = recent
+        if not recent and self._starting:  # ``put_started`` sets it before it reads ours
+            self._polling = True
 
     def _retire(self) -> bool:
         """Leave the thread after a long idle; a record queued meanwhile
@@ -444,40 +476,43 @@ class SQLWriter:
         if whole_blocks and left >= ROWS_PER_STATEMENT:
             left -= left % ROWS_PER_STATEMENT
         while pending and left > 0:
-            step_records: list[StepRecord] = []
-            run_records: list[RunRecord] = []
-            starts: list[StepRecord] = []
-            done: list[threading.Event] = []
-            pop = pending.popleft
-            keep = step_records.append
-            take = min(left, BATCH_SIZE)
-            left -= take
-            try:
-                for _ in range(take):
-                    item = pop()
-                    kind = type(item)
-                    if kind is StepRecord:
-                        keep(item)  # type: ignore[arg-type]
-                    elif kind is threading.Event:
-                        done.append(item)  # type: ignore[arg-type]
-                    elif kind is Started:
-                        starts.append(item.record)  # type: ignore[union-attr]
-                    else:
-                        run_records.append(item)  # type: ignore[arg-type]
-            except IndexError:
-                pass
-            with self._room:
-                self._room.notify_all()
-            try:
-                if step_records or run_records or starts:
-                    self._writing = True
-                    with self._lock:
-                        self._store(step_records, run_records, report=True, starts=starts)
-            finally:  # a waiter is never left waiting, whatever happened
-                self._writing = False
-                self._wrote_at = time.monotonic()
-                for event in done:
-                    event.set()
+            with self._lock:  # popped and stored under one hold: batches keep their order
+                left -= self._write_batch(min(left, BATCH_SIZE))
+
+    def _write_batch(self, take: int) -> int:
+        """Pop up to ``take`` queued items and store them in one transaction."""
+        step_records: list[StepRecord] = []
+        run_records: list[RunRecord] = []
+        starts: list[StepRecord] = []
+        done: list[threading.Event] = []
+        pop = self.pending.popleft
+        keep = step_records.append
+        try:
+            for _ in range(take):
+                item = pop()
+                kind = type(item)
+                if kind is StepRecord:
+                    keep(item)  # type: ignore[arg-type]
+                elif kind is threading.Event:
+                    done.append(item)  # type: ignore[arg-type]
+                elif kind is Started:
+                    starts.append(item.record)  # type: ignore[union-attr]
+                else:
+                    run_records.append(item)  # type: ignore[arg-type]
+        except IndexError:
+            pass
+        with self._room:
+            self._room.notify_all()
+        try:
+            if step_records or run_records or starts:
+                self._writing = True
+                self._store(step_records, run_records, report=True, starts=starts)
+        finally:  # a waiter is never left waiting, whatever happened
+            self._writing = False
+            self._wrote_at = time.monotonic()
+            for event in done:
+                event.set()
+        return take
 
     def _heartbeat_if_due(self) -> None:
         now = time.time_ns()
