@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import pathlib
 import pickle
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -391,3 +394,42 @@ def test_an_importable_carried_step_still_ships_by_reference(store: InMemoryStor
     blob = pickle.dumps(wrapped)
     assert pickle.loads(blob).fn is leaf
     assert b"leaf" in blob and b"call_step" not in blob
+
+
+_MAIN_STEP = """
+import pickle, sys
+import cloudpickle
+import zenmeta
+
+
+@zenmeta.track_step
+def square(x):
+    return x * x
+
+
+with zenmeta.pipeline_run("main"):
+    wrapped = zenmeta.carried(square)
+by_name = pickle.dumps(wrapped)  # what a spawn pool sends: __main__.square by name
+by_value = cloudpickle.dumps(wrapped)  # what Dask and Ray send: the function by value
+print(b"square" in by_name, b"call_step" in by_name, b"call_step" in by_value)
+print(pickle.loads(by_name)(3), pickle.loads(by_value)(4))
+"""
+
+
+def test_a_carried_step_of_main_ships_by_name_with_pickle_and_by_value_with_cloudpickle(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A script's step: pickle names it (the spawned worker re-imports the
+    script), cloudpickle sends the user's function, never the wrapper's code."""
+    script = tmp_path / "script.py"
+    script.write_text(_MAIN_STEP)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "ZENMETA_STORE": "memory://"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False", "False", "9", "16"]

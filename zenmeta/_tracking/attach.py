@@ -50,7 +50,7 @@ from .reach import Refused, flush_at_exit, forget_exit_flush, store_for
 from .steps import rewrap, step_config_of
 
 if TYPE_CHECKING:
-    from types import TracebackType
+    from types import FrameType, TracebackType
     from uuid import UUID
 
     from .._records import RecordStore, StepRecord
@@ -390,7 +390,7 @@ class Carried(Generic[P, R]):
     as the function and the carrier; Dask tokenizes it by both, run and
     parent ids included, so a retried run never hits Dask's result cache."""
 
-    __slots__ = ("_reduced", "carrier", "fn")
+    __slots__ = ("_by_value", "_reduced", "carrier", "fn")
 
     def __init__(self, fn: Callable[P, R], carrier: Carrier) -> None:
         if not callable(fn):
@@ -398,6 +398,7 @@ class Carried(Generic[P, R]):
         self.fn = fn
         self.carrier = carrier
         self._reduced: tuple[Any, ...] | None = None
+        self._by_value: tuple[Any, ...] | None = None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         with attach(self.carrier) as run:
@@ -408,9 +409,14 @@ class Carried(Generic[P, R]):
                     run.flush()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Dask pickles a task's function once per task: worked out once here.
+        # Dask pickles a task's function once per task: worked out once here,
+        # once per kind of pickler (see _reduce_carried).
+        if _by_cloudpickle():
+            if self._by_value is None:
+                self._by_value = _reduce_carried(self.fn, self.carrier)
+            return self._by_value
         if self._reduced is None:
-            self._reduced = _reduce_carried(self.fn, self.carrier)
+            self._reduced = _reduce_carried(self.fn, self.carrier, by_name=True)
         return self._reduced
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
@@ -429,11 +435,11 @@ class Carried(Generic[P, R]):
         return f"<carried {self.fn!r} into run {self.carrier.run_name!r}>"
 
 
-def _importable(fn: Any) -> bool:
-    """Whether pickle (and cloudpickle) ship ``fn`` by reference: its module,
-    other than ``__main__``, names it by its qualified name."""
+def _importable(fn: Any, *, main_too: bool = False) -> bool:
+    """Whether ``fn`` goes by reference: its module names it by its qualified
+    name (for cloudpickle, a module other than ``__main__``)."""
     module = sys.modules.get(getattr(fn, "__module__", None) or "")
-    if module is None or module.__name__ == "__main__":
+    if module is None or (module.__name__ == "__main__" and not main_too):
         return False
     found: Any = module
     for part in str(getattr(fn, "__qualname__", "")).split("."):
@@ -441,13 +447,32 @@ def _importable(fn: Any) -> bool:
     return found is fn
 
 
-def _reduce_carried(fn: Any, carrier: Carrier) -> tuple[Any, ...]:
+def _by_cloudpickle() -> bool:
+    """Whether a cloudpickle (its own, Ray's, joblib's copy) is pickling us.
+
+    It ships a function of ``__main__`` (a notebook's, a script's) by value;
+    pickle ships it by name, and cannot ship the undecorated function of a
+    ``@track_step`` wrapper at all (its name is the wrapper's). Neither says
+    which it is to ``__reduce__``; cloudpickle's ``dump`` is a Python frame
+    just above it (the C pickler adds none)."""
+    frame: FrameType | None = sys._getframe(2)  # above __reduce__
+    for _ in range(3):
+        if frame is None:
+            return False
+        if "cloudpickle" in frame.f_globals.get("__name__", ""):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _reduce_carried(fn: Any, carrier: Carrier, *, by_name: bool = False) -> tuple[Any, ...]:
     """A ``@track_step`` wrapper that must go by value (a notebook's, a
     closure) goes as the user's function and the step's configuration, and
     is decorated again where it lands: the wrapper's own code by value
-    tripled what the scheduler pickled per task (issue 12's Dask benchmark)."""
+    tripled what the scheduler pickled per task (issue 12's Dask benchmark).
+    For pickle (``by_name``), a wrapper its module names goes by that name."""
     config = step_config_of(fn)
-    if config is None or _importable(fn):
+    if config is None or _importable(fn, main_too=by_name):
         return (Carried, (fn, carrier))
     settings = dict(config.settings)
     return (_carried_step, (fn.__wrapped__, config.name, settings, config.components, carrier))

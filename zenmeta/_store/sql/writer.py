@@ -270,16 +270,7 @@ class SQLWriter:
         mode raises a fault remembered since the last flush, unless a reader
         only waits here (``keep_fault``)."""
         thread = self._thread
-        if thread is not None and thread.is_alive() and self._lock.acquire(blocking=False):
-            # The writer is between batches: write here rather than wake it and
-            # wait. A hand-off is two thread switches, and on a busy machine (a
-            # Dask worker beside its scheduler) each waits for a core: a
-            # carried task's flush cost ~30 µs more through the thread.
-            try:
-                self._drain()
-            finally:
-                self._lock.release()
-        elif thread is not None and thread.is_alive():
+        if thread is not None and thread.is_alive():
             done = threading.Event()
             self.pending.append(done)
             self._urgent = self._waited_for = True
