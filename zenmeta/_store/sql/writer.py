@@ -270,7 +270,24 @@ class SQLWriter:
         mode raises a fault remembered since the last flush, unless a reader
         only waits here (``keep_fault``)."""
         thread = self._thread
-        if thread is not None and thread.is_alive():
+        if (
+            thread is not None
+            and threading.current_thread() is not threading.main_thread()
+            and thread.is_alive()
+            and self._lock.acquire(blocking=False)
+        ):
+            # The writer is between batches: write here rather than wake it and
+            # wait, two thread switches that on a busy machine (a Dask worker
+            # beside its scheduler) each wait for a core. Never on the main
+            # thread, where a Ctrl-C would land mid-batch and lose it.
+            try:
+                self._drain()
+            except BaseException as error:  # contained as the writer thread does
+                cause = ": ".join(describe_error(error))
+                self._report(f"the writer for {self.url!r} failed: {cause}", cause)
+            finally:
+                self._lock.release()
+        elif thread is not None and thread.is_alive():
             done = threading.Event()
             self.pending.append(done)
             self._urgent = self._waited_for = True
