@@ -184,6 +184,18 @@ def _diff_rows(now_ns: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]
     return run_rows, meta_rows, ids
 
 
+def _padded(table: str, chunk: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows made for schema 3, NULL-filled to the store's own columns (schema 4
+    appended the process and task columns at the end of runs and steps)."""
+    from zenmeta._store.sql.schema import tables
+
+    width = len(tables.tables[table].columns)
+    if not chunk or len(chunk[0]) == width:
+        return chunk
+    missing = (None,) * (width - len(chunk[0]))
+    return [row + missing for row in chunk]
+
+
 def _insert_sqlite(url: str, rows: Iterator[Any]) -> None:
     import sqlalchemy
 
@@ -194,6 +206,7 @@ def _insert_sqlite(url: str, rows: Iterator[Any]) -> None:
                 for table, chunk in (("zenmeta_runs", run_rows), ("zenmeta_steps", step_rows),
                                      ("zenmeta_metadata", meta_rows)):  # fmt: skip
                     if chunk:
+                        chunk = _padded(table, chunk)
                         marks = ", ".join("?" * len(chunk[0]))
                         connection.exec_driver_sql(f"INSERT INTO {table} VALUES ({marks})", chunk)
     finally:
@@ -213,7 +226,7 @@ def _insert_postgres(url: str, rows: Iterator[Any]) -> None:
                                      ("zenmeta_metadata", meta_rows)):  # fmt: skip
                     if chunk:
                         with cursor.copy(f"COPY {table} FROM STDIN") as copy:
-                            for row in chunk:
+                            for row in _padded(table, chunk):
                                 copy.write_row(row)
         driver.commit()
         driver.autocommit = True
