@@ -58,10 +58,11 @@ class ZenmetaSchedulerPlugin(SchedulerPlugin):
 
     Dask does not tell a task how often it ran, and a rerun after a worker
     died lands on another worker, which cannot count it. The scheduler sees
-    every dispatch: before a task is sent (it enters ``waiting``, ``queued``
-    or ``no-worker`` first, every time), this plugin puts the number of the
-    coming dispatch in the task's annotations, which travel with it; the
-    number grows when the task goes to ``processing``. Recomputing a result
+    every dispatch: before a task is sent again (it enters ``waiting``,
+    ``queued`` or ``no-worker`` first, every time), this plugin puts the
+    number of the coming dispatch in the task's annotations, which travel
+    with it; the number grows when the task goes to ``processing``. A first
+    dispatch carries none: the worker counts it as 1. Recomputing a result
     that lived on a dead worker counts on; a forgotten key starts again.
     """
 
@@ -85,9 +86,14 @@ class ZenmetaSchedulerPlugin(SchedulerPlugin):
         if finish == "processing":
             self._dispatched[key] = self._dispatched.get(key, 0) + 1
         elif finish in ("waiting", "queued", "no-worker"):
-            task = None if self._scheduler is None else self._scheduler.tasks.get(key)
+            coming = self._dispatched.get(key, 0) + 1
+            # A first dispatch is not annotated: the worker counts it as 1 on
+            # its own, and most tasks run once (a new annotations dict per
+            # task, sent with each, cost the scheduler in a map of tiny tasks).
+            task = (
+                None if coming == 1 or self._scheduler is None else self._scheduler.tasks.get(key)
+            )
             if task is not None:
-                coming = self._dispatched.get(key, 0) + 1
                 task.annotations = {**(task.annotations or {}), ATTEMPT_ANNOTATION: coming}
         elif finish == "forgotten":
             self._dispatched.pop(key, None)
