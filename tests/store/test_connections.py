@@ -146,3 +146,29 @@ def test_a_connection_given_back_after_the_engine_let_go_is_closed(
     finally:
         engine.dispose()
     assert _resource_warnings_of_a_collection() == []
+
+
+def test_a_connection_the_collector_finds_open_is_given_back_from_inside_the_pool(
+    tmp_path: FilePath,
+) -> None:
+    """A collection can run while this thread is inside the pool (giving a
+    connection back), and then gives back one a caller dropped unclosed: the
+    pool's lock lets the same thread in again, as SQLAlchemy's own queue does."""
+    engine = open_engine(f"sqlite:///{tmp_path}/store.db")
+    returned = threading.Event()
+
+    def drop_one_inside_the_pool() -> None:
+        connection = engine.connect()
+        connection.exec_driver_sql("SELECT 1").scalar_one()
+        with engine.pool._disposal:  # type: ignore[attr-defined]  # as inside _do_return_conn
+            del connection
+            gc.collect()
+        returned.set()
+
+    try:
+        worker = threading.Thread(target=drop_one_inside_the_pool, daemon=True)
+        worker.start()
+        assert returned.wait(30), "the collector's give-back waited for its own thread"
+        assert engine.pool.checkedout() == 0
+    finally:
+        engine.dispose()

@@ -30,8 +30,10 @@ class ClosingQueuePool(QueuePool):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # A return that checked the flag before dispose() set it would put the
-        # connection into a queue dispose() has already emptied.
-        self._disposal = threading.Lock()
+        # connection into a queue dispose() has already emptied. Reentrant, as
+        # SQLAlchemy's own queue is: a connection the garbage collector finds
+        # unclosed is given back from inside whatever this thread was doing.
+        self._disposal = threading.RLock()
         self._disposed = False
 
     def dispose(self) -> None:
