@@ -8,12 +8,14 @@ effect without restarting the process.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, StoreError
 from ._project import current_project, forget_projects
+from ._redact import masked_url
 
 if TYPE_CHECKING:
     from ._records import RecordSink, RecordStore
@@ -26,7 +28,9 @@ __all__ = [
     "Configuration",
     "Durability",
     "RedactSpec",
+    "SUPPORTED_STORES",
     "check_settings",
+    "check_store_name",
     "configure",
     "get_configuration",
     "reset_configuration",
@@ -34,6 +38,30 @@ __all__ = [
 ]
 
 Durability = Literal["batched", "immediate"]
+
+SUPPORTED_STORES = (
+    "a path to a SQLite file, sqlite:///PATH, postgresql://…, postgresql+psycopg://… or memory://"
+)
+_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "memory")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def check_store_name(text: object) -> re.Match[str] | None:
+    """Refuse a name no store answers to, with the ``StoreError`` listing the
+    supported forms; the name's ``scheme://`` (``None`` for a plain path).
+
+    The part of ``_store.store_url``'s rule that needs no store code, here so
+    that ``configure()`` refuses ``mysql://…`` at the call with the very error
+    a run's start gives, without importing the store layer."""
+    if not isinstance(text, str) or not text.strip():
+        raise StoreError(f"{text!r} names no store; use {SUPPORTED_STORES}")
+    found = _SCHEME.match(text)
+    if found is not None and found.group(1).lower() not in _SCHEMES:
+        raise StoreError(
+            f"zenmeta cannot keep runs in {found.group(1).lower()}:// ({masked_url(text)!r}); "
+            f"use {SUPPORTED_STORES}"
+        )
+    return found
 
 
 def environment(name: str) -> str | None:
@@ -143,6 +171,8 @@ def configure(
         from ._redaction import parse_rules
 
         parse_rules(redact)  # a bad pattern is an error here, not at the first run
+    if isinstance(store, str):
+        check_store_name(store)  # mysql://… is refused here, not at the first run
     with _lock:
         if not isinstance(store, _Unset):
             _configured.store = store

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import subprocess
 import sys
 import textwrap
@@ -13,11 +14,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy
+from _processes import WORKER, children, kill, spawn, sql
 from conftest import fresh_store_url
 
 import zenmeta
-from zenmeta import log_metadata, pipeline_run, track_step
+from zenmeta import _process, log_metadata, pipeline_run, track_step
 from zenmeta.testing import InMemoryStore
+
+__all__ = ["children"]  # the fixture, used by name
 
 
 @track_step
@@ -199,3 +203,75 @@ def test_gc_with_vacuum_gives_space_back(tmp_path: FilePath) -> None:
     before = size()
     assert len(zenmeta.Client(url).gc(where="pipeline = 'big'", vacuum=True)) == 20
     assert size() < before / 4
+
+
+_EXITED = """
+import sys, zenmeta
+from zenmeta import _process
+zenmeta.configure(store=sys.argv[1])
+for name in ("exited-1", "exited-2"):
+    with zenmeta.pipeline_run("exited", run_name=name):
+        pass
+print(_process.PROCESS_ID, flush=True)
+"""
+
+
+def _age_heartbeat(url: str, process_id: str, seconds: int) -> None:
+    """Make that process's heartbeat ``seconds`` old by the database's clock, and
+    its machine another one, so that only the heartbeat can tell it is alive."""
+    if url.startswith("postgresql"):
+        now = "(extract(epoch from clock_timestamp()) * 1000000000)::bigint"
+    else:  # SQLite's one machine: its clock writes and judges heartbeats
+        now = str(time.time_ns())
+    sql(
+        url,
+        f"UPDATE zenmeta_processes SET boot_id = 'another-machine', "
+        f"heartbeat_ns = {now} - {seconds * 1_000_000_000} WHERE id = '{process_id}'",
+    )
+
+
+def _process_ids(url: str) -> set[str]:
+    return {row[0] for row in sql(url, "SELECT id FROM zenmeta_processes")}
+
+
+def test_gc_forgets_the_processes_it_left_unnamed_once_they_are_gone_never_a_live_one(
+    store_url: str, children: list[subprocess.Popen[str]]
+) -> None:
+    """After gc, a process record stays while a remaining run or step names it, or
+    while its process lives (this one, a worker alive, a far worker with a fresh
+    heartbeat); the others go: a clean exit, a worker killed here, a far worker
+    whose heartbeat is 61 s old by the database's clock."""
+    url = store_url
+    zenmeta.configure(store=url)
+    exited = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_EXITED), url],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout.strip()  # fmt: skip
+    workers = {}
+    for role in ("killed", "alive", "far-stale", "far-fresh"):
+        with pipeline_run(f"w-{role}", run_name=role) as run:
+            child, workers[role] = spawn(WORKER, url, run.id.hex, role)
+            children.append(child)
+        if role == "killed":
+            kill(child)
+        elif role.startswith("far"):
+            child.send_signal(signal.SIGSTOP)  # alive, silent: only its heartbeat speaks
+            _age_heartbeat(url, workers[role], 61 if role == "far-stale" else 30)
+    zenmeta.flush()
+    own = _process.PROCESS_ID
+    assert _process_ids(url) == {own, exited, *workers.values()}
+
+    client = zenmeta.Client(url)
+    deleted = client.gc(where="pipeline like 'w-%' or name = 'exited-1'")
+    assert {run.name for run in deleted} == {
+        "killed",
+        "alive",
+        "far-stale",
+        "far-fresh",
+        "exited-1",
+    }
+    kept = {own, exited, workers["alive"], workers["far-fresh"]}  # exited: exited-2 names it
+    assert _process_ids(url) == kept
+    assert client.gc(where="name = 'exited-2'")[0].name == "exited-2"
+    assert _process_ids(url) == kept - {exited}
+    assert client.list_runs() == []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path as FilePath
 
 import pytest
@@ -170,3 +172,43 @@ def test_a_relative_store_follows_the_working_folder_of_each_run(
     for folder in ("one", "two"):
         runs = zenmeta.Client(str(tmp_path / folder / "runs.db")).list_runs()
         assert [run.pipeline_name for run in runs] == [folder]
+
+
+@pytest.mark.parametrize("text", ["mysql://alice:s3cret@db/x", "redis://x", "s3://bucket/x"])
+def test_configure_refuses_an_unsupported_store_at_the_call_as_a_run_would(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """configure(store="mysql://…") raises at once, with the StoreError a run's start
+    gives for the same name (password masked); the setting in effect is kept."""
+    before = zenmeta.get_configuration().store
+    with pytest.raises(zenmeta.StoreError) as at_configure:
+        zenmeta.configure(store=text)
+    assert zenmeta.get_configuration().store == before
+    monkeypatch.setenv("ZENMETA_STORE", text)
+    zenmeta.configure(strict=True)
+    with pytest.raises(zenmeta.StoreError) as at_start, pipeline_run("refused"):
+        pass
+    message = str(at_configure.value)
+    assert "sqlite:///PATH" in message and message in str(at_start.value)
+    assert "s3cret" not in message + str(at_start.value)
+
+
+def test_configure_refuses_an_empty_store_name() -> None:
+    """An empty name names no store: refused at the call too."""
+    with pytest.raises(zenmeta.StoreError, match="names no store"):
+        zenmeta.configure(store=" ")
+
+
+def test_configure_refuses_a_store_without_importing_the_sql_layer() -> None:
+    """The check is the naming rule alone: SQLAlchemy is still not imported after it."""
+    code = (
+        "import sys, zenmeta\n"
+        "try:\n"
+        "    zenmeta.configure(store='mysql://u@db/x')\n"
+        "except zenmeta.StoreError as error:\n"
+        "    print('refused', 'sqlalchemy' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["refused", "False"]

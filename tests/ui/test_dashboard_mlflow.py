@@ -8,13 +8,7 @@ URIs often do: the link must work and must not carry them.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path as FilePath
@@ -23,6 +17,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _mlflow_server import mlflow_server as start_mlflow_server
 
 import zenmeta
 from zenmeta import Uri, pipeline_run, track_step
@@ -43,49 +38,11 @@ pytestmark = [
 SECRET = "s3cret-pw"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``mlflow server`` on a free loopback port, for this module; its base URL."""
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    mlflow = FilePath(sys.executable).parent / "mlflow"
-    log = (folder / "server.log").open("wb")
-    server = subprocess.Popen(
-        [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-         "--default-artifact-root", str(folder / "artifacts")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its uvicorn child goes down with it
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, (folder / "server.log").read_text()
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "mlflow server did not start in 90 s"
-            time.sleep(0.25)
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as base:
         yield base
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
 
 
 @track_step

@@ -20,13 +20,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import re
 import sys
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, NamedTuple
 
-from .._config import settings
+from .._config import SUPPORTED_STORES, check_store_name, settings
 from .._errors import ConfigurationError, StoreError, describe_error
 from .._log import warn, warn_throttled
 from .._records import ComponentFault, RecordReader
@@ -59,12 +58,6 @@ __all__ = [
 EXPORTERS_ENTRY_POINT_GROUP = "zenmeta.exporters"
 """Where ``ZENMETA_EXPORTERS=otlp`` looks a name up: a factory taking no arguments."""
 
-SUPPORTED_STORES = (
-    "a path to a SQLite file, sqlite:///PATH, postgresql://…, postgresql+psycopg://… or memory://"
-)
-_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "memory")
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-
 ACTIVE_STORES = 8
 """Stores that keep their writer thread and connections between runs; the
 least recently used one beyond this releases them (and gets them back on its
@@ -88,19 +81,12 @@ def store_url(text: str) -> str:
     and ``memory://…`` are kept as given. Anything else raises ``StoreError``
     naming the supported forms.
     """
-    if not isinstance(text, str) or not text.strip():
-        raise StoreError(f"{text!r} names no store; use {SUPPORTED_STORES}")
-    found = _SCHEME.match(text)
+    found = check_store_name(text)  # an unsupported scheme raises here
     if found is None:
         if text.lower().startswith("memory:"):
             return text
         return "sqlite:///" + _absolute(text)  # a plain path, C:\\… on Windows included
-    scheme = found.group(1).lower()
-    if scheme not in _SCHEMES:
-        raise StoreError(
-            f"zenmeta cannot keep runs in {scheme}:// ({text!r}); use {SUPPORTED_STORES}"
-        )
-    if scheme != "sqlite" or not text.startswith("///", found.end() - 2):
+    if found.group(1).lower() != "sqlite" or not text.startswith("///", found.end() - 2):
         return text
     path, mark, query = text[found.end() + 1 :].partition("?")
     if not path or path == ":memory:" or path.startswith("file:"):

@@ -6,6 +6,13 @@ state (a module global and environment variables). The user's own
 only through that state, so it is set when the first run needing it starts
 and restored, credentials included, when the last such run ends. A
 concurrent run asking for other values is refused, never silently redirected.
+
+A tracking URI holding credentials (``http://user:password@host``) also
+silences MLflow's "View run … at: <url>" lines for the run's duration (the
+user's own ``mlflow.start_run()`` in a step included): MLflow builds that URL
+from the URI as given and prints the password with it (3.0 to 3.17 at least;
+``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT`` is its one switch across those
+versions). The run's link is recorded, without credentials, as ``mlflow_run_url``.
 """
 
 from __future__ import annotations
@@ -16,11 +23,12 @@ from collections.abc import Mapping
 
 from zenmeta import ConfigurationError
 
-from ._urls import without_credentials
+from ._urls import has_credentials, without_credentials
 
 __all__ = ["acquire", "release", "holders"]
 
 _SECRET_SUFFIXES = ("PASSWORD", "TOKEN", "USERNAME")
+_QUIET = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 
 class _Overlay:
@@ -45,6 +53,9 @@ def acquire(tracking_uri: str, overrides: Mapping[str, str], defaults: Mapping[s
     """
     import mlflow
     from mlflow.tracking._tracking_service import utils
+
+    if has_credentials(tracking_uri):  # its "View run … at" lines would print them
+        overrides = {**overrides, _QUIET: "true"}
 
     wanted = (tracking_uri, {**{f"{k}?": v for k, v in defaults.items()}, **overrides})
     with _overlay.lock:

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-__all__ = ["without_credentials"]
+__all__ = ["has_credentials", "without_credentials"]
+
+
+def has_credentials(url: str) -> bool:
+    """Whether ``url`` carries what ``without_credentials`` takes out: a user, a
+    password or a query (an unparsable URL is assumed to)."""
+    if "://" not in url:
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return True
+    return bool(parts.username or parts.password or parts.query or parts.fragment)
 
 
 def without_credentials(url: str) -> str:

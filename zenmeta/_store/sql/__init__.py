@@ -399,7 +399,8 @@ class SQLStore:
 
     # -- pruning (RunDeleter) ----------------------------------------------
     def delete_runs(self, run_ids: Sequence[UUID]) -> int:
-        """Delete runs with their steps, metadata and child runs, in one transaction."""
+        """Delete runs with their steps, metadata and child runs, in one transaction,
+        and the records of processes nothing names any more once they are gone."""
         self._writer.flush()  # nothing queued for them may land after they are gone
         return len(retention.delete_runs(self.engine, run_ids))
 

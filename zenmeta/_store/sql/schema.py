@@ -40,6 +40,7 @@ from sqlalchemy.engine import make_url
 
 from ..._errors import StoreError, StoreNotFoundError
 from ..._redact import masked_url
+from .pool import ClosingQueuePool
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -225,6 +226,7 @@ def open_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
             raise StoreError(f"cannot write to the store folder {folder!r}")
         engine = create_engine(
             url,
+            poolclass=ClosingQueuePool,
             connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
         )
         _tune_sqlite(engine, synchronous)
@@ -232,7 +234,11 @@ def open_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
         # Documents are JSON text already, and readers decode them with their
         # types: the driver passes JSONB through as text, both ways.
         engine = create_engine(
-            url, pool_pre_ping=True, json_serializer=_json_text, json_deserializer=_json_text
+            url,
+            poolclass=ClosingQueuePool,
+            pool_pre_ping=True,
+            json_serializer=_json_text,
+            json_deserializer=_json_text,
         )
     try:
         ensure_schema(engine)
@@ -275,7 +281,7 @@ def open_read_engine(url: str) -> Engine:
             raise StoreError(f"{path} is a folder, not a zenmeta store")
         if facts.st_size == 0:
             raise StoreError(f"{path} is an empty file, not a zenmeta store")
-        engine = create_engine(url, creator=_read_only_connector(path))
+        engine = create_engine(url, poolclass=ClosingQueuePool, creator=_read_only_connector(path))
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -287,7 +293,7 @@ def open_read_engine(url: str) -> Engine:
 
     else:
         try:
-            engine = create_engine(url, pool_pre_ping=True)
+            engine = create_engine(url, poolclass=ClosingQueuePool, pool_pre_ping=True)
         except Exception as error:
             raise StoreError(f"cannot open the store {shown}: {_one_line(error)}") from None
     try:
@@ -297,13 +303,13 @@ def open_read_engine(url: str) -> Engine:
             found = connection.execute(
                 select(schema_info.c.value).where(schema_info.c.name == "version")
             ).scalar()
+        _check_version(shown, int(found or 0))
     except StoreError:
-        engine.dispose()
+        engine.dispose()  # a refused store keeps no connection either
         raise
     except Exception as error:
         engine.dispose()
         raise StoreError(f"cannot read the store {shown}: {_one_line(error)}") from None
-    _check_version(shown, int(found or 0))
     return engine
 
 
