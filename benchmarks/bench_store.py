@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from _timing import Timer, median_per_op, otel_span
 
@@ -207,6 +208,22 @@ def million_breakdown(
     return count / elapsed, growth, per_step
 
 
+def _without_text_index() -> None:
+    """New stores get no trigger for ``zenmeta_metadata_values`` (a lever's measure)."""
+    from sqlalchemy import text
+
+    from zenmeta._store.sql import indexes, migrate
+
+    create = indexes.create_indexes
+
+    def without_trigger(connection: Any, *, existing: bool = False) -> None:
+        create(connection, existing=existing)
+        if connection.dialect.name == "sqlite":
+            connection.execute(text("DROP TRIGGER IF EXISTS zenmeta_metadata_values_insert"))
+
+    indexes.create_indexes = migrate.create_indexes = without_trigger  # type: ignore[assignment]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--million", action="store_true", help="one million steps, one loop")
@@ -216,10 +233,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="batches per row")
     parser.add_argument("--quiet", action="store_true", help="no version header")
     parser.add_argument("--json", action="store_true", help="--million as one JSON line")
+    parser.add_argument(
+        "--without",
+        choices=["gc", "text-index"],
+        action="append",
+        default=[],
+        help="--million with a cost switched off, to measure it: the garbage "
+        "collector, or SQLite's trigger-kept text index (queries need it)",
+    )
     args = parser.parse_args()
     if not args.quiet:
         print(f"Python {sys.version.split()[0]}, zenmeta {zenmeta.__version__}, pid {os.getpid()}")
     if args.million:
+        if "gc" in args.without:
+            gc.disable()
+        if "text-index" in args.without:
+            _without_text_index()
         rate, growth, per_step = million_breakdown(args.count, with_metadata=args.metadata)
         if args.json:
             print(json.dumps({"steps_per_s": rate, "growth_mib": growth / 2**20, **per_step}))
