@@ -41,7 +41,8 @@ def _map_seconds(client: Any, fn: Any, tasks: int) -> float:
     return time.perf_counter() - start
 
 
-def _cluster() -> Any:
+def local_cluster() -> Any:
+    """Two worker processes of one thread each, listening on loopback only."""
     import distributed
 
     return distributed.LocalCluster(
@@ -69,9 +70,9 @@ def measure(tasks: int = 1_000, rounds: int = 5) -> dict[str, list[float]]:
         # share counts the plugins' cost too; both clusters stay up, one idle
         # while the other works.
         with (
-            _cluster() as bare_cluster,
+            local_cluster() as bare_cluster,
             distributed.Client(bare_cluster) as bare,
-            _cluster() as cluster,
+            local_cluster() as cluster,
             distributed.Client(cluster) as client,
         ):
             zenmeta_dask.install(client)

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import _dask_tasks
+from bench_dask import local_cluster
 
 import zenmeta
 from zenmeta.testing import reset
@@ -76,16 +77,7 @@ def main(tasks: int = 1_000, rounds: int = 3) -> None:
 
     with tempfile.TemporaryDirectory(prefix="zenmeta-profile-dask-") as folder:
         zenmeta.configure(store=f"sqlite:///{folder}/zenmeta.db")
-        with (
-            distributed.LocalCluster(
-                n_workers=2,
-                processes=True,
-                threads_per_worker=1,
-                host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",
-            ) as cluster,
-            distributed.Client(cluster) as client,
-        ):
+        with local_cluster() as cluster, distributed.Client(cluster) as client:
             zenmeta_dask.install(client)
             with zenmeta.pipeline_run("profile_dask"):
                 step = zenmeta.carried(_dask_tasks.tiny_step)

@@ -283,8 +283,7 @@ class SQLWriter:
             try:
                 self._drain()
             except BaseException as error:  # contained as the writer thread does
-                cause = ": ".join(describe_error(error))
-                self._report(f"the writer for {self.url!r} failed: {cause}", cause)
+                self._report_failure(error)
             finally:
                 self._lock.release()
         elif thread is not None and thread.is_alive():
@@ -452,8 +451,12 @@ class SQLWriter:
                 self._drain(whole_blocks=woken and not urgent and not self._stopping)
                 self._heartbeat_if_due()
             except BaseException as error:  # the thread must outlive any fault
-                cause = ": ".join(describe_error(error))
-                self._report(f"the writer for {self.url!r} failed: {cause}", cause)
+                self._report_failure(error)
+
+    def _report_failure(self, error: BaseException) -> None:
+        """A drain that raised, on the writer thread or a flushing caller's."""
+        cause = ": ".join(describe_error(error))
+        self._report(f"the writer for {self.url!r} failed: {cause}", cause)
 
     def _poll_while_starting(self) -> None:
         """Wake every ``STARTED_POLL_S`` while remote steps start here, and for
@@ -484,10 +487,12 @@ class SQLWriter:
         if whole_blocks and left >= ROWS_PER_STATEMENT:
             left -= left % ROWS_PER_STATEMENT
         while pending and left > 0:
+            take = min(left, BATCH_SIZE)
+            left -= take
             with self._lock:  # popped and stored under one hold: batches keep their order
-                left -= self._write_batch(min(left, BATCH_SIZE))
+                self._write_batch(take)
 
-    def _write_batch(self, take: int) -> int:
+    def _write_batch(self, take: int) -> None:
         """Pop up to ``take`` queued items and store them in one transaction."""
         step_records: list[StepRecord] = []
         run_records: list[RunRecord] = []
@@ -520,7 +525,6 @@ class SQLWriter:
             self._wrote_at = time.monotonic()
             for event in done:
                 event.set()
-        return take
 
     def _heartbeat_if_due(self) -> None:
         now = time.time_ns()
