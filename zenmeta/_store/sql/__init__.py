@@ -48,6 +48,7 @@ from ..._redact import masked_url
 from ..opening import register_fork_hooks
 from . import retention
 from . import writer as writer_module
+from .plain import TypeCache, plain_row
 from .query import compile_filter
 from .rows import Grouped, Undecodable, group_metadata, recorded_run, recorded_step
 from .schema import (
@@ -122,6 +123,8 @@ class SQLStore:
             wait_for_kernel_thread(waiting.native_id)
         self._dialect = self.engine.dialect.name
         self._version = SCHEMA_VERSION  # opening migrated it
+        self._last_run: list[Any] = [None, ""]  # see plain_row
+        self._last_types: TypeCache = {}
         self._writer = SQLWriter(
             self.engine,
             self.url,
@@ -154,7 +157,8 @@ class SQLStore:
             writer.write_now(record)
             return
         pending = writer.pending  # the writer's put(), inlined: this is per step
-        pending.append(record)
+        row = plain_row(record, self._last_run, self._last_types)  # queued untracked (plain.py)
+        pending.append(record if row is None else row)
         if len(pending) >= writer.nudge_at:
             writer.nudge()
         elif writer._thread is None:  # never started (a worker may write only steps), or retired

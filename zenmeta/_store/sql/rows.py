@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import json.encoder
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from ..._codec import MetadataSet, decode_documents
@@ -32,10 +32,16 @@ from ..._values import MetadataType
 from ..liveness import ProcessFacts, process_is_gone, writer_is_gone
 from .sessions import Row, Shape, Shaped, shape_of
 
+if TYPE_CHECKING:
+    from .plain import PlainRow
+
 __all__ = [
     "text",
     "run_row",
     "add_step_rows",
+    "add_plain_rows",
+    "json_chunks",
+    "type_map",
     "PLAIN_STEP",
     "FULL_METADATA",
     "metadata_rows",
@@ -139,9 +145,6 @@ def add_step_rows(
     formatting), and a source's type map is checked against its previous one
     before the shared cache is consulted.
     """
-    join = "".join
-    encode = _json_chunks
-    type_maps = _type_maps
     last_types: dict[str, tuple[dict[str, str], str]] = {}
     plain = step_rows.setdefault(PLAIN_STEP, []).extend
     meta = meta_rows.extend
@@ -212,39 +215,74 @@ def add_step_rows(
                 )
             )
             step_rows.setdefault(shape, []).extend(values)
-        if not sets:
-            continue
-        position = 0
-        for source, metadata_set in sets.items():
-            document = metadata_set.values
-            if not document:
-                continue
-            # A component gives the same keys and types at every step: the
-            # type map's JSON is looked up, not rebuilt.
-            kinds = metadata_set.types
-            seen = last_types.get(source)
-            if seen is not None and seen[0] == kinds:
-                types = seen[1]
-            else:
-                shape_key = tuple(kinds.items())
-                types = type_maps.get(shape_key)  # type: ignore[assignment]
-                if types is None:
-                    if len(type_maps) >= _TYPE_MAPS_KEPT:
-                        type_maps.clear()
-                    types = type_maps[shape_key] = _json(kinds)
-                last_types[source] = (dict(kinds), types)
-            meta(
-                (
-                    entity,
-                    source if source.isascii() else text(source),
-                    "step",
-                    owner,
-                    position,
-                    join(encode(document, 0)),
-                    types,
-                )
+        if sets:
+            add_metadata_rows(
+                meta,
+                last_types,
+                entity,
+                owner,
+                [(source, values.values, values.types) for source, values in sets.items()],
             )
-            position += 1
+
+
+def add_plain_rows(plains: Iterable[PlainRow], step_rows: Shaped, meta_rows: list[Any]) -> None:
+    """Append the rows of plain steps (``plain.py``): they come queued as
+    their row values and JSON, so little is left to do."""
+    plain = step_rows.setdefault(PLAIN_STEP, []).extend
+    meta = meta_rows.extend
+    for row in plains:
+        entity, owner, name, step_name = row[:4]
+        if name.isascii() and step_name.isascii():
+            plain(row[:7])
+        else:
+            plain((entity, owner, text(name), text(step_name), *row[4:7]))
+        for position, at in enumerate(range(7, len(row), 3)):
+            source = row[at]
+            if not source.isascii():
+                source = text(source)
+            meta((entity, source, "step", owner, position, row[at + 1], row[at + 2]))
+
+
+def add_metadata_rows(
+    meta: Callable[[Iterable[Any]], None],
+    last_types: dict[str, tuple[dict[str, str], str]],
+    entity: str,
+    owner: str,
+    sources: Iterable[tuple[str, dict[str, Any], dict[str, str]]],
+) -> None:
+    """Extend the flat metadata rows (``meta``, a list's ``extend``) with a
+    step's: one per source with values. A component gives the same keys and
+    types at every step, so the type map's JSON is looked up, not rebuilt."""
+    position = 0
+    for source, document, kinds in sources:
+        if not document:
+            continue
+        seen = last_types.get(source)
+        if seen is None or seen[0] != kinds:
+            seen = last_types[source] = (dict(kinds), type_map(kinds))
+        meta(
+            (
+                entity,
+                source if source.isascii() else text(source),
+                "step",
+                owner,
+                position,
+                "".join(_json_chunks(document, 0)),
+                seen[1],
+            )
+        )
+        position += 1
+
+
+def type_map(kinds: dict[str, str]) -> str:
+    """A type map's JSON, from a cache shared by every step and thread."""
+    shape_key = tuple(kinds.items())
+    found = _type_maps.get(shape_key)
+    if found is None:
+        if len(_type_maps) >= _TYPE_MAPS_KEPT:
+            _type_maps.clear()
+        found = _type_maps[shape_key] = _json(kinds)
+    return found
 
 
 _type_maps: dict[tuple[tuple[str, str], ...], str] = {}
@@ -304,6 +342,7 @@ def _json_encoder() -> tuple[Callable[[Any], str], Callable[[Any, int], Iterable
 
 
 _json, _json_chunks = _json_encoder()
+json_chunks = _json_chunks
 
 
 Undecodable = dict[str, list[DroppedValue]]

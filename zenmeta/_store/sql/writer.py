@@ -53,9 +53,11 @@ from ..._log import warn, warn_throttled
 from ..._process import os_threads, wait_for_os_thread_exit
 from ..._records import RUNNING, RunRecord, StepRecord
 from ..liveness import HEARTBEAT_S, own_facts
+from .plain import PlainRow
 from .rows import (
     FULL_METADATA,
     Unbuildable,
+    add_plain_rows,
     add_step_rows,
     latest_runs,
     metadata_rows,
@@ -91,10 +93,10 @@ QUEUE_SIZE = 8192
 Kept small on purpose: queued records outlive the garbage collector's young
 generations, and every one of them makes its full collections longer."""
 
-BATCH_SIZE = 8 * ROWS_PER_STATEMENT
+BATCH_SIZE = 2 * ROWS_PER_STATEMENT
 """Records per transaction: large enough to amortize the commit."""
 
-WAKE_AT = ROWS_PER_STATEMENT
+WAKE_AT = 2048
 """Queued records that wake the writer before its interval is up, so that it
 writes alongside a fast step loop instead of in one long pause after it."""
 
@@ -131,7 +133,8 @@ LOCK_WARN_S = 3.0
 """Waiting this long for another process's lock is said in a warning naming
 the store; the wait itself goes on (up to ``LOCKED_RETRY_S``)."""
 
-Record = RunRecord | StepRecord | Started
+Record = RunRecord | StepRecord | Started | PlainRow
+_Single = tuple[list[StepRecord], list[RunRecord], list[StepRecord], list[PlainRow]]
 
 
 def _leave_signals_to_the_main_thread() -> None:
@@ -484,8 +487,8 @@ class SQLWriter:
         """Write what is queued, a batch per transaction; then wake waiters."""
         pending = self.pending
         left = len(pending)
-        if whole_blocks and left >= ROWS_PER_STATEMENT:
-            left -= left % ROWS_PER_STATEMENT
+        if whole_blocks and left >= WAKE_AT:
+            left = 1 << (min(left, ROWS_PER_STATEMENT).bit_length() - 1)
         while pending and left > 0:
             take = min(left, BATCH_SIZE)
             left -= take
@@ -497,15 +500,18 @@ class SQLWriter:
         step_records: list[StepRecord] = []
         run_records: list[RunRecord] = []
         starts: list[StepRecord] = []
+        plains: list[PlainRow] = []
         done: list[threading.Event] = []
         pop = self.pending.popleft
-        keep = step_records.append
+        keep = plains.append
         try:
             for _ in range(take):
                 item = pop()
                 kind = type(item)
-                if kind is StepRecord:
+                if kind is tuple:
                     keep(item)  # type: ignore[arg-type]
+                elif kind is StepRecord:
+                    step_records.append(item)  # type: ignore[arg-type]
                 elif kind is threading.Event:
                     done.append(item)  # type: ignore[arg-type]
                 elif kind is Started:
@@ -517,9 +523,9 @@ class SQLWriter:
         with self._room:
             self._room.notify_all()
         try:
-            if step_records or run_records or starts:
+            if plains or step_records or run_records or starts:
                 self._writing = True
-                self._store(step_records, run_records, report=True, starts=starts)
+                self._store(step_records, run_records, report=True, starts=starts, plains=plains)
         finally:  # a waiter is never left waiting, whatever happened
             self._writing = False
             self._wrote_at = time.monotonic()
@@ -549,14 +555,17 @@ class SQLWriter:
         step_records: list[StepRecord] = []
         run_records: list[RunRecord] = []
         starts: list[StepRecord] = []
+        plains: list[PlainRow] = []
         for record in batch:
             if type(record) is StepRecord:
                 step_records.append(record)
+            elif type(record) is tuple:
+                plains.append(record)
             elif type(record) is Started:
                 starts.append(record.record)
             else:
                 run_records.append(record)  # type: ignore[arg-type]
-        self._store(step_records, run_records, report=report, starts=starts)
+        self._store(step_records, run_records, report=report, starts=starts, plains=plains)
 
     def _store(
         self,
@@ -565,20 +574,24 @@ class SQLWriter:
         *,
         report: bool,
         starts: list[StepRecord] | None = None,
+        plains: list[PlainRow] | None = None,
     ) -> None:
         """Write steps and runs (drained in one pass) in one transaction; a
         record that cannot be written is dropped alone (see ``_one_by_one``)."""
         starts = starts or []
+        plains = plains or []
         try:
-            work, count = self._rows(step_records, run_records, starts)
+            work, count = self._rows(step_records, run_records, starts, plains)
         except Exception:  # a record that cannot become rows: find it
-            self._one_by_one(step_records, run_records, report=report, starts=starts)
+            self._one_by_one(step_records, run_records, report=report, starts=starts, plains=plains)
             return
         try:
             self._transaction(work, report=False, count=count)
         except Exception as error:
             if count > 1 and refused_content(error):
-                self._one_by_one(step_records, run_records, report=report, starts=starts)
+                self._one_by_one(
+                    step_records, run_records, report=report, starts=starts, plains=plains
+                )
                 return
             if not report:
                 raise
@@ -591,17 +604,17 @@ class SQLWriter:
         *,
         report: bool,
         starts: list[StepRecord] | None = None,
+        plains: list[PlainRow] | None = None,
     ) -> None:
         """Write each record alone; drop, with a warning, those that fail for
         what they hold. Only ever reached after a batch failed that way."""
-        singles: list[tuple[list[StepRecord], list[RunRecord], list[StepRecord]]] = [
-            ([], [], [record]) for record in starts or ()
-        ]
-        singles += [([record], [], []) for record in step_records]
-        singles += [([], [record], []) for record in latest_runs(run_records)]
-        for steps_alone, runs_alone, starts_alone in singles:
+        singles: list[_Single] = [([], [], [record], []) for record in starts or ()]
+        singles += [([], [], [], [row]) for row in plains or ()]
+        singles += [([record], [], [], []) for record in step_records]
+        singles += [([], [record], [], []) for record in latest_runs(run_records)]
+        for steps_alone, runs_alone, starts_alone, plain_alone in singles:
             try:
-                work, count = self._rows(steps_alone, runs_alone, starts_alone)
+                work, count = self._rows(steps_alone, runs_alone, starts_alone, plain_alone)
                 self._transaction(work, report=False, count=count)
             except Exception as error:
                 if not report:
@@ -609,11 +622,15 @@ class SQLWriter:
                 if not refused_content(error) and not unbuildable(error):
                     self._report_batch(1, error)
                     continue
-                record = (steps_alone or runs_alone or starts_alone)[0]
-                what = "step" if steps_alone else "run" if runs_alone else "started step"
+                if plain_alone:
+                    what, run_id = "step", UUID(hex=plain_alone[0][1])
+                else:
+                    record = (steps_alone or runs_alone or starts_alone)[0]
+                    what = "step" if steps_alone else "run" if runs_alone else "started step"
+                    run_id = record.run_id
                 cause = ": ".join(describe_error(error))
                 self._report(
-                    f"dropped a {what} record of run {record.run_id} that {self.url!r} "
+                    f"dropped a {what} record of run {run_id} that {self.url!r} "
                     f"cannot store ({cause}); the rest of its batch was written",
                     f"record: {cause}",
                 )
@@ -623,6 +640,7 @@ class SQLWriter:
         step_records: list[StepRecord],
         run_records: list[RunRecord],
         starts: list[StepRecord] | None = None,
+        plains: list[PlainRow] | None = None,
     ) -> tuple[Callable[[Session], None], int]:
         """Turn records into rows (here, in the writer, not in the step)."""
         newest = latest_runs(run_records)
@@ -632,6 +650,8 @@ class SQLWriter:
         finished_starts: list[str] = []
         try:
             remote: list[str] = []
+            if plains:
+                add_plain_rows(plains, step_rows, meta_rows)
             add_step_rows(step_records, step_rows, meta_rows, {}, remote)
             if starts or remote:
                 finished_starts = settle_starts(remote, starts or [], start_rows)
@@ -685,7 +705,7 @@ class SQLWriter:
             session.insert(steps, step_rows)
             session.insert(metadata_sets, {FULL_METADATA: meta_rows})
 
-        return store, len(step_records) + len(newest) + len(starts or ())
+        return store, len(step_records) + len(plains or ()) + len(newest) + len(starts or ())
 
     def _report_batch(self, count: int, error: BaseException) -> None:
         error_type, detail = describe_error(getattr(error, "orig", None) or error)

@@ -1,0 +1,99 @@
+"""Plain steps wait in the writer's queue as the rows they will become.
+
+A plain step is one that finished with no error, fault, dropped value,
+parent step or remote process: nearly every step of a fast loop. Queued as
+its ``StepRecord``, it held four objects the garbage collector tracks (the
+record, its UUID, its metadata mapping and ``MetadataSet``) for as long as
+it waited, and a million-step loop spent 3-5 µs a step in the collector's
+full collections, each walking every queued record (``bench_store.py
+--million --metadata``, GC pauses). Queued as a tuple of text, numbers and
+plain dicts instead, it is untracked at its first young collection and
+never reaches the old generation. (A tuple holding a dict stays tracked,
+so the documents are queued as their JSON: encoded here, on the caller's
+side, they are that much less for the writer to do while it shares the
+interpreter lock; ``rows.add_plain_rows`` is left with the rest.)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .rows import json_chunks, type_map
+
+if TYPE_CHECKING:
+    from ..._records import StepRecord
+
+TypeCache = dict[str, tuple[dict[str, str], str]]
+
+__all__ = ["PlainRow", "plain_row"]
+
+PlainRow = tuple[Any, ...]
+"""``(id, run_id, name, step_name, status, start_ns, end_ns, *sets)``: the
+``zenmeta_steps`` columns of ``PLAIN_STEP``, then ``source, document,
+types`` for each metadata set with values, both as JSON text. Flat: the
+collector untracks a tuple only once everything in it is untracked, and
+finds a nested one in a later collection than its parent, too late."""
+
+
+def plain_row(record: StepRecord, last_run: list[Any], last_types: TypeCache) -> PlainRow | None:
+    """The queued form of a plain step; ``None`` for any other step.
+
+    ``last_run`` holds the previous step's run id and its hex: consecutive
+    steps share their run, and a ``UUID``'s ``hex`` costs a Python call.
+    ``last_types`` holds each source's previous type map and its JSON: a
+    component gives the same keys and types at every step."""
+    (
+        step_run_id,
+        run_id,
+        parent,
+        name,
+        step_name,
+        status,
+        start_ns,
+        end_ns,
+        error_type,
+        _message,
+        sets,
+        faults,
+        dropped,
+        process_id,
+        task_key,
+        attempt,
+    ) = record
+    if (
+        parent is not None
+        or error_type is not None
+        or faults
+        or dropped
+        or process_id is not None
+        or task_key is not None
+        or attempt is not None
+    ):
+        return None
+    if run_id is not last_run[0]:
+        last_run[0] = run_id
+        last_run[1] = run_id.hex
+    documents: list[str] = []
+    if sets:
+        try:
+            for source, values in sets.items():
+                document = values.values
+                if not document:
+                    continue
+                kinds = values.types
+                seen = last_types.get(source)
+                if seen is None or seen[0] != kinds:
+                    seen = last_types[source] = (dict(kinds), type_map(kinds))
+                documents += (source, "".join(json_chunks(document, 0)), seen[1])
+        except Exception:  # a value no store can take: the writer drops it alone, visibly
+            return None
+    return (
+        step_run_id.int.to_bytes(16, "big").hex(),
+        last_run[1],
+        name,
+        step_name,
+        status,
+        start_ns,
+        end_ns,
+        *documents,
+    )
