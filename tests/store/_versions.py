@@ -41,3 +41,19 @@ def tables(url: str) -> set[str]:
         return set(sqlalchemy.inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+def to_version_4(url: str) -> None:
+    """What version-4 code left behind on SQLite: the value index kept by an insert trigger."""
+    from zenmeta._store.sql.indexes import INSERT_TRIGGER
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(INSERT_TRIGGER)
+            connection.exec_driver_sql(
+                "UPDATE zenmeta_schema SET value = '4' WHERE name = 'version'"
+            )
+            connection.exec_driver_sql("UPDATE zenmeta_alembic_version SET version_num = '0004'")
+    finally:
+        engine.dispose()

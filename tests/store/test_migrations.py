@@ -63,8 +63,8 @@ def test_a_version_1_file_upgrades_in_place_and_reads_back_unchanged(tmp_path: F
     assert _rows(url, "SELECT value FROM zenmeta_schema") == [("1",)]  # and changes nothing
     SQLStore(url).close()  # the first writer migrates it
     assert json.loads(json.dumps(_exported(url))) == expected
-    assert zenmeta.Client(url).store_info()["schema_version"] == SCHEMA_VERSION == 4
-    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0004",)]
+    assert zenmeta.Client(url).store_info()["schema_version"] == SCHEMA_VERSION == 5
+    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0005",)]
     assert "zenmeta_processes" in _tables(url)
     close_stores()
     with sqlite3.connect(f"{path}.v1.bak") as backup:
@@ -125,7 +125,7 @@ def test_two_processes_opening_an_old_store_at_once_migrate_it_once(
     upgrades = [line for _, err in outputs for line in err.splitlines() if "upgraded" in line]
     assert len(upgrades) == 1, outputs
     assert f"from schema version 1 to {SCHEMA_VERSION}" in upgrades[0]
-    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0004",)]
+    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0005",)]
     if backend == "sqlite":
         expected = json.loads((FIXTURES / "v1.json").read_text(encoding="utf-8"))
         assert json.loads(json.dumps(_exported(url))) == expected
@@ -143,8 +143,8 @@ def test_a_new_store_is_created_current_without_importing_alembic(tmp_path: File
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.split() == ["False"]
-    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0004",)]
-    assert _rows(url, "SELECT value FROM zenmeta_schema WHERE name = 'version'") == [("4",)]
+    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0005",)]
+    assert _rows(url, "SELECT value FROM zenmeta_schema WHERE name = 'version'") == [("5",)]
 
 
 def test_a_version_2_store_reads_as_it_is_then_upgrades_keeping_its_rows(

@@ -9,16 +9,18 @@ from typing import Any
 import pytest
 import sqlalchemy
 from _versions import tables as _tables
-from _versions import to_version_2
+from _versions import to_version_2, to_version_4
 
 import zenmeta
 from zenmeta import StorageSize, log_metadata, pipeline_run, track_step
 from zenmeta._read.query import parse_filter
-from zenmeta._store import close_stores
+from zenmeta._store import close_stores, copy_store
 from zenmeta._store.sql import SQLStore
-from zenmeta._store.sql.indexes import INDEXED_TEXT
+from zenmeta._store.sql.indexes import _SQLITE_FILL, INDEXED_TEXT, INSERT_TRIGGER
 from zenmeta._store.sql.query import compile_filter
-from zenmeta._store.sql.schema import SCHEMA_VERSION, runs, steps
+from zenmeta._store.sql.rows import FULL_METADATA
+from zenmeta._store.sql.schema import SCHEMA_VERSION, metadata_sets, runs, steps
+from zenmeta._store.sql.sessions import open_session
 
 
 def _rows(url: str, statement: str, **parameters: Any) -> list[Any]:
@@ -131,15 +133,107 @@ def test_sqlite_value_index_follows_rewrites_and_deletes(tmp_path: FilePath) -> 
 
 
 def test_a_document_that_is_not_json_is_still_stored(tmp_path: FilePath) -> None:
-    """The index trigger skips what it cannot read instead of refusing the write."""
+    """The index skips what it cannot read instead of refusing the write: a
+    session inserting it (a copy, say) and a version-4 trigger alike."""
     url = f"sqlite:///{tmp_path}/store.db"
     SQLStore(url).close()
     close_stores()
     entity = uuid.uuid4().hex
-    _rows(url, "INSERT INTO zenmeta_metadata VALUES (:e, 'user', 'run', :e, 0, 'not json', '{}')",
-          e=entity)  # fmt: skip
+    engine = sqlalchemy.create_engine(url)
+    try:
+        session = open_session(engine)
+        session.begin()
+        session.insert(metadata_sets, {FULL_METADATA: [entity, "user", "run", entity, 0,
+                                                       "not json", "{}"]})  # fmt: skip
+        session.commit()
+        session.close()
+    finally:
+        engine.dispose()
     assert _rows(url, "SELECT count(*) FROM zenmeta_metadata") == [(1,)]
     assert _indexed(url) == set()
+    _rows(url, INSERT_TRIGGER)
+    _rows(url, "INSERT INTO zenmeta_metadata VALUES (:e, 'user', 'step', :e, 0, 'not json', '{}')",
+          e=uuid.uuid4().hex)  # fmt: skip
+    assert _indexed(url) == set()
+
+
+def _all_entries(url: str) -> set[tuple[Any, ...]]:
+    """What the value index must hold: every entry of every stored document."""
+    return {tuple(row) for row in _rows(url, _SQLITE_FILL.replace(
+        "INSERT OR IGNORE INTO zenmeta_metadata_values (entity_kind, source, key, value, "
+        "entity_id, run_id)", ""))}  # fmt: skip
+
+
+def _entries(url: str) -> set[tuple[Any, ...]]:
+    return {tuple(row) for row in _rows(url, "SELECT entity_kind, source, key, value, entity_id, "
+                                             "run_id FROM zenmeta_metadata_values")}  # fmt: skip
+
+
+@pytest.mark.parametrize("durability", ["batched", "immediate"])
+def test_every_write_of_metadata_fills_the_index(tmp_path: FilePath, durability: str) -> None:
+    """Plain steps, failed ones, runs, metadata logged late, and a copy to another
+    store: the index holds exactly the entries of the documents stored."""
+    url = f"sqlite:///{tmp_path}/store.db"
+    zenmeta.configure(store=url, durability=durability)
+
+    @track_step
+    def fails(i: int) -> None:
+        log_metadata({"split": f"bad-{i}"})
+        raise ValueError("no")
+
+    for round_ in range(3):
+        with pipeline_run("p", run_name=f"run-{round_}"):
+            log_metadata({"commit": f"c{round_}", "size": 3})
+            for i in range(300):
+                train(0.5 if i % 2 else 0.25)
+                if i % 100 == 0:
+                    with pytest.raises(ValueError):
+                        fails(i)
+            log_metadata({"late": "yes"})
+    zenmeta.flush()
+    assert len(_all_entries(url)) == 3 * (2 + 300 + 3)
+    assert _entries(url) == _all_entries(url)
+    copy = f"sqlite:///{tmp_path}/copy.db"
+    copy_store(url, copy)
+    assert _entries(copy) == _all_entries(copy) and len(_all_entries(copy)) == 3 * 305
+
+
+def test_a_version_4_store_upgrades_to_the_index_filled_by_statement(tmp_path: FilePath) -> None:
+    """Migration 0005 drops the insert trigger and keeps every entry; its
+    downgrade puts the trigger back and indexes what version 5 wrote."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    from zenmeta._store.sql.migrations.versions import v0005_index_by_statement as v0005
+
+    url = f"sqlite:///{tmp_path}/store.db"
+    _record(url)
+    close_stores()
+    to_version_4(url)
+    before = _entries(url)
+    assert before and _triggers(url) == {"zenmeta_metadata_values_insert",
+                                         "zenmeta_metadata_values_update"}  # fmt: skip
+    SQLStore(url).close()  # the first writer migrates it
+    close_stores()
+    assert _triggers(url) == {"zenmeta_metadata_values_update"}
+    assert _entries(url) == before == _all_entries(url)
+    _record(url)
+    close_stores()
+    assert _entries(url) == _all_entries(url) != before
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DELETE FROM zenmeta_metadata_values")
+            with Operations.context(MigrationContext.configure(connection)):
+                v0005.downgrade()
+    finally:
+        engine.dispose()
+    assert "zenmeta_metadata_values_insert" in _triggers(url)
+    assert _entries(url) == _all_entries(url)
+
+
+def _triggers(url: str) -> set[str]:
+    return {row[0] for row in _rows(url, "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
 
 
 @pytest.mark.parametrize(

@@ -465,10 +465,10 @@ def test_durability_change_takes_effect_at_the_next_run(url: str) -> None:
 def test_store_records_its_schema_version_and_refuses_a_newer_one(url: str) -> None:
     """The schema is versioned; a store from a newer zenmeta is not misread."""
     store = SQLStore(url)
-    assert store.describe()["schema_version"] == SCHEMA_VERSION == 4
+    assert store.describe()["schema_version"] == SCHEMA_VERSION == 5
     store.close()
     _sql(url, "UPDATE zenmeta_schema SET value = '99' WHERE name = 'version'")
-    with pytest.raises(zenmeta.StoreError, match=r"version 99, newer .* understands \(4\)"):
+    with pytest.raises(zenmeta.StoreError, match=r"version 99, newer .* understands \(5\)"):
         SQLStore(url)
 
 

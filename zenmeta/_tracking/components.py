@@ -133,7 +133,7 @@ def _hook(component: object, hook: str) -> Callable[..., Any] | None:
 class Stack:
     """The components of one run, resolved into per-hook call lists."""
 
-    __slots__ = ("_hooks", "_selections", "components", "names", "status_takers")
+    __slots__ = ("_hooks", "_selections", "components", "names", "status_takers", "step_hooks")
 
     def __init__(self, components: Sequence[object]) -> None:
         self.components = tuple(components)
@@ -153,6 +153,11 @@ class Stack:
             )
             for hook in (*HOOKS, *CARRIER_HOOKS)
         }
+        self.step_hooks = any(
+            self._hooks[hook]
+            for hook in ("prepare_step_run", "get_step_run_metadata", "cleanup_step_run")
+        )
+        """Whether any component has a step hook: a step skips all hook work if not."""
         # cleanup_pipeline_run(info, run_failed) cannot tell failed from
         # interrupted; a component that also accepts ``status=`` is told.
         self.status_takers = frozenset(

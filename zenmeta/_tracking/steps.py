@@ -139,6 +139,8 @@ def _start_remote(info: StepRunInfo, run: AnyRun) -> None:
 
 
 def _prepare(state: StepState) -> None:
+    if not state.stack.step_hooks:
+        return
     for name, fn in state.stack.hooks("prepare_step_run"):
         call_hook(name, "prepare_step_run", fn, (state.info,), state.faults)
     if state.faults.interrupt is not None:
@@ -151,8 +153,51 @@ def _finish(state: StepState, error: BaseException | None) -> None:
     a hook raised once the step is written."""
     end_ns = time.time_ns()
     info = state.info
-    stack = state.stack
-    for name, fn in stack.hooks("get_step_run_metadata"):
+    if state.stack.step_hooks:
+        _collect_and_clean_up(state, error)
+    with _late_writes:
+        state.ended = True  # from here on the record shares state.metadata
+    if error is None:
+        status, error_type, message = COMPLETED, None, None
+    else:
+        status = status_for(error)
+        error_type, message = describe_error(error)
+        message = mask_message(message, state.run.redaction)
+    record: StepRecord = _tuple_new(  # StepRecord(...) minus its Python __new__
+        StepRecord,
+        (
+            info.step_run_id,
+            info.run_id,
+            info.parent_step_run_id,
+            info.pipeline_step_name,
+            info.config.name,
+            status,
+            info.start_time_ns,
+            end_ns,
+            error_type,
+            message,
+            state.metadata,  # the state dies with the step: no copy needed
+            masked_faults(state.faults, state.run.redaction) if state.faults else (),
+            tuple(state.dropped) if state.dropped else (),
+            None,
+            None,
+            None,
+        ),
+    )
+    if state.run.remote:  # it supersedes the started record: the same process and task
+        process_id, task_key, attempt = _remote_fields()
+        record = record._replace(process_id=process_id, task_key=task_key, attempt=attempt)
+    state.run._save_step(record)
+    if state.faults.interrupt is not None:
+        state.faults.raise_interrupt()
+    if error is None and (state.faults or state.dropped):
+        raise_if_strict(state.faults, state.dropped)
+
+
+def _collect_and_clean_up(state: StepState, error: BaseException | None) -> None:
+    """The components' step hooks at the step's end: their metadata, then cleanup."""
+    info = state.info
+    for name, fn in state.stack.hooks("get_step_run_metadata"):
         result = call_hook(name, "get_step_run_metadata", fn, (info,), state.faults)
         if result is not None:
             collect_metadata(
@@ -164,39 +209,8 @@ def _finish(state: StepState, error: BaseException | None) -> None:
                 faults=state.faults,
                 hook="get_step_run_metadata",
             )
-    for name, fn in stack.hooks("cleanup_step_run"):
+    for name, fn in state.stack.hooks("cleanup_step_run"):
         call_hook(name, "cleanup_step_run", fn, (info, error is not None), state.faults)
-    with _late_writes:
-        state.ended = True  # from here on the record shares state.metadata
-    if error is None:
-        status, error_type, message = COMPLETED, None, None
-    else:
-        status = status_for(error)
-        error_type, message = describe_error(error)
-        message = mask_message(message, state.run.redaction)
-    record = StepRecord(
-        info.step_run_id,
-        info.run_id,
-        info.parent_step_run_id,
-        info.pipeline_step_name,
-        info.config.name,
-        status,
-        info.start_time_ns,
-        end_ns,
-        error_type,
-        message,
-        state.metadata,  # the state dies with the step: no copy needed
-        masked_faults(state.faults, state.run.redaction) if state.faults else (),
-        tuple(state.dropped),
-    )
-    if state.run.remote:  # it supersedes the started record: the same process and task
-        process_id, task_key, attempt = _remote_fields()
-        record = record._replace(process_id=process_id, task_key=task_key, attempt=attempt)
-    state.run._save_step(record)
-    if state.faults.interrupt is not None:
-        state.faults.raise_interrupt()
-    if error is None and (state.faults or state.dropped):
-        raise_if_strict(state.faults, state.dropped)
 
 
 def _implicit_run(config: StepConfig) -> PipelineRun | None:
@@ -230,7 +244,8 @@ def _end(state: StepState, token: Any, error: BaseException | None) -> None:
         _close_implicit(state, strict_error)
         raise
     _context.reset(_step_var, token)
-    _close_implicit(state, error)
+    if state.implicit:
+        _close_implicit(state, error)
 
 
 # -- one wrapper per kind of callable ------------------------------------

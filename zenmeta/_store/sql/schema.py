@@ -62,7 +62,7 @@ __all__ = [
     "stored_version",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Bumped whenever a table changes, with a migration script in ``migrations/``
 (Alembic revision ``"%04d" % version``); a store newer than this code is refused."""
 

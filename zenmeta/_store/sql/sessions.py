@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..._records import RUNNING
+from .indexes import INDEX_INSERTED
 from .schema import metadata_sets, processes, runs, step_starts
 
 if TYPE_CHECKING:
@@ -164,6 +165,7 @@ class CoreSession:
 
     def insert(self, table: Table, shaped: Mapping[Shape, list[Any]]) -> None:
         names = [column.name for column in table.columns]
+        inserted = 0
         for shape, values in shaped.items():
             if values:
                 blank = dict.fromkeys(names)
@@ -176,6 +178,9 @@ class CoreSession:
                         for start in range(0, len(values), width)
                     ],
                 )
+                inserted += len(values) // width
+        if inserted and table is metadata_sets and self._connection.dialect.name == "sqlite":
+            self._connection.exec_driver_sql(INDEX_INSERTED, (inserted,))
 
     def beat(self, ids: Sequence[str], now_ns: int) -> None:
         self._connection.execute(
@@ -281,6 +286,7 @@ class SQLiteSession:
 
     def insert(self, table: Table, shaped: Mapping[Shape, list[Any]]) -> None:
         execute = self._execute
+        inserted = 0
         for shape, values in shaped.items():
             width = len(shape)
             total = len(values) // width
@@ -294,6 +300,9 @@ class SQLiteSession:
                     values[done * width : (done + size) * width],
                 )
                 done += size
+            inserted += total
+        if inserted and table is metadata_sets:  # their value index entries (indexes.py)
+            execute(INDEX_INSERTED, (inserted,))
 
     def beat(self, ids: Sequence[str], now_ns: int) -> None:
         for run_id in ids:
