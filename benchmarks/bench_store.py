@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from _timing import Timer, median_per_op, otel_span
 
@@ -209,19 +208,11 @@ def million_breakdown(
 
 
 def _without_text_index() -> None:
-    """New stores get no trigger for ``zenmeta_metadata_values`` (a lever's measure)."""
-    from sqlalchemy import text
+    """Metadata inserts skip filling SQLite's value index (a lever's measure:
+    queries need it). The statement stays, so only the index's work is saved."""
+    from zenmeta._store.sql import sessions
 
-    from zenmeta._store.sql import indexes, migrate
-
-    create = indexes.create_indexes
-
-    def without_trigger(connection: Any, *, existing: bool = False) -> None:
-        create(connection, existing=existing)
-        if connection.dialect.name == "sqlite":
-            connection.execute(text("DROP TRIGGER IF EXISTS zenmeta_metadata_values_insert"))
-
-    indexes.create_indexes = migrate.create_indexes = without_trigger  # type: ignore[assignment]
+    sessions.INDEX_INSERTED = "SELECT ?"  # type: ignore[misc]
 
 
 def main() -> None:
@@ -239,7 +230,7 @@ def main() -> None:
         action="append",
         default=[],
         help="--million with a cost switched off, to measure it: the garbage "
-        "collector, or SQLite's trigger-kept text index (queries need it)",
+        "collector, or filling SQLite's value index (queries need it)",
     )
     args = parser.parse_args()
     if not args.quiet:

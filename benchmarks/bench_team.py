@@ -33,7 +33,11 @@ _CHILD = textwrap.dedent(
     import sys, time, zenmeta
 
     url, steps, go = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-    attached = sys.argv[4:] == ["attached"]  # remote steps: a started record each
+    attached = "attached" in sys.argv[4:]  # remote steps: a started record each
+    if "no-index" in sys.argv[4:]:  # SQLite's value index left unfilled (its price)
+        from zenmeta._store.sql import sessions
+
+        sessions.INDEX_INSERTED = "SELECT ?"
 
     @zenmeta.track_step
     def logging_step(x):
@@ -58,10 +62,13 @@ _CHILD = textwrap.dedent(
 )
 
 
-def steps_per_second(url: str, processes: int, steps: int, *, attached: bool = False) -> float:
-    """All processes start stepping at one moment; total steps over the slowest's time."""
+def steps_per_second(
+    url: str, processes: int, steps: int, *, attached: bool = False, index: bool = True
+) -> float:
+    """All processes start stepping at one moment; total steps over the slowest's
+    time. ``index=False``: SQLite's value index is not filled."""
     go = time.time() + 1.0
-    mode = ["attached"] if attached else []
+    mode = (["attached"] if attached else []) + ([] if index else ["no-index"])
     children = [
         subprocess.Popen(
             [sys.executable, "-c", _CHILD, url, str(steps), str(go), *mode],
