@@ -48,9 +48,9 @@ from ..._redact import masked_url
 from ..opening import register_fork_hooks
 from . import retention
 from . import writer as writer_module
-from .plain import TypeCache, plain_row
+from .plain import plain_row
 from .query import compile_filter
-from .rows import Grouped, Undecodable, group_metadata, recorded_run, recorded_step
+from .rows import Grouped, TypeCache, Undecodable, group_metadata, recorded_run, recorded_step
 from .schema import (
     SCHEMA_VERSION,
     metadata_sets,

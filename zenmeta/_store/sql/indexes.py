@@ -13,7 +13,7 @@ for an existing one:
   every metadata set, one row per (entity, source, key). Every session that
   inserts metadata rows (``sessions.py``: the writer's, a sync's, a copy's)
   fills it for them in the same transaction, with one statement per insert
-  (``index_inserted``); a trigger on updates keeps it right when a value is
+  (``INDEX_INSERTED``); a trigger on updates keeps it right when a value is
   rewritten (a secret masked after the fact), and deleted runs leave no
   entry once the deletion is done (``forget_runs``). Numbers, booleans,
   nulls, containers and text over ``INDEXED_TEXT`` characters are left

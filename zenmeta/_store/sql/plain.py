@@ -18,12 +18,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .rows import json_chunks, type_map
+from .rows import TypeCache, encoded_sets
 
 if TYPE_CHECKING:
     from ..._records import StepRecord
-
-TypeCache = dict[str, tuple[dict[str, str], str]]
 
 __all__ = ["PlainRow", "plain_row"]
 
@@ -40,8 +38,7 @@ def plain_row(record: StepRecord, last_run: list[Any], last_types: TypeCache) ->
 
     ``last_run`` holds the previous step's run id and its hex: consecutive
     steps share their run, and a ``UUID``'s ``hex`` costs a Python call.
-    ``last_types`` holds each source's previous type map and its JSON: a
-    component gives the same keys and types at every step."""
+    ``last_types`` is the store's ``encoded_sets`` cache."""
     (
         step_run_id,
         run_id,
@@ -76,15 +73,7 @@ def plain_row(record: StepRecord, last_run: list[Any], last_types: TypeCache) ->
     documents: list[str] = []
     if sets:
         try:
-            for source, values in sets.items():
-                document = values.values
-                if not document:
-                    continue
-                kinds = values.types
-                seen = last_types.get(source)
-                if seen is None or seen[0] != kinds:
-                    seen = last_types[source] = (dict(kinds), type_map(kinds))
-                documents += (source, "".join(json_chunks(document, 0)), seen[1])
+            documents = encoded_sets(sets, last_types)
         except Exception:  # a value no store can take: the writer drops it alone, visibly
             return None
     return (

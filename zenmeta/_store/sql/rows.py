@@ -40,8 +40,8 @@ __all__ = [
     "run_row",
     "add_step_rows",
     "add_plain_rows",
-    "json_chunks",
-    "type_map",
+    "encoded_sets",
+    "TypeCache",
     "PLAIN_STEP",
     "FULL_METADATA",
     "metadata_rows",
@@ -57,6 +57,9 @@ __all__ = [
 ]
 
 Grouped = dict[str, dict[str, dict[str, MetadataType]]]
+
+TypeCache = dict[str, tuple[dict[str, str], str]]
+"""Each source's previous type map, and its JSON (``encoded_sets``)."""
 
 
 def text(value: str) -> str:
@@ -145,7 +148,7 @@ def add_step_rows(
     formatting), and a source's type map is checked against its previous one
     before the shared cache is consulted.
     """
-    last_types: dict[str, tuple[dict[str, str], str]] = {}
+    last_types: TypeCache = {}
     plain = step_rows.setdefault(PLAIN_STEP, []).extend
     meta = meta_rows.extend
     last_run: UUID | None = None
@@ -216,13 +219,7 @@ def add_step_rows(
             )
             step_rows.setdefault(shape, []).extend(values)
         if sets:
-            add_metadata_rows(
-                meta,
-                last_types,
-                entity,
-                owner,
-                [(source, values.values, values.types) for source, values in sets.items()],
-            )
+            _extend_metadata(meta, entity, owner, encoded_sets(sets, last_types), 0)
 
 
 def add_plain_rows(plains: Iterable[PlainRow], step_rows: Shaped, meta_rows: list[Any]) -> None:
@@ -236,42 +233,37 @@ def add_plain_rows(plains: Iterable[PlainRow], step_rows: Shaped, meta_rows: lis
             plain(row[:7])
         else:
             plain((entity, owner, text(name), text(step_name), *row[4:7]))
-        for position, at in enumerate(range(7, len(row), 3)):
-            source = row[at]
-            if not source.isascii():
-                source = text(source)
-            meta((entity, source, "step", owner, position, row[at + 1], row[at + 2]))
+        _extend_metadata(meta, entity, owner, row, 7)
 
 
-def add_metadata_rows(
-    meta: Callable[[Iterable[Any]], None],
-    last_types: dict[str, tuple[dict[str, str], str]],
-    entity: str,
-    owner: str,
-    sources: Iterable[tuple[str, dict[str, Any], dict[str, str]]],
+def _extend_metadata(
+    meta: Callable[[Iterable[Any]], None], entity: str, owner: str, flat: Sequence[Any], at: int
 ) -> None:
-    """Extend the flat metadata rows (``meta``, a list's ``extend``) with a
-    step's: one per source with values. A component gives the same keys and
-    types at every step, so the type map's JSON is looked up, not rebuilt."""
-    position = 0
-    for source, document, kinds in sources:
+    """A step's metadata rows, from ``source, document, types`` triples laid
+    flat in ``flat`` from ``at`` on (``encoded_sets``)."""
+    for position, start in enumerate(range(at, len(flat), 3)):
+        source = flat[start]
+        if not source.isascii():
+            source = text(source)
+        meta((entity, source, "step", owner, position, flat[start + 1], flat[start + 2]))
+
+
+def encoded_sets(sets: Mapping[str, MetadataSet], last_types: TypeCache) -> list[str]:
+    """``source, document, types`` for each set with values, flat, both as
+    JSON text. A component gives the same keys and types at every step, so
+    ``last_types`` (each source's previous type map and its JSON) saves
+    rebuilding the type map's JSON; raises what the encoder raises."""
+    flat: list[str] = []
+    for source, values in sets.items():
+        document = values.values
         if not document:
             continue
+        kinds = values.types
         seen = last_types.get(source)
         if seen is None or seen[0] != kinds:
             seen = last_types[source] = (dict(kinds), type_map(kinds))
-        meta(
-            (
-                entity,
-                source if source.isascii() else text(source),
-                "step",
-                owner,
-                position,
-                "".join(_json_chunks(document, 0)),
-                seen[1],
-            )
-        )
-        position += 1
+        flat += (source, "".join(_json_chunks(document, 0)), seen[1])
+    return flat
 
 
 def type_map(kinds: dict[str, str]) -> str:
@@ -342,7 +334,6 @@ def _json_encoder() -> tuple[Callable[[Any], str], Callable[[Any, int], Iterable
 
 
 _json, _json_chunks = _json_encoder()
-json_chunks = _json_chunks
 
 
 Undecodable = dict[str, list[DroppedValue]]
