@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from ._errors import ConfigurationError
 
-__all__ = ["Project", "current_project", "forget_projects"]
+__all__ = ["Project", "absolute_path", "current_project", "forget_projects", "working_folder"]
 
 
 class Project(NamedTuple):
@@ -35,13 +35,60 @@ _lock = threading.Lock()
 
 def current_project() -> Project:
     """The project of the working folder now (cached per folder)."""
-    directory = os.getcwd()
+    directory = working_folder()
     found = _projects.get(directory)
     if found is None:
         found = _find(directory)
         with _lock:
             _projects[directory] = found
     return found
+
+
+def working_folder() -> str:
+    """``os.getcwd()``, asked without letting go of the interpreter lock.
+
+    Every run start asks (a relative store and the project follow the working
+    folder of now). ``os.getcwd`` releases the lock for its system call; with
+    a writer thread waiting for the lock, the caller then waits for the
+    writer's turn and for a core to wake it up: 17 µs a run on average, the
+    median 0.75 µs and the slowest percent over 50 µs (a loop of runs into
+    batched SQLite, on a 2-core VM). ``getcwd`` never blocks, so libc's is
+    called through ``ctypes.PyDLL``, which keeps the lock; ``os.getcwd`` is
+    the fallback wherever that is missing or fails.
+    """
+    held = _held_getcwd or _load_held_getcwd()
+    if held[0] is not None:
+        raw = held[0](held[1], len(held[1]))
+        if raw is not None:
+            return os.fsdecode(raw)
+    return os.getcwd()  # no libc getcwd, a path too long, or a folder gone: os says why
+
+
+_held_getcwd: list[Any] = []  # [libc getcwd or None, its buffer]
+
+
+def _load_held_getcwd() -> list[Any]:
+    getcwd: Any = None
+    buffer: Any = b""
+    if os.name == "posix":
+        try:
+            import ctypes  # ~2 ms, at the first run start rather than at import
+
+            getcwd = ctypes.PyDLL(None).getcwd
+            getcwd.restype = ctypes.c_char_p
+            getcwd.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+            buffer = ctypes.create_string_buffer(4096)
+        except Exception:  # no ctypes, no libc symbol: os.getcwd it is
+            getcwd = None
+    _held_getcwd[:] = [getcwd, buffer]
+    return _held_getcwd
+
+
+def absolute_path(path: str) -> str:
+    """``os.path.abspath``, with the working folder from ``working_folder()``."""
+    if not os.path.isabs(path):
+        path = os.path.join(working_folder(), path)
+    return os.path.normpath(path)
 
 
 def forget_projects() -> None:

@@ -212,3 +212,36 @@ def test_configure_refuses_a_store_without_importing_the_sql_layer() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.split() == ["refused", "False"]
+
+
+def test_the_working_folder_is_read_as_os_reads_it(
+    tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock-holding getcwd answers what os.getcwd does, a non-ASCII
+    folder included, and os.getcwd answers wherever it cannot."""
+    from zenmeta import _project
+
+    folder = tmp_path / "données ü"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    assert _project.working_folder() == os.getcwd() == str(folder)
+    assert _project.absolute_path("a/../runs.db") == str(folder / "runs.db")
+    if os.name == "posix":
+        assert _project._load_held_getcwd()[0] is not None  # the held call is the one used
+    monkeypatch.setattr(_project, "_held_getcwd", [None, b""])
+    assert _project.working_folder() == str(folder)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a removed working folder is a POSIX state")
+def test_a_removed_working_folder_fails_as_os_getcwd_does(
+    tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libc's getcwd gives nothing for a removed folder: os.getcwd then says why."""
+    from zenmeta import _project
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(FileNotFoundError):
+        _project.working_folder()

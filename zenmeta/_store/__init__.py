@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from .._config import SUPPORTED_STORES, check_store_name, settings
 from .._errors import ConfigurationError, StoreError, describe_error
 from .._log import warn, warn_throttled
+from .._project import absolute_path
 from .._records import ComponentFault, RecordReader
 from .._redact import masked_url
 
@@ -95,7 +96,7 @@ def store_url(text: str) -> str:
 
 
 def _absolute(path: str) -> str:
-    return os.path.abspath(os.path.expanduser(path))
+    return absolute_path(os.path.expanduser(path))
 
 
 def open_store(url: str) -> RecordStore:

@@ -30,6 +30,7 @@ from ..._records import (
 )
 from ..._values import MetadataType
 from ..liveness import ProcessFacts, process_is_gone, writer_is_gone
+from .schema import runs
 from .sessions import Row, Shape, Shaped, shape_of
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "text",
     "run_row",
+    "RUN_SHAPE",
     "add_step_rows",
     "add_plain_rows",
     "encoded_sets",
@@ -85,8 +87,14 @@ def _dropped_json(dropped: Sequence[DroppedValue]) -> str | None:
     return json.dumps([[d.source, d.key, d.reason] for d in dropped])
 
 
+RUN_SHAPE: Shape = tuple(range(len(runs.columns)))
+"""Every column of a run's row, NULLs and all: a run's start and its end then
+share one statement, and a batch of short runs is one call to the driver
+(``shape_of`` would have made two, and cost 1.5 µs a run on its own)."""
+
+
 def run_row(record: RunRecord, heartbeat_ns: int) -> Row:
-    """A ``zenmeta_runs`` row, in column order."""
+    """A ``zenmeta_runs`` row, in column order (``RUN_SHAPE``)."""
     return (
         record.run_id.hex,
         text(record.name),

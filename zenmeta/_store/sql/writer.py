@@ -56,6 +56,7 @@ from ..liveness import HEARTBEAT_S, own_facts
 from .plain import PlainRow
 from .rows import (
     FULL_METADATA,
+    RUN_SHAPE,
     Unbuildable,
     add_plain_rows,
     add_step_rows,
@@ -76,7 +77,7 @@ from .schema import (
     step_starts,
     steps,
 )
-from .sessions import ROWS_PER_STATEMENT, Session, Shaped, open_session, shape_of
+from .sessions import ROWS_PER_STATEMENT, Session, Shaped, open_session
 from .starts import Started, settle_starts
 
 if TYPE_CHECKING:
@@ -659,7 +660,7 @@ class SQLWriter:
                     if finished.process_id is not None:
                         self._open_starts.discard(finished.step_run_id)
             now = time.time_ns()
-            run_rows: Shaped = {}
+            run_rows: list[Any] = []  # every column, NULLs bound: one statement shape
             run_ids = []
             with_metadata = []  # runs whose stored metadata sets this snapshot replaces
             live: list[tuple[str, bool]] = []
@@ -667,8 +668,7 @@ class SQLWriter:
             for record in newest:
                 key = record.run_id.hex
                 run_ids.append(key)
-                shape, values = shape_of(run_row(record, now))
-                run_rows.setdefault(shape, []).extend(values)
+                run_rows += run_row(record, now)
                 for row in metadata_rows("run", key, key, record.metadata):
                     meta_rows.extend(row)
                 if record.metadata:
@@ -697,7 +697,7 @@ class SQLWriter:
                 doomed = with_metadata if replacing else run_ids
                 if doomed:
                     session.delete_runs(doomed)
-                session.insert(runs, run_rows)
+                session.insert(runs, {RUN_SHAPE: run_rows})
             if start_rows:
                 session.insert(step_starts, start_rows)
             if finished_starts:
