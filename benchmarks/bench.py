@@ -171,6 +171,46 @@ def _batched_runs(ops: int) -> tuple[float, float]:
     return (caller - start) / ops, (drained - start) / ops
 
 
+FLOOR = "floor: a hand-written step logging 3 values (no zenmeta)"
+
+
+def floor_steps(ops: int) -> float:
+    """What any tracker must do for a step logging 3 values, written by hand
+    with nothing else: a UUIDv7, two clock reads, a context variable set and
+    reset, the values copied with their type names, their JSON, and a flat
+    row appended to a list. No coercion of odd values, no redaction, no
+    limits, no lock, no invocation name. The caller-visible target (0.2x a
+    span) is measured against this: a tracker cannot cost less."""
+    import contextvars
+    import json
+
+    from zenmeta._tracking.ids import new_id
+
+    current: contextvars.ContextVar[object] = contextvars.ContextVar("floor", default=None)
+    encode = json.JSONEncoder(separators=(",", ":")).encode
+    queue: list[tuple[object, ...]] = []
+    clock = time.time_ns
+
+    def step(x: int) -> int:
+        start = clock()
+        step_id = new_id()
+        token = current.set(step_id)
+        logged = {"loss": 0.5, "rows": x, "split": "train"}
+        values: dict[str, object] = {}
+        types: dict[str, str] = {}
+        for key, value in logged.items():
+            values[key] = value
+            types[key] = type(value).__name__
+        current.reset(token)
+        queue.append((step_id.hex, "run", "step", start, clock(), "user", encode(values)))
+        return x
+
+    begin = time.perf_counter()
+    for i in range(ops):
+        step(i)
+    return (time.perf_counter() - begin) / ops
+
+
 def _in_memory(step: Callable[[int], int], ops: int) -> float:
     store = InMemoryStore()
     zenmeta.configure(store=store)
@@ -234,6 +274,7 @@ def interleaved(ops: int, rounds: int, *, with_mlflow: bool) -> list[Figure]:
                 zenmeta.configure(store=None)
                 keep("zenmeta step, no components (in memory)", _in_memory(empty_step, ops))
                 keep("zenmeta step logging 3 values (in memory)", _in_memory(logging_step, ops))
+                keep(FLOOR, floor_steps(ops))
                 zenmeta.configure(store=url, durability="batched")
                 caller, drained = _batched_steps(ops)
                 keep("step logging 3 values, SQLite batched: caller-visible", caller)
