@@ -11,6 +11,10 @@ Two levers issue 16 named for the write path of steps with metadata:
 - **a faster JSON encoder**: the codec's C-encoder path (``rows._json_chunks``)
   against orjson, when it is installed.
 
+And one lever pulled, kept measurable: a run start reads the working folder
+holding the interpreter lock (``_project.working_folder``) rather than through
+``os.getcwd``, which let the writer thread take the lock at every run.
+
 Interleaved rounds, medians. Standalone: ``.venv/bin/python benchmarks/bench_levers.py``.
 """
 
@@ -148,7 +152,43 @@ def figures(quick: bool = False) -> list[dict[str, object]]:
         out.append(_figure(f"JSON of a 3-value document: {name}", measured))
     if len(encoders) == 1:
         out[-1]["note"] = "orjson is not installed: no comparison in this run"
+    for name, measured in _run_loops(rounds * 2 - 1, 200 if quick else 1000).items():
+        out.append(_figure(f"run enter+exit drained, working folder read {name}", measured))
     return out
+
+
+def _run_loops(rounds: int, runs: int) -> dict[str, list[float]]:
+    """``with pipeline_run(): pass`` into batched SQLite, writes drained, per
+    run: the working folder read holding the lock (today) and by ``os.getcwd``
+    (before), alternating in each round."""
+    import os
+
+    import zenmeta
+    from zenmeta import _project
+    from zenmeta._store import close_stores
+
+    readers = {"held (today)": _project.working_folder, "os.getcwd (before)": os.getcwd}
+    times: dict[str, list[float]] = {name: [] for name in readers}
+    with tempfile.TemporaryDirectory(prefix="zenmeta-bench-levers-runs-") as folder:
+        zenmeta.configure(store=f"sqlite:///{folder}/runs.db", durability="batched")
+        try:
+            with zenmeta.pipeline_run("warm-up"):
+                pass
+            zenmeta.flush()
+            for _ in range(rounds):
+                for name, reader in readers.items():
+                    _project.working_folder = reader  # type: ignore[assignment]
+                    start = time.perf_counter()
+                    for _ in range(runs):
+                        with zenmeta.pipeline_run("bench"):
+                            pass
+                    zenmeta.flush()
+                    times[name].append((time.perf_counter() - start) / runs)
+        finally:
+            _project.working_folder = readers["held (today)"]  # type: ignore[assignment]
+            close_stores()
+            zenmeta.configure(store=None, durability=None)
+    return times
 
 
 def _figure(name: str, seconds: list[float]) -> dict[str, object]:
