@@ -125,3 +125,86 @@ def test_plain_steps_with_odd_text_are_stored_as_any_step(store_url: str) -> Non
         assert step.name == "odd\\u0000step \\udcff"
         assert step.metadata["user"] == {"k\\u0000ey": "v\\u0000al", "é": 1.5}
         assert step.metadata["cômponent\\u0000"] == {"size": 3}
+
+
+def test_a_plain_step_is_queued_as_its_row_without_a_record(
+    held_writer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Completed, nothing lost, no parent: straight to its row. A failed step
+    and a nested one still go through their ``StepRecord``; all are stored."""
+    records: list[Any] = []
+    store = resolve_store()  # the opening store, which forwards to the opened one's methods
+    save_step = store.save_step
+
+    def counted(record: Any) -> None:
+        records.append(record)
+        save_step(record)
+
+    monkeypatch.setattr(store, "save_step", counted)
+
+    @track_step
+    def outer() -> None:
+        logging_step(7)
+
+    @track_step
+    def failing() -> None:
+        raise ValueError("no")
+
+    run = zenmeta.start_run("paths")
+    logging_step(1)
+    logging_step(2)
+    assert records == []
+    assert [type(item) for item in held_writer.pending][-2:] == [tuple, tuple]  # the run's first
+    outer()  # the nested step has a parent; the outer one is plain again
+    with pytest.raises(ValueError):
+        failing()
+    assert [(r.name, r.status) for r in records] == [
+        ("logging_step_3", "completed"),
+        ("failing", "failed"),
+    ]
+    held_writer._drain()
+    run.end()
+    held_writer._drain()
+    steps = {s.name: s for s in Client(held_writer.url).list_steps(run.id)}
+    assert {name: s.status for name, s in steps.items()} == {
+        "logging_step": "completed",
+        "logging_step_2": "completed",
+        "logging_step_3": "completed",
+        "outer": "completed",
+        "failing": "failed",
+    }
+    assert steps["logging_step_2"].metadata == {"user": {"loss": 0.5, "rows": 2, "split": "train"}}
+    assert steps["logging_step_3"].parent_step_run_id == steps["outer"].id
+
+
+def test_immediate_durability_writes_a_plain_step_before_it_returns(tmp_path: FilePath) -> None:
+    """The plain path declines in immediate mode: the record is committed at once."""
+    url = f"sqlite:///{tmp_path}/now.db"
+    zenmeta.configure(store=url, durability="immediate")
+    with pipeline_run("now") as run:
+        logging_step(5)
+        (step,) = Client(url).list_steps(str(run.id))  # no flush: already there
+    assert step.metadata == {"user": {"loss": 0.5, "rows": 5, "split": "train"}}
+
+
+def test_a_plain_step_the_store_fails_on_is_reported_and_the_program_goes_on(
+    tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that raises on the plain path is a warning, never the user's
+    error, and the step is not then saved a second time another way."""
+    zenmeta.configure(store=f"sqlite:///{tmp_path}/runs.db", durability="batched")
+    with pipeline_run("warm-up"):
+        pass
+    zenmeta.flush()
+
+    def broken(*fields: Any) -> bool:
+        raise OSError("disk on fire")
+
+    saved: list[Any] = []
+    store = resolve_store()  # the opening store, which forwards to the opened one's methods
+    monkeypatch.setattr(store, "save_plain_step", broken)
+    monkeypatch.setattr(store, "save_step", saved.append)
+    with caplog.at_level("WARNING", logger="zenmeta"), pipeline_run("broken"):
+        assert logging_step(3) == 3
+    assert saved == []
+    assert "cannot write steps" in caplog.text and "disk on fire" in caplog.text

@@ -58,6 +58,14 @@ def check_sqlite_folder(url: str) -> bool:
     return True
 
 
+def _no_plain_steps(*fields: Any) -> bool:
+    return False
+
+
+def _plain_steps_of(store: RecordStore) -> Callable[..., bool]:
+    return getattr(store, "save_plain_step", _no_plain_steps)
+
+
 class OpeningStore:
     """Stands for the SQL store at ``url`` while a thread opens it; then forwards."""
 
@@ -117,6 +125,7 @@ class OpeningStore:
                 # From now on a save is the opened store's own bound method.
                 self.save_step = target.save_step  # type: ignore[method-assign]
                 self.save_run = target.save_run  # type: ignore[method-assign]
+                self.save_plain_step = _plain_steps_of(target)  # type: ignore[method-assign]
                 self.opening = False
                 self._ready.set()
 
@@ -136,6 +145,14 @@ class OpeningStore:
     def save_step(self, record: StepRecord) -> None:
         if not self._hold(record):
             self.opened().save_step(record)
+
+    def save_plain_step(self, *fields: Any) -> bool:
+        """``SQLStore.save_plain_step`` once open; until then ``False``, and the
+        step's record waits here with the rest."""
+        target = self._target
+        if target is None:
+            return False
+        return _plain_steps_of(target)(*fields)
 
     def _hold(self, record: RunRecord | StepRecord) -> bool:
         """Keep ``record`` until the store is open; ``False`` when it must go

@@ -138,6 +138,10 @@ class AttachedRun:
         name = f"{step_name}@{self._token}"
         return name if number == 1 else f"{name}_{number}"
 
+    def _save_plain_step(self, info: object, end_ns: int, sets: object) -> bool:
+        """Never: a remote step's record names its process, task and attempt."""
+        return False
+
     def _save_step(self, record: StepRecord) -> None:
         try:
             self._store.save_step(record)

@@ -30,7 +30,7 @@ from .. import _process
 from .._codec import MetadataSet, round_trip_sets
 from .._config import check_settings, settings
 from .._errors import RunStateError, describe_error
-from .._info import PipelineInfo, PipelineRunInfo, utc_from_ns
+from .._info import PipelineInfo, PipelineRunInfo, StepRunInfo, utc_from_ns
 from .._log import warn
 from .._process import CURRENT_PID, host_name, process_start_time
 from .._records import (
@@ -181,6 +181,7 @@ class PipelineRun:
         # the store front (and logging, for its fork hook), which is set-up, not
         # the user's code.
         self._store = resolve_store()
+        self._save_plain = getattr(self._store, "save_plain_step", None)
         self.start_ns = time.time_ns()
         if not self.name:
             self.name = f"{self.pipeline_name}-{_stamp(self.start_ns)}-{self.id.hex[:6]}"
@@ -283,6 +284,31 @@ class PipelineRun:
             self._store.save_step(record)
         except Exception as error:
             report_store_fault(f"cannot write steps to {self._store.url!r}", error)
+
+    def _save_plain_step(
+        self, info: StepRunInfo, end_ns: int, sets: dict[str, MetadataSet]
+    ) -> bool:
+        """Hand a plain step (completed, nothing dropped, no fault, no parent)
+        to a store that queues it without a ``StepRecord`` (``save_plain_step``);
+        ``False`` when the caller is to build the record and save that."""
+        save = self._save_plain
+        if save is None:
+            return False
+        try:
+            return bool(
+                save(
+                    info.step_run_id,
+                    info.run_id,
+                    info.pipeline_step_name,
+                    info.config.name,
+                    info.start_time_ns,
+                    end_ns,
+                    sets,
+                )
+            )
+        except Exception as error:
+            report_store_fault(f"cannot write steps to {self._store.url!r}", error)
+            return True  # reported as a failed save is: never saved twice
 
     def _save_step_started(self, record: StepRecord) -> None:
         """Store a step's started record where the store keeps them (remote

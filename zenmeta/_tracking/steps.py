@@ -157,6 +157,15 @@ def _finish(state: StepState, error: BaseException | None) -> None:
         _collect_and_clean_up(state, error)
     with _late_writes:
         state.ended = True  # from here on the record shares state.metadata
+    if (
+        error is None
+        and not state.faults
+        and not state.dropped
+        and info.parent_step_run_id is None
+        and not state.run.remote  # its record names the process, task and attempt
+        and state.run._save_plain_step(info, end_ns, state.metadata)
+    ):
+        return  # nothing to raise: no fault, no loss, no interrupt
     if error is None:
         status, error_type, message = COMPLETED, None, None
     else:

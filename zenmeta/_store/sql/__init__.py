@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from string import hexdigits
 from typing import Any
@@ -24,7 +24,7 @@ from uuid import UUID
 from sqlalchemy import Connection, Select, case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..._codec import join_documents
+from ..._codec import MetadataSet, join_documents
 from ..._config import Durability, settings
 from ..._errors import ConfigurationError, StoreError
 from ..._filters import Filter, matches
@@ -32,6 +32,7 @@ from ..._log import warn
 from ..._process import wait_for_kernel_thread
 from ..._records import (
     ALL_RUNS,
+    COMPLETED,
     CRASHED,
     RUNNING,
     MessageRewrite,
@@ -48,7 +49,7 @@ from ..._redact import masked_url
 from ..opening import register_fork_hooks
 from . import retention
 from . import writer as writer_module
-from .plain import plain_row
+from .plain import plain_row, plain_values
 from .query import compile_filter
 from .rows import Grouped, TypeCache, Undecodable, group_metadata, recorded_run, recorded_step
 from .schema import (
@@ -163,6 +164,46 @@ class SQLStore:
             writer.nudge()
         elif writer._thread is None:  # never started (a worker may write only steps), or retired
             writer.start()
+
+    def save_plain_step(
+        self,
+        step_run_id: UUID,
+        run_id: UUID,
+        name: str,
+        step_name: str,
+        start_ns: int,
+        end_ns: int,
+        sets: Mapping[str, MetadataSet],
+    ) -> bool:
+        """Queue a plain step (completed, nothing dropped, no fault, no parent,
+        this process's own run) as its row, with no ``StepRecord`` built first:
+        the step loop's most common record, a fifth less of its cost. ``False``
+        when the caller is to build the record (immediate mode, or a value no
+        encoder takes), which ``save_step`` then handles as any other."""
+        writer = self._writer
+        if writer.immediate:
+            return False
+        row = plain_values(
+            step_run_id,
+            run_id,
+            name,
+            step_name,
+            COMPLETED,
+            start_ns,
+            end_ns,
+            sets,
+            self._last_run,
+            self._last_types,
+        )
+        if row is None:
+            return False
+        pending = writer.pending
+        pending.append(row)
+        if len(pending) >= writer.nudge_at:
+            writer.nudge()
+        elif writer._thread is None:
+            writer.start()
+        return True
 
     def save_step_started(self, record: StepRecord) -> None:
         """Queue a remote step's started record ahead of the rest, waking the
