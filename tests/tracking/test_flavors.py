@@ -89,9 +89,11 @@ def test_an_unknown_flavor_is_a_clear_error_listing_the_known_ones(
     assert "'mlfow'" in message and "environment, mlflow" in message
 
 
-def test_a_bad_pyproject_value_is_a_clear_error(tmp_path: Path) -> None:
-    """``components`` must be a list of names."""
-    (tmp_path / "pyproject.toml").write_text("[tool.zenmeta]\ncomponents = 3\n")
+@pytest.mark.parametrize("value", ["3", "0", "false", "{}", '["ok", 1]'])
+def test_a_bad_pyproject_value_is_a_clear_error(tmp_path: Path, value: str) -> None:
+    """``components`` must be a list of names: falsy values included (only a
+    missing key and an empty list mean none)."""
+    (tmp_path / "pyproject.toml").write_text(f"[tool.zenmeta]\ncomponents = {value}\n")
     with pytest.raises(zenmeta.ConfigurationError, match="list of flavor names"):
         _components.default_stack()
 

@@ -54,7 +54,9 @@ def configured_flavors() -> tuple[str, ...]:
     if value is not None:
         return _split(value)
     project = current_project()
-    components = project.table.get("components", [])
+    components = project.table.get("components")
+    if components is None or components == []:  # the common case: nothing to check
+        return ()
     if isinstance(components, str):
         return _split(components)
     if not isinstance(components, list) or not all(isinstance(c, str) for c in components):

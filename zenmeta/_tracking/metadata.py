@@ -212,4 +212,6 @@ def masked_faults(faults: Sequence[ComponentFault], rules: Rules) -> tuple[Compo
 
 def snapshot(sets: Mapping[str, MetadataSet]) -> dict[str, MetadataSet]:
     """A copy safe to hand to a background writer."""
+    if not sets:  # most runs' records: a comprehension's frame costs more than the copy
+        return {}
     return {source: values.copy() for source, values in sets.items()}
