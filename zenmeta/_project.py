@@ -64,7 +64,9 @@ def working_folder() -> str:
     return os.getcwd()  # no libc getcwd, a path too long, or a folder gone: os says why
 
 
-_held_getcwd: list[Any] = []  # [libc getcwd or None, its buffer]
+_held_getcwd: list[Any] = []
+"""[libc getcwd or None, its buffer]. One buffer serves every thread: the call
+and the copy of its result into ``bytes`` both happen under the lock."""
 
 
 def _load_held_getcwd() -> list[Any]:

@@ -85,20 +85,12 @@ def plain_values(
     if run_id is not last_run[0]:
         last_run[0] = run_id
         last_run[1] = run_id.hex
-    if not sets:
-        return (
-            step_run_id.int.to_bytes(16, "big").hex(),
-            last_run[1],
-            name,
-            step_name,
-            status,
-            start_ns,
-            end_ns,
-        )
-    try:
-        documents = encoded_sets(sets, last_types)
-    except Exception:  # a value no store can take: the writer drops it alone, visibly
-        return None
+    documents: list[str] = []
+    if sets:
+        try:
+            documents = encoded_sets(sets, last_types)
+        except Exception:  # a value no store can take: the writer drops it alone, visibly
+            return None
     return (
         step_run_id.int.to_bytes(16, "big").hex(),
         last_run[1],
