@@ -44,25 +44,43 @@ def plain_row(record: StepRecord, last_run: list[Any], last_types: TypeCache) ->
     ``last_run`` holds the previous step's run id and its hex: consecutive
     steps share their run, and a ``UUID``'s ``hex`` costs a Python call.
     ``last_types`` is the store's ``encoded_sets`` cache."""
+    (
+        step_run_id,
+        run_id,
+        parent,
+        name,
+        step_name,
+        status,
+        start_ns,
+        end_ns,
+        error_type,
+        _message,
+        sets,
+        faults,
+        dropped,
+        process_id,
+        task_key,
+        attempt,
+    ) = record  # one unpacking: a NamedTuple's attribute is a Python-level lookup each
     if (
-        record.parent_step_run_id is not None
-        or record.error_type is not None
-        or record.faults
-        or record.dropped
-        or record.process_id is not None
-        or record.task_key is not None
-        or record.attempt is not None
+        parent is not None
+        or error_type is not None
+        or faults
+        or dropped
+        or process_id is not None
+        or task_key is not None
+        or attempt is not None
     ):
         return None
     return plain_values(
-        record.step_run_id,
-        record.run_id,
-        record.name,
-        record.step_name,
-        record.status,
-        record.start_ns,
-        record.end_ns,
-        record.metadata,
+        step_run_id,
+        run_id,
+        name,
+        step_name,
+        status,
+        start_ns,
+        end_ns,
+        sets,
         last_run,
         last_types,
     )
