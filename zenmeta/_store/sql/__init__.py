@@ -157,13 +157,8 @@ class SQLStore:
         if writer.immediate:
             writer.write_now(record)
             return
-        pending = writer.pending  # the writer's put(), inlined: this is per step
         row = plain_row(record, self._last_run, self._last_types)  # queued untracked (plain.py)
-        pending.append(record if row is None else row)
-        if len(pending) >= writer.nudge_at:
-            writer.nudge()
-        elif writer._thread is None:  # never started (a worker may write only steps), or retired
-            writer.start()
+        writer.put(record if row is None else row)
 
     def save_plain_step(
         self,
@@ -197,12 +192,7 @@ class SQLStore:
         )
         if row is None:
             return False
-        pending = writer.pending
-        pending.append(row)
-        if len(pending) >= writer.nudge_at:
-            writer.nudge()
-        elif writer._thread is None:
-            writer.start()
+        writer.put(row)
         return True
 
     def save_step_started(self, record: StepRecord) -> None:

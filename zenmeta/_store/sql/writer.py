@@ -212,7 +212,7 @@ class SQLWriter:
         pending.append(record)
         if len(pending) >= self.nudge_at:
             self.nudge()
-        elif self._thread is None:
+        elif self._thread is None:  # never started (a worker may write only steps), or retired
             self.start()
 
     def put_started(self, record: StepRecord) -> None:
