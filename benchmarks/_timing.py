@@ -17,6 +17,21 @@ def median_per_op(run_batch: Timer, ops: int, repeats: int) -> float:
     return statistics.median(run_batch(ops) / ops for _ in range(repeats))
 
 
+def batched_runs(ops: int) -> tuple[float, float]:
+    """``with pipeline_run(): pass`` into the configured store, per run:
+    (as the caller sees it, with the writes drained)."""
+    import zenmeta
+
+    start = time.perf_counter()
+    for _ in range(ops):
+        with zenmeta.pipeline_run("bench"):
+            pass
+    caller = time.perf_counter()
+    zenmeta.flush()
+    drained = time.perf_counter()
+    return (caller - start) / ops, (drained - start) / ops
+
+
 def otel_span() -> Timer:
     """An OpenTelemetry SDK span with 3 attributes, exported to memory."""
     from opentelemetry.sdk.trace import TracerProvider

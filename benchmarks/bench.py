@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _fresh import cold_start, million
 from _table import MLFLOW_RUN, SPAN, Figure, compare, figure, render, save
-from _timing import Timer, otel_span
+from _timing import Timer, batched_runs, otel_span
 
 import zenmeta
 from zenmeta.testing import InMemoryStore
@@ -159,18 +159,6 @@ def _batched_steps(ops: int) -> tuple[float, float]:
     return (caller - start) / ops, (drained - start) / ops
 
 
-def _batched_runs(ops: int) -> tuple[float, float]:
-    """``with pipeline_run(): pass`` into batched SQLite: (caller, writes drained)."""
-    start = time.perf_counter()
-    for _ in range(ops):
-        with zenmeta.pipeline_run("bench"):
-            pass
-    caller = time.perf_counter()
-    zenmeta.flush()
-    drained = time.perf_counter()
-    return (caller - start) / ops, (drained - start) / ops
-
-
 FLOOR = "floor: a hand-written step logging 3 values (no zenmeta)"
 
 
@@ -267,7 +255,7 @@ def interleaved(ops: int, rounds: int, *, with_mlflow: bool) -> list[Figure]:
         url = _sqlite_batched(folder)
         span_batch(ops // 10)
         _batched_steps(ops // 10)
-        _batched_runs(run_ops // 10)
+        batched_runs(run_ops // 10)
         try:
             for _ in range(rounds):
                 keep(SPAN, span_batch(ops) / ops)
@@ -279,7 +267,7 @@ def interleaved(ops: int, rounds: int, *, with_mlflow: bool) -> list[Figure]:
                 caller, drained = _batched_steps(ops)
                 keep("step logging 3 values, SQLite batched: caller-visible", caller)
                 keep("step logging 3 values, SQLite batched: caller + drained writes", drained)
-                caller, drained = _batched_runs(run_ops)
+                caller, drained = batched_runs(run_ops)
                 keep("run enter+exit, SQLite batched: caller-visible", caller)
                 keep("run enter+exit, SQLite batched: caller + drained writes", drained)
                 if mlflow_measure is not None:

@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _timing import batched_runs
+
 _BLOCK = 2048
 _DOCUMENT = '{"loss":0.5,"rows":12345,"split":"train"}'
 _TYPES = '{"loss":"float","rows":"int","split":"str"}'
@@ -178,15 +180,9 @@ def _run_loops(rounds: int, runs: int) -> dict[str, list[float]]:
             for _ in range(rounds):
                 for name, reader in readers.items():
                     _project.working_folder = reader  # type: ignore[assignment]
-                    start = time.perf_counter()
-                    for _ in range(runs):
-                        with zenmeta.pipeline_run("bench"):
-                            pass
-                    caller = time.perf_counter()
-                    zenmeta.flush()
-                    drained = time.perf_counter()
-                    times.setdefault(f"caller-visible, {name}", []).append((caller - start) / runs)
-                    times.setdefault(f"drained, {name}", []).append((drained - start) / runs)
+                    caller, drained = batched_runs(runs)
+                    times.setdefault(f"caller-visible, {name}", []).append(caller)
+                    times.setdefault(f"drained, {name}", []).append(drained)
         finally:
             _project.working_folder = readers["held (today)"]  # type: ignore[assignment]
             close_stores()
