@@ -42,3 +42,17 @@ def test_forked_child_mints_different_ids() -> None:
     os.waitpid(pid, 0)
     child = uuid.UUID(bytes=os.read(read, 16))
     assert child != new_run_id()
+
+
+def test_step_id_carries_its_clock_and_74_random_bits() -> None:
+    """The first 48 bits are the given millisecond; every other bit but the
+    version and variant varies from id to id."""
+    now_ns = 1_796_000_000_123_456_789
+    ids = [new_id(now_ns).int for _ in range(500)]
+    assert {value >> 80 for value in ids} == {now_ns // 1_000_000}
+    varied = 0
+    for value in ids:
+        varied |= value ^ ids[0]
+    fixed = (0xF << 76) | (0b11 << 62)  # the version and variant bits
+    assert varied == ((1 << 80) - 1) & ~fixed
+    assert all(uuid.UUID(int=value).version == 7 for value in ids)

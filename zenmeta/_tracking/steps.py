@@ -21,6 +21,7 @@ from .._config import settings
 from .._errors import NoActiveContextError, describe_error
 from .._info import StepConfig, StepRunInfo
 from .._log import warn
+from .._process import CURRENT_PID
 from .._records import COMPLETED, RUNNING, USER_SOURCE, ComponentFault, DroppedValue, StepRecord
 from . import context as _context
 from .callables import check_name, kind_of, step_name_of
@@ -69,29 +70,32 @@ taken twice per step and contended only by threads logging at the same time."""
 def _begin(config: StepConfig) -> StepState | None:
     """Find the step's run (opening an implicit one if none is current) and
     build its state; ``None`` when the step is to run untracked."""
-    run = _context.current_run()
+    parent = _step_var.get()
+    run = parent.run if parent is not None else _context._current_run.get()
+    if run is None or run._pid != CURRENT_PID[0]:
+        run = _context.current_run()  # the fallbacks, and adoption after a fork
     implicit = run is None
     if run is None:
         run = _implicit_run(config)
         if run is None:
             return None
-    parent = _step_var.get()
     parent_id: UUID | None
     if parent is not None:
         parent_id = parent.info.step_run_id
     else:
         parent_id = run.parent_step_id() if run.remote else None
+    start_ns = time.time_ns()
     info: StepRunInfo = _tuple_new(  # StepRunInfo(...) minus its Python __new__
         StepRunInfo,
         (
-            new_id(),
+            new_id(start_ns),
             run.id,
             run.name,
             run._next_invocation(config.name),
             config,
             run.pipeline,
             parent_id,
-            time.time_ns(),
+            start_ns,
         ),
     )
     stack = run._stack
