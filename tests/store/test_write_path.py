@@ -127,6 +127,32 @@ def test_plain_steps_with_odd_text_are_stored_as_any_step(store_url: str) -> Non
         assert step.metadata["cômponent\\u0000"] == {"size": 3}
 
 
+def test_plain_steps_with_one_set_and_odd_text_are_stored_as_any_step(store_url: str) -> None:
+    """The one-set rows the writer reads by position: an odd name, an odd source."""
+    zenmeta.configure(store=store_url)
+
+    @track_step(name="odd \udcff", components=[])
+    def odd_name() -> None:
+        log_metadata({"k": 1})
+
+    @track_step
+    def odd_source() -> None:
+        pass
+
+    class Odd(zenmeta.StackComponent):
+        def get_step_run_metadata(self, info: Any) -> dict[str, Any]:
+            return {"size": 3}
+
+    with pipeline_run("p", components=[Odd("cômponent \udcff")]) as run:
+        odd_name()
+        odd_source()
+    steps = {step.step_name: step for step in Client(store_url).list_steps(str(run.id))}
+    source = "cômponent \\udcff"  # a lone surrogate, as a visible escape
+    assert steps["odd \\udcff"].metadata == {"user": {"k": 1}}
+    assert steps["odd_source"].metadata == {source: {"size": 3}}
+    assert {step.status for step in steps.values()} == {"completed"}
+
+
 def test_a_plain_step_is_queued_as_its_row_without_a_record(
     held_writer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
