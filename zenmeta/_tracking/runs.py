@@ -295,17 +295,7 @@ class PipelineRun:
         if save is None:
             return False
         try:
-            return bool(
-                save(
-                    info.step_run_id,
-                    info.run_id,
-                    info.pipeline_step_name,
-                    info.config.name,
-                    info.start_time_ns,
-                    end_ns,
-                    sets,
-                )
-            )
+            return bool(save(info, end_ns, sets))
         except Exception as error:
             report_store_fault(f"cannot write steps to {self._store.url!r}", error)
             return True  # reported as a failed save is: never saved twice

@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from string import hexdigits
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from sqlalchemy import Connection, Select, case, func, select
@@ -73,6 +73,9 @@ from .starts import (
     unfinished_counts,
 )
 from .writer import INTERVAL_S, QUEUE_SIZE, SQLWriter
+
+if TYPE_CHECKING:
+    from ..._info import StepRunInfo
 
 __all__ = ["SQLStore", "SQLReader"]
 
@@ -161,14 +164,7 @@ class SQLStore:
         writer.put(record if row is None else row)
 
     def save_plain_step(
-        self,
-        step_run_id: UUID,
-        run_id: UUID,
-        name: str,
-        step_name: str,
-        start_ns: int,
-        end_ns: int,
-        sets: Mapping[str, MetadataSet],
+        self, info: StepRunInfo, end_ns: int, sets: Mapping[str, MetadataSet]
     ) -> bool:
         """Queue a plain step (completed, nothing dropped, no fault, no parent,
         this process's own run) as its row, with no ``StepRecord`` built first:
@@ -178,11 +174,12 @@ class SQLStore:
         writer = self._writer
         if writer.immediate:
             return False
+        step_run_id, run_id, _, name, config, _, _, start_ns = info  # one unpacking
         row = plain_values(
             step_run_id,
             run_id,
             name,
-            step_name,
+            config.name,
             COMPLETED,
             start_ns,
             end_ns,
