@@ -32,10 +32,11 @@ def train() -> None:
     log_metadata({"epochs": 3, "auth": {"api_key": "zz-planted-key"}, "push": f"with {TOKEN}"})
 
 
-def _leaky_store(path: FilePath) -> str:
-    """A SQLite store written with redaction switched off: the secrets are in it."""
+def _leaky_store(path: FilePath, durability: str = "immediate") -> str:
+    """A SQLite store written with redaction switched off: the secrets are in it.
+    Batched, a step's one set is kept in its own row (schema version 6)."""
     url = f"sqlite:///{path}"
-    zenmeta.configure(store=url, redact=False, durability="immediate")
+    zenmeta.configure(store=url, redact=False, durability=durability)
     with pipeline_run("leaky", run_name="leaky-run", components=[Tracker()]):
         train()
     with pipeline_run("clean", run_name="clean-run"):
@@ -63,11 +64,14 @@ def test_scan_reports_run_step_source_key_and_rule(tmp_path: FilePath) -> None:
     assert PASSWORD.encode() in _raw(tmp_path / "z.db")  # a scan changes nothing
 
 
-def test_fix_masks_in_place_notes_it_and_leaves_no_trace_in_the_file(tmp_path: FilePath) -> None:
+@pytest.mark.parametrize("durability", ["immediate", "batched"])
+def test_fix_masks_in_place_notes_it_and_leaves_no_trace_in_the_file(
+    tmp_path: FilePath, durability: str
+) -> None:
     """After ``fix=True`` the values read back masked, with a note, and the
     secrets are gone from the database file's bytes; a second scan finds nothing."""
     path = tmp_path / "z.db"
-    url = _leaky_store(path)
+    url = _leaky_store(path, durability)
     client = Client(url)
     assert len(client.scan_secrets(fix=True)) == 3
     run = client.get_run("leaky-run")

@@ -1,8 +1,9 @@
 """Take a current store back to schema version 2 by hand, for upgrade tests.
 
 What version-2 code left behind: no value index (version 3), no started
-records or process columns (version 4). Shared by the migration tests and
-the index tests so each new version is undone in one place.
+records or process columns (version 4), no metadata sets in step rows
+(version 6). Shared by the migration tests and the index tests so each new
+version is undone in one place.
 """
 
 from __future__ import annotations
@@ -19,7 +20,33 @@ _VERSION_4_COLUMNS = [
 ]
 
 
+def to_version_5(url: str) -> None:
+    """What version-5 code left behind: every step's sets in zenmeta_metadata."""
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "INSERT INTO zenmeta_metadata (entity_id, source, entity_kind, run_id, "
+                "position, document, types) SELECT id, source, 'step', run_id, 0, document, "
+                "types FROM zenmeta_steps WHERE document IS NOT NULL"
+            )
+            connection.exec_driver_sql("DROP VIEW IF EXISTS zenmeta_all_metadata")
+            if connection.dialect.name == "sqlite":
+                connection.exec_driver_sql("DROP TRIGGER IF EXISTS zenmeta_steps_values_update")
+            else:
+                connection.exec_driver_sql("DROP INDEX IF EXISTS ix_zenmeta_steps_document")
+            for column in ("source", "document", "types"):
+                connection.exec_driver_sql(f"ALTER TABLE zenmeta_steps DROP COLUMN {column}")
+            connection.exec_driver_sql(
+                "UPDATE zenmeta_schema SET value = '5' WHERE name = 'version'"
+            )
+            connection.exec_driver_sql("UPDATE zenmeta_alembic_version SET version_num = '0005'")
+    finally:
+        engine.dispose()
+
+
 def to_version_2(url: str) -> None:
+    to_version_5(url)
     engine = sqlalchemy.create_engine(url)
     try:
         with engine.begin() as connection:
@@ -47,6 +74,7 @@ def to_version_4(url: str) -> None:
     """What version-4 code left behind on SQLite: the value index kept by an insert trigger."""
     from zenmeta._store.sql.indexes import INSERT_TRIGGER
 
+    to_version_5(url)
     engine = sqlalchemy.create_engine(url)
     try:
         with engine.begin() as connection:

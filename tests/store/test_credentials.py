@@ -124,7 +124,7 @@ def test_the_password_connects_and_appears_in_no_output(
     writer = SQLStore(secret_url, durability="batched")
     outputs.append(repr(writer))
     with writer.engine.begin() as connection:
-        connection.exec_driver_sql("DROP TABLE zenmeta_steps")
+        connection.exec_driver_sql("DROP TABLE zenmeta_steps CASCADE")
     zenmeta.configure(store=writer)
     with pipeline_run("broken"):
         train(3)

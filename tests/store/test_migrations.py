@@ -63,8 +63,8 @@ def test_a_version_1_file_upgrades_in_place_and_reads_back_unchanged(tmp_path: F
     assert _rows(url, "SELECT value FROM zenmeta_schema") == [("1",)]  # and changes nothing
     SQLStore(url).close()  # the first writer migrates it
     assert json.loads(json.dumps(_exported(url))) == expected
-    assert zenmeta.Client(url).store_info()["schema_version"] == SCHEMA_VERSION == 5
-    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0005",)]
+    assert zenmeta.Client(url).store_info()["schema_version"] == SCHEMA_VERSION == 6
+    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0006",)]
     assert "zenmeta_processes" in _tables(url)
     close_stores()
     with sqlite3.connect(f"{path}.v1.bak") as backup:
@@ -125,7 +125,7 @@ def test_two_processes_opening_an_old_store_at_once_migrate_it_once(
     upgrades = [line for _, err in outputs for line in err.splitlines() if "upgraded" in line]
     assert len(upgrades) == 1, outputs
     assert f"from schema version 1 to {SCHEMA_VERSION}" in upgrades[0]
-    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0005",)]
+    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0006",)]
     if backend == "sqlite":
         expected = json.loads((FIXTURES / "v1.json").read_text(encoding="utf-8"))
         assert json.loads(json.dumps(_exported(url))) == expected
@@ -143,8 +143,8 @@ def test_a_new_store_is_created_current_without_importing_alembic(tmp_path: File
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.split() == ["False"]
-    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0005",)]
-    assert _rows(url, "SELECT value FROM zenmeta_schema WHERE name = 'version'") == [("5",)]
+    assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0006",)]
+    assert _rows(url, "SELECT value FROM zenmeta_schema WHERE name = 'version'") == [("6",)]
 
 
 def test_a_version_2_store_reads_as_it_is_then_upgrades_keeping_its_rows(
@@ -185,3 +185,92 @@ def test_a_version_2_store_reads_as_it_is_then_upgrades_keeping_its_rows(
     step = zenmeta.Client(store_url).get_step(str(step_id))
     assert (step.task_key, step.attempt, step.process_id) == ("again-1", 2, _process.PROCESS_ID)
     assert zenmeta.Client(store_url).store_info()["schema_version"] == SCHEMA_VERSION
+
+
+def test_a_version_5_store_reads_as_it_is_then_keeps_new_sets_in_step_rows(
+    store_url: str,
+) -> None:
+    """Version 5 kept every step's set in zenmeta_metadata. A reader reads such
+    a store unmigrated; the first writer upgrades it; old and new steps read
+    back with their metadata, and a metadata filter finds both kinds."""
+    from _versions import to_version_5
+
+    zenmeta.configure(store=store_url)
+
+    @zenmeta.track_step
+    def train(split: str) -> None:
+        zenmeta.log_metadata({"loss": 0.5, "split": split})
+
+    with zenmeta.pipeline_run("p", run_name="old-run"):
+        train("old")
+    close_stores()
+    to_version_5(store_url)
+    held = "SELECT count(*) FROM zenmeta_metadata WHERE entity_kind = 'step'"
+    assert _rows(store_url, held) == [(1,)]
+    client = zenmeta.Client(store_url)
+    (old,) = client.list_steps(client.get_run("old-run"))
+    assert old.metadata == {"user": {"loss": 0.5, "split": "old"}}  # read unmigrated
+    assert [s.id for s in client.find_steps(where="user.split = 'old'")] == [old.id]
+    assert _rows(store_url, "SELECT value FROM zenmeta_schema WHERE name = 'version'") == [("5",)]
+    zenmeta.configure(store=store_url)  # the first writer migrates it
+    with zenmeta.pipeline_run("p", run_name="new-run"):
+        train("new")
+    zenmeta.flush()
+    in_rows = "SELECT count(*) FROM zenmeta_steps WHERE document IS NOT NULL"
+    assert _rows(store_url, in_rows) == [(1,)] and _rows(store_url, held) == [(1,)]
+    client = zenmeta.Client(store_url)
+    (new,) = client.list_steps(client.get_run("new-run"))
+    assert new.metadata == {"user": {"loss": 0.5, "split": "new"}}
+    assert client.get_step(str(old.id)).metadata == old.metadata
+    found = client.find_steps(where="user.split = 'old' or user.split = 'new'")
+    assert {s.id for s in found} == {old.id, new.id}
+    assert [s.id for s in client.find_steps(where="user.split = 'new'")] == [new.id]
+    assert [s.id for s in client.find_steps(where="user.loss > 0.4 and user.split != 'old'")] == [
+        new.id
+    ]
+    assert client.store_info()["schema_version"] == SCHEMA_VERSION
+
+
+def test_migration_6_downgrades_to_sets_in_the_metadata_table(tmp_path: FilePath) -> None:
+    """Its downgrade moves the sets step rows hold into zenmeta_metadata, where
+    version 5 reads them, and drops what it added; upgrading again keeps them."""
+    import sqlalchemy
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    from zenmeta._store.sql.migrations.versions import v0006_metadata_in_step_rows as v0006
+
+    url = f"sqlite:///{tmp_path}/store.db"
+    zenmeta.configure(store=url)
+
+    @zenmeta.track_step
+    def train(i: int) -> None:
+        zenmeta.log_metadata({"i": i, "split": "train"})
+
+    with zenmeta.pipeline_run("p", run_name="held"):
+        for i in range(3):
+            train(i)
+    close_stores()
+    before = json.loads(json.dumps(_exported(url)))
+    assert _rows(url, "SELECT count(*) FROM zenmeta_steps WHERE document IS NOT NULL") == [(3,)]
+    close_stores()  # the reader knew the store as version 6
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            with Operations.context(MigrationContext.configure(connection)):
+                v0006.downgrade()
+            connection.exec_driver_sql("UPDATE zenmeta_schema SET value = '5'")
+            connection.exec_driver_sql("UPDATE zenmeta_alembic_version SET version_num = '0005'")
+    finally:
+        engine.dispose()
+    assert "document" not in {row[1] for row in _rows(url, "PRAGMA table_info(zenmeta_steps)")}
+    assert _rows(url, "SELECT count(*) FROM zenmeta_metadata WHERE entity_kind = 'step'") == [(3,)]
+    assert "zenmeta_all_metadata" not in {
+        row[0] for row in _rows(url, "SELECT name FROM sqlite_master WHERE type = 'view'")
+    }
+    assert json.loads(json.dumps(_exported(url))) == before  # read as version 5
+    close_stores()
+    SQLStore(url).close()  # upgraded again
+    assert json.loads(json.dumps(_exported(url))) == before
+    all_sets = "SELECT count(*) FROM zenmeta_all_metadata WHERE entity_kind = 'step'"
+    assert _rows(url, all_sets) == [(3,)]

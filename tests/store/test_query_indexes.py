@@ -16,7 +16,7 @@ from zenmeta import StorageSize, log_metadata, pipeline_run, track_step
 from zenmeta._read.query import parse_filter
 from zenmeta._store import close_stores, copy_store
 from zenmeta._store.sql import SQLStore
-from zenmeta._store.sql.indexes import _SQLITE_FILL, INDEXED_TEXT, INSERT_TRIGGER
+from zenmeta._store.sql.indexes import _SQLITE_FILL, _STEPS_FILL, INDEXED_TEXT, INSERT_TRIGGER
 from zenmeta._store.sql.query import compile_filter
 from zenmeta._store.sql.rows import FULL_METADATA
 from zenmeta._store.sql.schema import SCHEMA_VERSION, metadata_sets, runs, steps
@@ -132,6 +132,22 @@ def test_sqlite_value_index_follows_rewrites_and_deletes(tmp_path: FilePath) -> 
     assert _indexed(url) == set()
 
 
+def test_sqlite_value_index_follows_a_rewritten_set_in_a_step_row(tmp_path: FilePath) -> None:
+    """A step's set kept in its own row (version 6) is indexed as it is written,
+    and a rewrite of it leaves no copy of the old value in the index."""
+    url = f"sqlite:///{tmp_path}/store.db"
+    _record(url)
+    (step,) = zenmeta.Client(url).list_steps(zenmeta.Client(url).get_run("first"))
+    assert _rows(url, "SELECT source FROM zenmeta_steps WHERE id = :e", e=step.id.hex) == [
+        ("user",)
+    ]
+    assert ("user", "split", "train") in _indexed(url)
+    _rows(url, "UPDATE zenmeta_steps SET document = :d WHERE id = :e",
+          d='{"split":"test"}', e=step.id.hex)  # fmt: skip
+    assert ("user", "split", "test") in _indexed(url)
+    assert ("user", "split", "train") not in _indexed(url)
+
+
 def test_a_document_that_is_not_json_is_still_stored(tmp_path: FilePath) -> None:
     """The index skips what it cannot read instead of refusing the write: a
     session inserting it (a copy, say) and a version-4 trigger alike."""
@@ -158,10 +174,17 @@ def test_a_document_that_is_not_json_is_still_stored(tmp_path: FilePath) -> None
 
 
 def _all_entries(url: str) -> set[tuple[Any, ...]]:
-    """What the value index must hold: every entry of every stored document."""
-    return {tuple(row) for row in _rows(url, _SQLITE_FILL.replace(
+    """What the value index must hold: every entry of every stored document,
+    in metadata rows and in step rows (version 6)."""
+    insert = (
         "INSERT OR IGNORE INTO zenmeta_metadata_values (entity_kind, source, key, value, "
-        "entity_id, run_id)", ""))}  # fmt: skip
+        "entity_id, run_id)"
+    )
+    return {
+        tuple(row)
+        for fill in (_SQLITE_FILL, _STEPS_FILL)
+        for row in _rows(url, fill.replace(insert, ""))
+    }
 
 
 def _entries(url: str) -> set[tuple[Any, ...]]:
@@ -215,7 +238,7 @@ def test_a_version_4_store_upgrades_to_the_index_filled_by_statement(tmp_path: F
                                          "zenmeta_metadata_values_update"}  # fmt: skip
     SQLStore(url).close()  # the first writer migrates it
     close_stores()
-    assert _triggers(url) == {"zenmeta_metadata_values_update"}
+    assert _triggers(url) == {"zenmeta_metadata_values_update", "zenmeta_steps_values_update"}
     assert _entries(url) == before == _all_entries(url)
     _record(url)
     close_stores()

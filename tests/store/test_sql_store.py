@@ -357,7 +357,12 @@ def test_unwritable_store_raises_in_strict_mode(tmp_path: FilePath) -> None:
 
 def _break_steps_table(url: str) -> None:
     """Another program removes the steps table: every later step write fails."""
-    _sql(url, "DROP TABLE zenmeta_steps")
+    _sql(
+        url,
+        "DROP TABLE zenmeta_steps CASCADE"
+        if url.startswith("postgresql")
+        else "DROP TABLE zenmeta_steps",
+    )
 
 
 def test_failed_writes_are_warned_and_the_steps_go_on(
@@ -465,10 +470,10 @@ def test_durability_change_takes_effect_at_the_next_run(url: str) -> None:
 def test_store_records_its_schema_version_and_refuses_a_newer_one(url: str) -> None:
     """The schema is versioned; a store from a newer zenmeta is not misread."""
     store = SQLStore(url)
-    assert store.describe()["schema_version"] == SCHEMA_VERSION == 5
+    assert store.describe()["schema_version"] == SCHEMA_VERSION == 6
     store.close()
     _sql(url, "UPDATE zenmeta_schema SET value = '99' WHERE name = 'version'")
-    with pytest.raises(zenmeta.StoreError, match=r"version 99, newer .* understands \(5\)"):
+    with pytest.raises(zenmeta.StoreError, match=r"version 99, newer .* understands \(6\)"):
         SQLStore(url)
 
 

@@ -64,6 +64,7 @@ from .schema import (
     stored_version,
 )
 from .starts import (
+    IN_ROW_VERSION,
     LIVENESS_VERSION,
     Judge,
     readable_columns,
@@ -384,7 +385,12 @@ class SQLStore:
         remote steps begun and not finished: ``running``, or ``crashed``."""
         if where is not None:  # a step's own status is stored as read: always exact
             statement = statement.where(
-                compile_filter(where, kind="step", dialect=self._dialect)[0]
+                compile_filter(
+                    where,
+                    kind="step",
+                    dialect=self._dialect,
+                    in_row=self._version >= IN_ROW_VERSION,
+                )[0]
             )
         with self._reading() as connection:
             started = self._unfinished(connection, run_ids=run_ids)
@@ -396,7 +402,7 @@ class SQLStore:
                 statement = statement.offset(offset or None).limit(limit)
             rows = connection.execute(statement).all()
             bad: Undecodable = {}
-            grouped = _metadata(connection, "step", [row.id for row in rows], bad)
+            grouped = _step_metadata(connection, rows, bad)
             ends = run_ends(connection, {row.run_id for row in rows})
         found = [
             recorded_step(row, grouped.get(row.id, {}), bad.get(row.id, ()), ends.get(row.run_id))
@@ -425,7 +431,7 @@ class SQLStore:
                 started = self._unfinished(connection, run_ids=None, step_id=key)
                 return started[0][1] if started else None
             bad: Undecodable = {}
-            grouped = _metadata(connection, "step", [key], bad)
+            grouped = _step_metadata(connection, [row], bad)
             ends = run_ends(connection, {row.run_id})
         return recorded_step(row, grouped.get(key, {}), bad.get(key, ()), ends.get(row.run_id))
 
@@ -454,6 +460,10 @@ class SQLStore:
                     ("metadata_sets", metadata_sets),
                 )
             }
+            if self._version >= IN_ROW_VERSION:  # and the sets step rows hold
+                counts["metadata_sets"] += connection.execute(
+                    select(func.count()).select_from(steps).where(steps.c.document.isnot(None))
+                ).scalar_one()
             by_status: dict[str, int] = dict(
                 connection.execute(
                     select(runs.c.status, func.count()).group_by(runs.c.status)
@@ -552,7 +562,7 @@ def _rewrite(
         )
         return
     document, types = join_documents(change.metadata)
-    connection.execute(
+    changed = connection.execute(
         metadata_sets.update()
         .where(
             metadata_sets.c.entity_id == entity,
@@ -561,6 +571,16 @@ def _rewrite(
         )
         .values(document=document, types=types)
     )
+    if not changed.rowcount and change.kind == "step":  # the set its row holds (version 6)
+        connection.execute(
+            steps.update()
+            .where(
+                steps.c.id == entity,
+                steps.c.source == change.source,
+                steps.c.run_id == run_id.hex,
+            )
+            .values(document=document, types=types)
+        )
     if not change.notes:
         return
     table = runs if change.kind == "run" else steps
@@ -591,6 +611,22 @@ def _metadata(
             .order_by(metadata_sets.c.entity_id, metadata_sets.c.position)
         )
         grouped.update(group_metadata(rows, undecodable))
+    return grouped
+
+
+def _step_metadata(
+    connection: Connection, rows: Sequence[Any], undecodable: Undecodable
+) -> Grouped:
+    """The sets of these step rows: the one a row holds (schema version 6)
+    first, then the step's ``zenmeta_metadata`` rows."""
+    held = [
+        (row.id, row.source, row.document, row.types) for row in rows if row.document is not None
+    ]
+    grouped = group_metadata(held, undecodable)
+    for entity, sets in _metadata(
+        connection, "step", [row.id for row in rows], undecodable
+    ).items():
+        grouped.setdefault(entity, {}).update(sets)
     return grouped
 
 

@@ -48,7 +48,11 @@ __all__ = [
     "forget_runs",
     "fill_index",
     "INDEX_INSERTED",
+    "IN_ROW",
     "INSERT_TRIGGER",
+    "STEPS_INSERTED",
+    "STEP_ROW_INDEX",
+    "STEP_ROW_TRIGGER",
     "SQLITE",
     "POSTGRES",
 ]
@@ -70,23 +74,47 @@ value_index = Table(  # SQLite only: created by the DDL below, never by create_a
 # What a document puts into the index: its top-level text values up to
 # INDEXED_TEXT characters. Numbers stay out: an equality on a number is rare
 # (ranges are the common test, and no value index serves them), and each
-# entry is paid for by every write.
+# entry is paid for by every write. ``{kind}`` and ``{entity}`` differ between
+# a ``zenmeta_metadata`` row and a step row holding its set (version 6).
 _ENTRIES = f"""
-    SELECT {{row}}.entity_kind, {{row}}.source, j.key, j.value, {{row}}.entity_id, {{row}}.run_id
+    SELECT {{kind}}, {{row}}.source, j.key, j.value, {{entity}}, {{row}}.run_id
     FROM json_each(CASE WHEN json_valid({{row}}.document) THEN {{row}}.document ELSE '{{{{}}}}' END)
          AS j
     WHERE typeof(j.key) = 'text' AND j.type = 'text' AND length(j.value) <= {INDEXED_TEXT}
 """
 _KEY = "(entity_kind, source, key, value, entity_id)"
 _COLUMNS = "(entity_kind, source, key, value, entity_id, run_id)"
-_ADD = f"INSERT OR IGNORE INTO zenmeta_metadata_values {_COLUMNS} {_ENTRIES};"
-_REMOVE = f"DELETE FROM zenmeta_metadata_values WHERE {_COLUMNS} IN ({_ENTRIES});"
+
+
+def _entries(row: str, *, step_row: bool = False) -> str:
+    if step_row:
+        return _ENTRIES.format(row=row, kind="'step'", entity=f"{row}.id")
+    return _ENTRIES.format(row=row, kind=f"{row}.entity_kind", entity=f"{row}.entity_id")
+
+
+def _add(row: str, *, step_row: bool = False) -> str:
+    entries = _entries(row, step_row=step_row)
+    return f"INSERT OR IGNORE INTO zenmeta_metadata_values {_COLUMNS} {entries};"
+
+
+def _remove(row: str, *, step_row: bool = False) -> str:
+    return (
+        f"DELETE FROM zenmeta_metadata_values WHERE {_COLUMNS} IN "
+        f"({_entries(row, step_row=step_row)});"
+    )
+
 
 INSERT_TRIGGER = (
     "CREATE TRIGGER IF NOT EXISTS zenmeta_metadata_values_insert AFTER INSERT ON "
-    f"zenmeta_metadata BEGIN {_ADD.format(row='NEW')} END"
+    f"zenmeta_metadata BEGIN {_add('NEW')} END"
 )
 """Schema versions 3 and 4 kept the index with it (migration 0005 drops it)."""
+
+STEP_ROW_TRIGGER = (
+    "CREATE TRIGGER IF NOT EXISTS zenmeta_steps_values_update AFTER UPDATE OF document "
+    f"ON zenmeta_steps BEGIN {_remove('OLD', step_row=True)} {_add('NEW', step_row=True)} END"
+)
+"""Keeps the entries of a set held in its step row right when it is rewritten."""
 
 SQLITE = (
     # Keyed by what is looked up, so that the table is its only B-tree: a
@@ -101,13 +129,20 @@ SQLITE = (
         PRIMARY KEY {_KEY}
     ) WITHOUT ROWID""",
     "CREATE TRIGGER IF NOT EXISTS zenmeta_metadata_values_update AFTER UPDATE OF document "
-    f"ON zenmeta_metadata BEGIN {_REMOVE.format(row='OLD')} {_ADD.format(row='NEW')} END",
+    f"ON zenmeta_metadata BEGIN {_remove('OLD')} {_add('NEW')} END",
 )
-"""The value index and the triggers that keep it, for a new SQLite store."""
+"""The value index and the trigger that keeps it for metadata rows (version 3;
+a new store also gets ``STEP_ROW_TRIGGER``)."""
 
-_SQLITE_FILL = f"INSERT OR IGNORE INTO zenmeta_metadata_values {_COLUMNS} " + _ENTRIES.format(
-    row="m"
-).replace("FROM json_each", "FROM zenmeta_metadata AS m, json_each")
+_SQLITE_FILL = f"INSERT OR IGNORE INTO zenmeta_metadata_values {_COLUMNS} " + _entries("m").replace(
+    "FROM json_each", "FROM zenmeta_metadata AS m, json_each"
+)
+
+_STEPS_FILL = (
+    f"INSERT OR IGNORE INTO zenmeta_metadata_values {_COLUMNS} "
+    + _entries("m", step_row=True).replace("FROM json_each", "FROM zenmeta_steps AS m, json_each")
+    + " AND m.document IS NOT NULL"
+)
 
 INDEX_INSERTED = _SQLITE_FILL + " AND m.rowid > last_insert_rowid() - ?"
 """The entries of the last ``?`` rows inserted into ``zenmeta_metadata`` by
@@ -116,30 +151,54 @@ gets the table's largest plus one, so those rows are the last ``?`` rowids
 up to ``last_insert_rowid()`` (which an insert into the index, a table
 without rowids, leaves as it was)."""
 
+STEPS_INSERTED = _STEPS_FILL + " AND m.rowid > last_insert_rowid() - ?"
+"""The same for the last ``?`` rows inserted into ``zenmeta_steps``: the sets
+their rows hold (``IN_ROW``; a step row without one has no entries)."""
+
+IN_ROW = 16
+"""The position of ``document`` among ``zenmeta_steps``'s columns: a shape
+holding it inserts steps whose rows hold a metadata set."""
+
+STEP_ROW_INDEX = (
+    "CREATE INDEX IF NOT EXISTS ix_zenmeta_steps_document ON zenmeta_steps "
+    "USING gin (document jsonb_path_ops)"
+)
+"""Containment on the sets step rows hold (version 6), for PostgreSQL."""
+
 POSTGRES = (
     "CREATE INDEX IF NOT EXISTS ix_zenmeta_metadata_document ON zenmeta_metadata "
     "USING gin (document jsonb_path_ops)",
 )
-"""The containment index, for a new PostgreSQL store."""
+"""The containment index on metadata rows (version 3; a new store also gets
+``STEP_ROW_INDEX``)."""
 
 
-def create_indexes(connection: Connection, *, existing: bool = False) -> None:
+def create_indexes(
+    connection: Connection, *, existing: bool = False, step_rows: bool = True
+) -> None:
     """Create this database's index; with ``existing``, also fill it from the
-    metadata already stored (an upgraded store)."""
+    metadata already stored (an upgraded store). ``step_rows``: the steps
+    table holds sets too (version 6; migration 0003 runs before it does)."""
     dialect = connection.dialect.name
     if dialect == "sqlite":
-        for statement in SQLITE:
+        for statement in (*SQLITE, STEP_ROW_TRIGGER) if step_rows else SQLITE:
             connection.execute(text(statement))
         if existing:
             fill_index(connection)
     elif dialect == "postgresql":
-        for statement in POSTGRES:
+        for statement in (*POSTGRES, STEP_ROW_INDEX) if step_rows else POSTGRES:
             connection.execute(text(statement))
 
 
 def fill_index(connection: Connection) -> None:
-    """Index every metadata row stored (what is indexed already is kept)."""
+    """Index every metadata set stored (what is indexed already is kept)."""
     connection.execute(text(_SQLITE_FILL))
+    if "document" in _columns(connection, "zenmeta_steps"):
+        connection.execute(text(_STEPS_FILL))
+
+
+def _columns(connection: Connection, table: str) -> set[str]:
+    return {row[1] for row in connection.execute(text(f"PRAGMA table_info({table})"))}
 
 
 def forget_runs(connection: Connection, run_ids: Sequence[str]) -> None:
@@ -173,6 +232,8 @@ def drop_indexes(connection: Connection) -> None:
     if dialect == "sqlite":
         for name in ("insert", "delete", "update"):
             connection.execute(text(f"DROP TRIGGER IF EXISTS zenmeta_metadata_values_{name}"))
+        connection.execute(text("DROP TRIGGER IF EXISTS zenmeta_steps_values_update"))
         connection.execute(text("DROP TABLE IF EXISTS zenmeta_metadata_values"))
     elif dialect == "postgresql":
         connection.execute(text("DROP INDEX IF EXISTS ix_zenmeta_metadata_document"))
+        connection.execute(text("DROP INDEX IF EXISTS ix_zenmeta_steps_document"))

@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from ..._errors import StoreError
 from ..._redact import masked_url
 from .indexes import create_indexes
-from .schema import SCHEMA_VERSION, revisions, schema_info, sqlite_path, tables
+from .schema import SCHEMA_VERSION, create_views, revisions, schema_info, sqlite_path, tables
 
 __all__ = ["ensure_schema", "revision_of", "LOCK_KEY"]
 
@@ -51,6 +51,7 @@ def ensure_schema(engine: Engine) -> bool:
                 if found is None:
                     tables.create_all(connection)
                     create_indexes(connection)  # dialect-specific: not in ``tables``
+                    create_views(connection)
                     connection.execute(
                         schema_info.insert().values(name="version", value=str(SCHEMA_VERSION))
                     )

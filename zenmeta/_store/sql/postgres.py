@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..._records import RUNNING
-from .schema import metadata_sets, processes, runs, step_starts
+from .schema import metadata_sets, processes, runs, step_starts, steps
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine, Table
@@ -218,7 +218,9 @@ class PostgresSession:
 
 
 def _document_index(table: Table, shape: Shape) -> int | None:
-    if table.name != metadata_sets.name:
+    """Where in a row of ``shape`` a JSONB document is: a metadata row's, or
+    a step row's that holds its set (version 6)."""
+    if table.name not in (metadata_sets.name, steps.name):
         return None
-    column = list(metadata_sets.columns).index(metadata_sets.c.document)
+    column = list(table.columns).index(table.c.document)
     return shape.index(column) if column in shape else None

@@ -63,18 +63,22 @@ _POSTGRES_KINDS = {"number": "number", "text": "string", "bool": "boolean", "nul
 _ORDERING = ("<", "<=", ">", ">=")
 
 
-def compile_filter(node: Filter, *, kind: str, dialect: str) -> tuple[ColumnElement[bool], bool]:
+def compile_filter(
+    node: Filter, *, kind: str, dialect: str, in_row: bool = False
+) -> tuple[ColumnElement[bool], bool]:
     """``node`` as a SQL condition on ``zenmeta_runs`` (``kind="run"``) or
-    ``zenmeta_steps``, and whether that condition is exact."""
-    compiler = _Compiler(kind, dialect)
+    ``zenmeta_steps``, and whether that condition is exact. ``in_row``: the
+    store's step rows may hold a metadata set (schema version 6)."""
+    compiler = _Compiler(kind, dialect, in_row=in_row and kind == "step")
     return compiler.clause(node, positive=True), compiler.exact
 
 
 class _Compiler:
-    def __init__(self, kind: str, dialect: str) -> None:
+    def __init__(self, kind: str, dialect: str, *, in_row: bool) -> None:
         self.kind = kind
         self.table: Table = runs if kind == "run" else steps
         self.postgres = dialect == "postgresql"
+        self.in_row = in_row
         self.exact = True
 
     def clause(self, node: Filter, *, positive: bool) -> ColumnElement[bool]:
@@ -140,29 +144,42 @@ class _Compiler:
     def metadata(self, node: Compare) -> ColumnElement[bool]:
         field = node.field
         document = metadata_sets.alias("m")
-        json_type, value, text_value = self.json_path(document.c.document, field)
-        if node.op in ("exists", "missing"):
-            condition: ColumnElement[bool] = json_type.isnot(None)
-        else:
-            condition = self.typed(json_type, value, text_value, node)
         wanted = _indexable(node, numbers=self.postgres)
-        if wanted and self.postgres and not any(key.isdigit() for key in field.path):
-            # Containment, which the GIN index answers; the typed test stays exact.
-            condition = and_(or_(*(document.c.document.op("@>")(_containing(field, value))
-                                   for value in wanted)), condition)  # fmt: skip
         found: ColumnElement[bool] = (
             select(literal(1))
             .where(
                 document.c.entity_id == self.table.c.id,
                 document.c.entity_kind == self.kind,
                 document.c.source == field.name,
-                condition,
+                self.document_test(document.c.document, node, wanted),
             )
             .exists()
         )
+        if self.in_row:  # a step row holding its set (schema version 6)
+            held = self.table.c
+            found = or_(
+                found,
+                and_(held.source == field.name, self.document_test(held.document, node, wanted)),
+            )
         if wanted and not self.postgres and len(field.path) == 1:
             found = and_(self.candidates(field, wanted), found)
         return not_(found) if node.op == "missing" else found
+
+    def document_test(
+        self, column: Any, node: Compare, wanted: tuple[Any, ...]
+    ) -> ColumnElement[bool]:
+        """``node``'s test on one stored document (``column``)."""
+        field = node.field
+        json_type, value, text_value = self.json_path(column, field)
+        if node.op in ("exists", "missing"):
+            condition: ColumnElement[bool] = json_type.isnot(None)
+        else:
+            condition = self.typed(json_type, value, text_value, node)
+        if wanted and self.postgres and not any(key.isdigit() for key in field.path):
+            # Containment, which the GIN index answers; the typed test stays exact.
+            condition = and_(or_(*(column.op("@>")(_containing(field, value))
+                                   for value in wanted)), condition)  # fmt: skip
+        return condition
 
     def candidates(self, field: Field, wanted: tuple[Any, ...]) -> ColumnElement[bool]:
         """The entities SQLite's value index holds ``field`` = one of ``wanted`` for:

@@ -22,6 +22,7 @@ from urllib.parse import quote
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     Engine,
     Float,
     Index,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     event,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
@@ -62,7 +64,7 @@ __all__ = [
     "stored_version",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Bumped whenever a table changes, with a migration script in ``migrations/``
 (Alembic revision ``"%04d" % version``); a store newer than this code is refused."""
 
@@ -121,6 +123,11 @@ steps = Table(
     Column("process_id", String(32)),  # version 4, for remote steps: who executed it
     Column("task_key", Text),  # the engine's task; executions of one task share it
     Column("attempt", Integer),
+    # Version 6: a step written on the plain path keeps its one metadata set
+    # here, not as a zenmeta_metadata row (rows.add_plain_rows says why).
+    Column("source", Text),
+    Column("document", Text().with_variant(JSONB(), "postgresql")),
+    Column("types", Text),
     Index("ix_zenmeta_steps_run", "run_id", "start_ns"),
 )
 
@@ -383,6 +390,24 @@ def ensure_schema(engine: Engine) -> None:
     create_or_migrate(engine)
 
 
+_ALL_METADATA = (
+    "VIEW zenmeta_all_metadata AS "
+    "SELECT entity_id, source, entity_kind, run_id, position, document, types "
+    "FROM zenmeta_metadata UNION ALL "
+    "SELECT id, source, 'step', run_id, 0, document, types "
+    "FROM zenmeta_steps WHERE document IS NOT NULL"
+)
+
+
+def create_views(connection: Connection) -> None:
+    """``zenmeta_all_metadata``: every metadata set in one place for SQL written
+    by hand, wherever it is kept (version 6 keeps a plain step's in its row)."""
+    if connection.dialect.name == "sqlite":
+        connection.execute(text(f"CREATE {_ALL_METADATA.replace('VIEW', 'VIEW IF NOT EXISTS', 1)}"))
+    else:
+        connection.execute(text(f"CREATE OR REPLACE {_ALL_METADATA}"))
+
+
 def stored_version(engine: Engine) -> int:
     """The schema version a store says it has (0 if it says none)."""
     with engine.connect() as connection:
@@ -395,7 +420,7 @@ def stored_version(engine: Engine) -> int:
 def _check_version(shown: str, version: int) -> None:
     """What a reader accepts: any version up to this code's. Readers never
     migrate (they write nothing); an older store reads as it is: the columns
-    version 4 added read as NULL there (``starts.readable_columns``)."""
+    later versions added read as NULL there (``starts.readable_columns``)."""
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"the store {shown} has schema version {version}, newer than this "

@@ -33,8 +33,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..._records import RUNNING
-from .indexes import INDEX_INSERTED
-from .schema import metadata_sets, processes, runs, step_starts
+from .indexes import IN_ROW, INDEX_INSERTED, STEPS_INSERTED
+from .schema import metadata_sets, processes, runs, step_starts, steps
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine, Table
@@ -179,8 +179,10 @@ class CoreSession:
                     ],
                 )
                 inserted += len(values) // width
-        if inserted and table is metadata_sets and self._connection.dialect.name == "sqlite":
-            self._connection.exec_driver_sql(INDEX_INSERTED, (inserted,))
+        if inserted and self._connection.dialect.name == "sqlite":
+            fill = _index_fill(table, shaped)
+            if fill is not None:
+                self._connection.exec_driver_sql(fill, (inserted,))
 
     def beat(self, ids: Sequence[str], now_ns: int) -> None:
         self._connection.execute(
@@ -301,8 +303,10 @@ class SQLiteSession:
                 )
                 done += size
             inserted += total
-        if inserted and table is metadata_sets:  # their value index entries (indexes.py)
-            execute(INDEX_INSERTED, (inserted,))
+        if inserted:  # their value index entries (indexes.py)
+            fill = _index_fill(table, shaped)
+            if fill is not None:
+                execute(fill, (inserted,))
 
     def beat(self, ids: Sequence[str], now_ns: int) -> None:
         for run_id in ids:
@@ -336,6 +340,17 @@ class SQLiteSession:
         while size > 1 and size * max(width, 1) > self._variables:
             size //= 2
         return size
+
+
+def _index_fill(table: Table, shaped: Mapping[Shape, list[Any]]) -> str | None:
+    """The statement that indexes the rows just inserted into ``table`` in
+    SQLite's value index: metadata rows, and step rows holding a set (a shape
+    with ``document``); ``None`` when they hold none."""
+    if table is metadata_sets:
+        return INDEX_INSERTED
+    if table is steps and any(IN_ROW in shape and values for shape, values in shaped.items()):
+        return STEPS_INSERTED
+    return None
 
 
 def _process_values(facts: ProcessFacts) -> dict[str, Any]:

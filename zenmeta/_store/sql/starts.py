@@ -31,6 +31,7 @@ from .schema import processes, runs, step_starts, steps
 from .sessions import Shaped, shape_of
 
 __all__ = [
+    "IN_ROW_VERSION",
     "LIVENESS_VERSION",
     "Started",
     "add_start_rows",
@@ -46,9 +47,15 @@ __all__ = [
 LIVENESS_VERSION = 4
 """The schema version that added process ids, task keys and started records."""
 
-_ADDED = {
-    "zenmeta_runs": frozenset({"process_id"}),
-    "zenmeta_steps": frozenset({"process_id", "task_key", "attempt"}),
+IN_ROW_VERSION = 6
+"""The schema version that keeps a plain step's metadata set in its row."""
+
+_ADDED = {  # by the version that added them
+    LIVENESS_VERSION: {
+        "zenmeta_runs": frozenset({"process_id"}),
+        "zenmeta_steps": frozenset({"process_id", "task_key", "attempt"}),
+    },
+    IN_ROW_VERSION: {"zenmeta_steps": frozenset({"source", "document", "types"})},
 }
 _CHUNK = 500
 
@@ -99,9 +106,12 @@ def settle_starts(remote: Sequence[str], starts: Sequence[StepRecord], shaped: S
 def readable_columns(table: Table, version: int) -> list[Any]:
     """``table``'s columns as a store of ``version`` has them: those added
     since read as NULL, so one row shape serves every version."""
-    if version >= LIVENESS_VERSION:
+    added: set[str] = set()
+    for since, columns in _ADDED.items():
+        if version < since:
+            added |= columns.get(table.name, frozenset())
+    if not added:
         return list(table.columns)
-    added = _ADDED.get(table.name, frozenset())
     return [literal(None).label(c.name) if c.name in added else c for c in table.columns]
 
 

@@ -94,17 +94,23 @@ def _copy_runs(
     end = list(runs.columns).index(runs.c.end_ns)
     replaced = [row for row in run_rows if row[end] is not None or row[0] not in finished]
     replaced_ids = [row[0] for row in replaced]
-    new_steps = [
-        tuple(row)
-        for row in _in_chunks(reading, select(steps), steps.c.run_id, ids)
-        if row[0] not in existing_steps
-    ]
+    held = list(steps.columns).index(steps.c.document)  # a set in the step's row (version 6)
+    new_steps = []
+    written = 0
+    for row in _in_chunks(reading, select(steps), steps.c.run_id, ids):
+        if row[0] in existing_steps:
+            continue
+        values = list(row)
+        if values[held] is not None:
+            if from_jsonb:
+                values[held] = normalized_document(values[held], values[held + 1])
+            written += 1
+        new_steps.append(tuple(values))
     new_step_ids = {row[0] for row in new_steps}
     wanted_runs = set(replaced_ids)
     meta: list[Any] = []
     kind = list(metadata_sets.columns).index(metadata_sets.c.entity_kind)
     document = list(metadata_sets.columns).index(metadata_sets.c.document)
-    written = 0
     for row in _in_chunks(reading, select(metadata_sets), metadata_sets.c.run_id, ids):
         entity_id, kind_of = row[0], row[kind]
         if (entity_id in new_step_ids) if kind_of == "step" else (entity_id in wanted_runs):

@@ -23,7 +23,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    create_indexes(op.get_bind(), existing=True)
+    create_indexes(op.get_bind(), existing=True, step_rows=False)  # version 6 adds them
 
 
 def downgrade() -> None:
