@@ -33,6 +33,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
@@ -145,22 +146,37 @@ class _Compiler:
         field = node.field
         document = metadata_sets.alias("m")
         wanted = _indexable(node, numbers=self.postgres)
-        found: ColumnElement[bool] = (
-            select(literal(1))
-            .where(
-                document.c.entity_id == self.table.c.id,
-                document.c.entity_kind == self.kind,
-                document.c.source == field.name,
-                self.document_test(document.c.document, node, wanted),
-            )
-            .exists()
+        tested = (
+            document.c.entity_kind == self.kind,
+            document.c.source == field.name,
+            self.document_test(document.c.document, node, wanted),
         )
-        if self.in_row:  # a step row holding its set (schema version 6)
-            held = self.table.c
-            found = or_(
-                found,
-                and_(held.source == field.name, self.document_test(held.document, node, wanted)),
+        found: ColumnElement[bool]
+        if self.in_row and self.postgres:
+            # Both places as one set of ids: PostgreSQL then finds each part
+            # through its GIN index and joins once. OR-ed with a test on the
+            # step row itself, it read every step row (1M steps: 383 ms for
+            # one equality, against 3.6 ms).
+            held = steps.alias("s")
+            found = self.table.c.id.in_(
+                union_all(
+                    select(document.c.entity_id).where(*tested),
+                    select(held.c.id).where(
+                        held.c.source == field.name,
+                        self.document_test(held.c.document, node, wanted),
+                    ),
+                )
             )
+        else:
+            found = (
+                select(literal(1)).where(document.c.entity_id == self.table.c.id, *tested).exists()
+            )
+            if self.in_row:  # a step row holding its set (schema version 6)
+                row = self.table.c
+                found = or_(
+                    found,
+                    and_(row.source == field.name, self.document_test(row.document, node, wanted)),
+                )
         if wanted and not self.postgres and len(field.path) == 1:
             found = and_(self.candidates(field, wanted), found)
         return not_(found) if node.op == "missing" else found
