@@ -562,25 +562,15 @@ def _rewrite(
         )
         return
     document, types = join_documents(change.metadata)
+    where = (metadata_sets.c.source == change.source, metadata_sets.c.run_id == run_id.hex)
     changed = connection.execute(
         metadata_sets.update()
-        .where(
-            metadata_sets.c.entity_id == entity,
-            metadata_sets.c.source == change.source,
-            metadata_sets.c.run_id == run_id.hex,
-        )
+        .where(metadata_sets.c.entity_id == entity, *where)
         .values(document=document, types=types)
     )
     if not changed.rowcount and change.kind == "step":  # the set its row holds (version 6)
-        connection.execute(
-            steps.update()
-            .where(
-                steps.c.id == entity,
-                steps.c.source == change.source,
-                steps.c.run_id == run_id.hex,
-            )
-            .values(document=document, types=types)
-        )
+        held = (steps.c.id == entity, steps.c.source == change.source, steps.c.run_id == run_id.hex)
+        connection.execute(steps.update().where(*held).values(document=document, types=types))
     if not change.notes:
         return
     table = runs if change.kind == "run" else steps
