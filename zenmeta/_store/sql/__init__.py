@@ -460,10 +460,11 @@ class SQLStore:
                     ("metadata_sets", metadata_sets),
                 )
             }
-            if self._version >= IN_ROW_VERSION:  # and the sets step rows hold
-                counts["metadata_sets"] += connection.execute(
-                    select(func.count()).select_from(steps).where(steps.c.document.isnot(None))
-                ).scalar_one()
+            if self._version >= IN_ROW_VERSION:  # one pass: the steps and the sets they hold
+                counts["steps"], held = connection.execute(
+                    select(func.count(), func.count(steps.c.document))
+                ).one()
+                counts["metadata_sets"] += held
             by_status: dict[str, int] = dict(
                 connection.execute(
                     select(runs.c.status, func.count()).group_by(runs.c.status)
@@ -607,16 +608,15 @@ def _metadata(
 def _step_metadata(
     connection: Connection, rows: Sequence[Any], undecodable: Undecodable
 ) -> Grouped:
-    """The sets of these step rows: the one a row holds (schema version 6)
-    first, then the step's ``zenmeta_metadata`` rows."""
+    """The sets of these step rows: the one a row holds (schema version 6),
+    else the step's ``zenmeta_metadata`` rows. A step has one or the other:
+    the writer keeps a set in the row only for a step whose one set it is."""
     held = [
         (row.id, row.source, row.document, row.types) for row in rows if row.document is not None
     ]
     grouped = group_metadata(held, undecodable)
-    for entity, sets in _metadata(
-        connection, "step", [row.id for row in rows], undecodable
-    ).items():
-        grouped.setdefault(entity, {}).update(sets)
+    others = [row.id for row in rows if row.document is None]
+    grouped.update(_metadata(connection, "step", others, undecodable))
     return grouped
 
 

@@ -48,7 +48,6 @@ __all__ = [
     "forget_runs",
     "fill_index",
     "INDEX_INSERTED",
-    "IN_ROW",
     "INSERT_TRIGGER",
     "STEPS_INSERTED",
     "STEP_ROW_INDEX",
@@ -153,11 +152,7 @@ without rowids, leaves as it was)."""
 
 STEPS_INSERTED = _STEPS_FILL + " AND m.rowid > last_insert_rowid() - ?"
 """The same for the last ``?`` rows inserted into ``zenmeta_steps``: the sets
-their rows hold (``IN_ROW``; a step row without one has no entries)."""
-
-IN_ROW = 16
-"""The position of ``document`` among ``zenmeta_steps``'s columns: a shape
-holding it inserts steps whose rows hold a metadata set."""
+their rows hold (a step row without one has no entries)."""
 
 STEP_ROW_INDEX = (
     "CREATE INDEX IF NOT EXISTS ix_zenmeta_steps_document ON zenmeta_steps "

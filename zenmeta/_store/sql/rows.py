@@ -30,7 +30,7 @@ from ..._records import (
 )
 from ..._values import MetadataType
 from ..liveness import ProcessFacts, process_is_gone, writer_is_gone
-from .schema import runs
+from .schema import runs, steps
 from .sessions import Row, Shape, Shaped, shape_of
 
 if TYPE_CHECKING:
@@ -120,7 +120,13 @@ def run_row(record: RunRecord, heartbeat_ns: int) -> Row:
 PLAIN_STEP: Shape = (0, 1, 3, 4, 5, 6, 7)
 """The columns of a top-level step that succeeded: no parent, error, fault or loss."""
 
-PLAIN_IN_ROW: Shape = (*PLAIN_STEP, 15, 16, 17)
+PLAIN_IN_ROW: Shape = (
+    *PLAIN_STEP,
+    *(
+        list(steps.columns).index(column)
+        for column in (steps.c.source, steps.c.document, steps.c.types)
+    ),
+)
 """The same with its one metadata set in the row (``source, document, types``):
 in the order a ``PlainRow`` with one set is queued, so it is inserted as it is."""
 

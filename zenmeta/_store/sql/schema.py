@@ -391,7 +391,7 @@ def ensure_schema(engine: Engine) -> None:
 
 
 _ALL_METADATA = (
-    "VIEW zenmeta_all_metadata AS "
+    "zenmeta_all_metadata AS "
     "SELECT entity_id, source, entity_kind, run_id, position, document, types "
     "FROM zenmeta_metadata UNION ALL "
     "SELECT id, source, 'step', run_id, 0, document, types "
@@ -402,10 +402,9 @@ _ALL_METADATA = (
 def create_views(connection: Connection) -> None:
     """``zenmeta_all_metadata``: every metadata set in one place for SQL written
     by hand, wherever it is kept (version 6 keeps a plain step's in its row)."""
-    if connection.dialect.name == "sqlite":
-        connection.execute(text(f"CREATE {_ALL_METADATA.replace('VIEW', 'VIEW IF NOT EXISTS', 1)}"))
-    else:
-        connection.execute(text(f"CREATE OR REPLACE {_ALL_METADATA}"))
+    sqlite = connection.dialect.name == "sqlite"
+    create = "CREATE VIEW IF NOT EXISTS" if sqlite else "CREATE OR REPLACE VIEW"
+    connection.execute(text(f"{create} {_ALL_METADATA}"))
 
 
 def stored_version(engine: Engine) -> int:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..._records import RUNNING
-from .indexes import IN_ROW, INDEX_INSERTED, STEPS_INSERTED
+from .indexes import INDEX_INSERTED, STEPS_INSERTED
 from .schema import metadata_sets, processes, runs, step_starts, steps
 
 if TYPE_CHECKING:
@@ -342,13 +342,17 @@ class SQLiteSession:
         return size
 
 
+_IN_ROW = list(steps.columns).index(steps.c.document)
+"""A shape holding it inserts steps whose rows hold a metadata set."""
+
+
 def _index_fill(table: Table, shaped: Mapping[Shape, list[Any]]) -> str | None:
     """The statement that indexes the rows just inserted into ``table`` in
     SQLite's value index: metadata rows, and step rows holding a set (a shape
     with ``document``); ``None`` when they hold none."""
     if table is metadata_sets:
         return INDEX_INSERTED
-    if table is steps and any(IN_ROW in shape and values for shape, values in shaped.items()):
+    if table is steps and any(_IN_ROW in shape and values for shape, values in shaped.items()):
         return STEPS_INSERTED
     return None
 
