@@ -21,22 +21,18 @@ _VERSION_4_COLUMNS = [
 
 
 def to_version_5(url: str) -> None:
-    """What version-5 code left behind: every step's sets in zenmeta_metadata."""
+    """What version-5 code left behind: every step's sets in zenmeta_metadata
+    (migration 0006's own downgrade), and the version saying 5."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    from zenmeta._store.sql.migrations.versions import v0006_metadata_in_step_rows as v0006
+
     engine = sqlalchemy.create_engine(url)
     try:
         with engine.begin() as connection:
-            connection.exec_driver_sql(
-                "INSERT INTO zenmeta_metadata (entity_id, source, entity_kind, run_id, "
-                "position, document, types) SELECT id, source, 'step', run_id, 0, document, "
-                "types FROM zenmeta_steps WHERE document IS NOT NULL"
-            )
-            connection.exec_driver_sql("DROP VIEW IF EXISTS zenmeta_all_metadata")
-            if connection.dialect.name == "sqlite":
-                connection.exec_driver_sql("DROP TRIGGER IF EXISTS zenmeta_steps_values_update")
-            else:
-                connection.exec_driver_sql("DROP INDEX IF EXISTS ix_zenmeta_steps_document")
-            for column in ("source", "document", "types"):
-                connection.exec_driver_sql(f"ALTER TABLE zenmeta_steps DROP COLUMN {column}")
+            with Operations.context(MigrationContext.configure(connection)):
+                v0006.downgrade()
             connection.exec_driver_sql(
                 "UPDATE zenmeta_schema SET value = '5' WHERE name = 'version'"
             )

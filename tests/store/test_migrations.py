@@ -234,11 +234,7 @@ def test_a_version_5_store_reads_as_it_is_then_keeps_new_sets_in_step_rows(
 def test_migration_6_downgrades_to_sets_in_the_metadata_table(tmp_path: FilePath) -> None:
     """Its downgrade moves the sets step rows hold into zenmeta_metadata, where
     version 5 reads them, and drops what it added; upgrading again keeps them."""
-    import sqlalchemy
-    from alembic.migration import MigrationContext
-    from alembic.operations import Operations
-
-    from zenmeta._store.sql.migrations.versions import v0006_metadata_in_step_rows as v0006
+    from _versions import to_version_5
 
     url = f"sqlite:///{tmp_path}/store.db"
     zenmeta.configure(store=url)
@@ -254,15 +250,7 @@ def test_migration_6_downgrades_to_sets_in_the_metadata_table(tmp_path: FilePath
     before = json.loads(json.dumps(_exported(url)))
     assert _rows(url, "SELECT count(*) FROM zenmeta_steps WHERE document IS NOT NULL") == [(3,)]
     close_stores()  # the reader knew the store as version 6
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.begin() as connection:
-            with Operations.context(MigrationContext.configure(connection)):
-                v0006.downgrade()
-            connection.exec_driver_sql("UPDATE zenmeta_schema SET value = '5'")
-            connection.exec_driver_sql("UPDATE zenmeta_alembic_version SET version_num = '0005'")
-    finally:
-        engine.dispose()
+    to_version_5(url)  # migration 0006's downgrade
     assert "document" not in {row[1] for row in _rows(url, "PRAGMA table_info(zenmeta_steps)")}
     assert _rows(url, "SELECT count(*) FROM zenmeta_metadata WHERE entity_kind = 'step'") == [(3,)]
     assert "zenmeta_all_metadata" not in {

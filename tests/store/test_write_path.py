@@ -11,6 +11,7 @@ from pathlib import Path as FilePath
 from typing import Any
 
 import pytest
+from _processes import sql
 
 import zenmeta
 from zenmeta import Client, log_metadata, pipeline_run, track_step
@@ -169,18 +170,7 @@ def test_a_set_held_in_a_step_row_keeps_text_postgresql_refuses(store_url: str) 
     expected = "v\x00al" if store_url.startswith("sqlite") else "v\\u0000al"
     assert step.metadata == {"user": {"k": expected, "n": 1}}
     held = "SELECT count(*) FROM zenmeta_steps WHERE document IS NOT NULL"
-    assert _count(store_url, held) == 1
-
-
-def _count(url: str, statement: str) -> int:
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return int(connection.exec_driver_sql(statement).scalar_one())
-    finally:
-        engine.dispose()
+    assert sql(store_url, held) == [(1,)]
 
 
 def test_a_plain_step_is_queued_as_its_row_without_a_record(
