@@ -8,7 +8,7 @@
   time-ordered ids, WAL, ``synchronous=NORMAL``): the SQLite work per step
   then against one wider step row now;
 - **a faster JSON encoder** (not pulled): the codec's C-encoder path
-  (``rows._json_chunks``) against orjson, when it is installed.
+  (``rows._json_chunks``) against orjson and msgspec, when installed.
 
 And one more lever pulled, kept measurable: a run start reads the working
 folder holding the interpreter lock (``_project.working_folder``) rather than
@@ -104,8 +104,15 @@ def _encoders() -> dict[str, Callable[[dict[str, Any]], str]]:
     try:
         import orjson  # type: ignore[import-not-found]
     except ImportError:
+        pass
+    else:
+        found["orjson.dumps(...).decode()"] = lambda value: orjson.dumps(value).decode()
+    try:
+        import msgspec  # type: ignore[import-not-found]
+    except ImportError:
         return found
-    found["orjson.dumps(...).decode()"] = lambda value: orjson.dumps(value).decode()
+    encoder = msgspec.json.Encoder()
+    found["msgspec Encoder().encode(...).decode()"] = lambda value: encoder.encode(value).decode()
     return found
 
 
@@ -152,7 +159,7 @@ def figures(quick: bool = False) -> list[dict[str, object]]:
     for name, measured in times.items():
         out.append(_figure(f"JSON of a 3-value document: {name}", measured))
     if len(encoders) == 1:
-        out[-1]["note"] = "orjson is not installed: no comparison in this run"
+        out[-1]["note"] = "neither orjson nor msgspec is installed: no comparison in this run"
     for name, measured in _run_loops(rounds * 2 - 1, 200 if quick else 1000).items():
         out.append(_figure(f"run enter+exit, working folder read: {name}", measured))
     return out
