@@ -32,6 +32,23 @@ def batched_runs(ops: int) -> tuple[float, float]:
     return (caller - start) / ops, (drained - start) / ops
 
 
+def batched_steps(step: Callable[[int], int], ops: int) -> tuple[float, float]:
+    """``step(i)`` for ``ops`` steps in one run into the configured store, per
+    step: (as the caller sees it, with the writes drained); the run's end is
+    outside both."""
+    import zenmeta
+
+    with zenmeta.pipeline_run("bench"):
+        start = time.perf_counter()
+        for i in range(ops):
+            step(i)
+        caller = time.perf_counter()
+        zenmeta.flush()
+        drained = time.perf_counter()
+    zenmeta.flush()
+    return (caller - start) / ops, (drained - start) / ops
+
+
 def otel_span() -> Timer:
     """An OpenTelemetry SDK span with 3 attributes, exported to memory."""
     from opentelemetry.sdk.trace import TracerProvider

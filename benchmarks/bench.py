@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _fresh import cold_start, million
 from _table import MLFLOW_RUN, SPAN, Figure, compare, figure, render, save
-from _timing import Timer, batched_runs, otel_span
+from _timing import Timer, batched_runs, batched_steps, otel_span
 
 import zenmeta
 from zenmeta.testing import InMemoryStore
@@ -145,20 +145,6 @@ def _sqlite_batched(folder: str) -> str:
     return url
 
 
-def _batched_steps(ops: int) -> tuple[float, float]:
-    """A step logging 3 values into batched SQLite: (caller-visible, with writes
-    drained), per step; the run's end is outside both."""
-    with zenmeta.pipeline_run("bench"):
-        start = time.perf_counter()
-        for i in range(ops):
-            logging_step(i)
-        caller = time.perf_counter()
-        zenmeta.flush()
-        drained = time.perf_counter()
-    zenmeta.flush()
-    return (caller - start) / ops, (drained - start) / ops
-
-
 FLOOR = "floor: a hand-written step logging 3 values (no zenmeta)"
 
 
@@ -254,7 +240,7 @@ def interleaved(ops: int, rounds: int, *, with_mlflow: bool) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="zenmeta-bench-") as folder:
         url = _sqlite_batched(folder)
         span_batch(ops // 10)
-        _batched_steps(ops // 10)
+        batched_steps(logging_step, ops // 10)
         batched_runs(run_ops // 10)
         try:
             for _ in range(rounds):
@@ -264,7 +250,7 @@ def interleaved(ops: int, rounds: int, *, with_mlflow: bool) -> list[Figure]:
                 keep("zenmeta step logging 3 values (in memory)", _in_memory(logging_step, ops))
                 keep(FLOOR, floor_steps(ops))
                 zenmeta.configure(store=url, durability="batched")
-                caller, drained = _batched_steps(ops)
+                caller, drained = batched_steps(logging_step, ops)
                 keep("step logging 3 values, SQLite batched: caller-visible", caller)
                 keep("step logging 3 values, SQLite batched: caller + drained writes", drained)
                 caller, drained = batched_runs(run_ops)

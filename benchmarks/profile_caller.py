@@ -20,30 +20,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 
-from _timing import otel_span
+from _timing import batched_steps, otel_span
+from bench import logging_step
 
 import zenmeta
 from zenmeta._store import close_stores, resolve_store
-
-
-@zenmeta.track_step
-def logging_step(x: int) -> int:
-    zenmeta.log_metadata({"loss": 0.5, "rows": x, "split": "train"})
-    return x
-
-
-def _steps(ops: int) -> tuple[float, float]:
-    with zenmeta.pipeline_run("profile"):
-        start = time.perf_counter()
-        for i in range(ops):
-            logging_step(i)
-        caller = time.perf_counter()
-        zenmeta.flush()
-        drained = time.perf_counter()
-    zenmeta.flush()
-    return (caller - start) / ops, (drained - start) / ops
 
 
 def main() -> None:
@@ -55,18 +37,18 @@ def main() -> None:
     found: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="zenmeta-profile-") as folder:
         zenmeta.configure(store=f"sqlite:///{folder}/profile.db", durability="batched")
-        _steps(2_000)
+        batched_steps(logging_step, 2_000)
         writer = resolve_store().opened()._writer  # type: ignore[attr-defined]
         usual = writer.nudge_at, writer.limit, writer._interval
         span(2_000)
         for _ in range(args.rounds):
             found.setdefault("OpenTelemetry span", []).append(span(args.ops) / args.ops)
-            caller, drained = _steps(args.ops)
+            caller, drained = batched_steps(logging_step, args.ops)
             found.setdefault("caller-visible, writer alongside", []).append(caller)
             found.setdefault("caller + drained, writer alongside", []).append(drained)
             writer.nudge_at = writer.limit = 10**9  # neither woken nor waited for
             writer._interval = 3600.0
-            caller, drained = _steps(args.ops)
+            caller, drained = batched_steps(logging_step, args.ops)
             writer.nudge_at, writer.limit, writer._interval = usual
             found.setdefault("caller-visible, writer held off", []).append(caller)
             found.setdefault("caller + drained, writer held off", []).append(drained)
