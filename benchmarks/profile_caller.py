@@ -5,9 +5,12 @@ The two per-step targets of ``make bench`` (caller-visible, caller + drained)
 are measured with the writer alongside. Holding it off shows how much of the
 caller's time is the writer's turn with the interpreter lock rather than the
 step's own work. Rounds are interleaved with the OpenTelemetry span, as in
-``bench.py``; the ratios are to that span.
+``bench.py``; the ratios are to that span. With ``--orjson`` (installed by
+hand; not a dependency) each round also runs the loop with orjson in place
+of the codec's encoder for the step rows' JSON: the encoder lever in the
+very loop the targets are measured on.
 
-    .venv/bin/python benchmarks/profile_caller.py [--ops 20000] [--rounds 7]
+    .venv/bin/python benchmarks/profile_caller.py [--ops 20000] [--rounds 7] [--orjson]
 
 For where the caller's own time goes, sample the loop with py-spy (not a
 dependency of the project): ``py-spy record -r 1000 -f raw --threads -o
@@ -20,19 +23,39 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from _timing import batched_steps, otel_span
 from bench import logging_step
 
 import zenmeta
 from zenmeta._store import close_stores, resolve_store
+from zenmeta._store.sql import rows
+
+codec = rows._json_chunks
+
+
+def _encoders(with_orjson: bool) -> dict[str, Callable[[Any, int], Iterable[str]]]:
+    """The step rows' JSON pieces, by the loop each is measured in."""
+    found = {"writer alongside": codec}
+    if with_orjson:
+        import orjson  # type: ignore[import-not-found]
+
+        found["writer alongside, orjson"] = lambda document, _level: (
+            orjson.dumps(document).decode(),
+        )
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--ops", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--orjson", action="store_true", help="also the loop with orjson")
     args = parser.parse_args()
+    encoders = _encoders(args.orjson)
     span = otel_span()
     found: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="zenmeta-profile-") as folder:
@@ -43,11 +66,16 @@ def main() -> None:
         span(2_000)
         for _ in range(args.rounds):
             found.setdefault("OpenTelemetry span", []).append(span(args.ops) / args.ops)
-            caller, drained = batched_steps(logging_step, args.ops)
-            found.setdefault("caller-visible, writer alongside", []).append(caller)
-            found.setdefault("caller + drained, writer alongside", []).append(drained)
+            for name, encode in encoders.items():
+                rows._json_chunks = encode
+                caller, drained = batched_steps(logging_step, args.ops)
+                rows._json_chunks = codec
+                found.setdefault(f"caller-visible, {name}", []).append(caller)
+                found.setdefault(f"caller + drained, {name}", []).append(drained)
             writer.nudge_at = writer.limit = 10**9  # neither woken nor waited for
             writer._interval = 3600.0
+            writer._wake.set()  # its current wait ends now: no interval write in the loop
+            time.sleep(0.05)
             caller, drained = batched_steps(logging_step, args.ops)
             writer.nudge_at, writer.limit, writer._interval = usual
             found.setdefault("caller-visible, writer held off", []).append(caller)
@@ -57,7 +85,7 @@ def main() -> None:
     print(f"median of {args.rounds} interleaved rounds of {args.ops:,} steps logging 3 values")
     for name, times in found.items():
         median = statistics.median(times)
-        print(f"  {name:36s} {median * 1e6:7.2f} µs  {median / reference:.2f}x span")
+        print(f"  {name:44s} {median * 1e6:7.2f} µs  {median / reference:.2f}x span")
 
 
 if __name__ == "__main__":
