@@ -6,17 +6,25 @@ loop costs up to the 5 ms switch interval)."""
 from __future__ import annotations
 
 import gc
+import math
+import platform
+import struct
 from collections.abc import Iterator
 from pathlib import Path as FilePath
 from typing import Any
 
 import pytest
 from _processes import sql
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import zenmeta
-from zenmeta import Client, log_metadata, pipeline_run, track_step
+from zenmeta import Client, Uri, log_metadata, pipeline_run, track_step
+from zenmeta._codec import MetadataSet, decode_documents, encode_metadata, join_documents
 from zenmeta._store import resolve_store
+from zenmeta._store.sql import rows
 from zenmeta._store.sql import writer as writer_module
+from zenmeta._store.sql.rows import encoded_sets
 from zenmeta._store.sql.sessions import open_session
 
 
@@ -254,3 +262,120 @@ def test_a_plain_step_the_store_fails_on_is_reported_and_the_program_goes_on(
         assert logging_step(3) == 3
     assert saved == []
     assert "cannot write steps" in caplog.text and "disk on fire" in caplog.text
+
+
+# -- a step's document: orjson's text, the codec's meaning ---------------------
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**62, max_value=2**65)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
+    | st.text(max_size=20).map(Uri)
+)
+_documents = st.dictionaries(
+    st.text(min_size=1, max_size=8),
+    st.recursive(
+        _scalars,
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=4), children, max_size=4)
+        ),
+        max_leaves=12,
+    ),
+    max_size=6,
+)
+
+
+@given(_documents)
+@settings(max_examples=400, deadline=None)
+def test_a_steps_document_means_what_the_codecs_text_means(logged: dict[str, Any]) -> None:
+    """Whichever encoder wrote it, the stored document is ASCII and decodes to
+    exactly what the codec's own text decodes to, floats to the bit."""
+    metadata, dropped, _ = encode_metadata(logged)
+    assert not dropped
+    flat = encoded_sets({"user": metadata}, {})
+    if not metadata.values:
+        assert flat == []
+        return
+    source, document, types = flat
+    codec_text, codec_types = join_documents(metadata)
+    assert (source, types) == ("user", codec_types)
+    assert document.isascii()
+    assert _bits(decode_documents(document, types)) == _bits(decode_documents(codec_text, types))
+
+
+def _bits(value: Any) -> Any:
+    """A value with every float as its bits (NaN, -0.0) and its container types."""
+    if type(value) is float:
+        return ("float", struct.pack(">d", value))
+    if isinstance(value, dict):
+        return (type(value), [(key, _bits(item)) for key, item in value.items()])
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return (type(value), [_bits(item) for item in value])
+    return (type(value), value)
+
+
+def test_the_fast_encoder_writes_documents_on_cpython() -> None:
+    """orjson is a dependency on CPython: the step loop's encoder is really it."""
+    if platform.python_implementation() != "CPython":
+        pytest.skip("orjson is installed on CPython only")
+    import orjson
+
+    assert rows._fast_dumps is orjson.dumps
+
+
+def test_a_nan_the_codec_did_not_tag_is_refused_never_written_as_null() -> None:
+    """orjson writes NaN as ``null``; the codec's encoder refuses it, and the
+    writer then drops the record visibly. The codec tags every non-finite
+    float, so only a hand-built set can hold one: it is refused all the same."""
+    untagged = MetadataSet()
+    untagged.values["loss"] = math.nan
+    untagged.types["loss"] = "float"
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        encoded_sets({"user": untagged}, {})
+
+
+_EDGES: dict[str, Any] = {
+    "int64_max": 2**63 - 1,
+    "uint64_max": 2**64 - 1,
+    "over_64_bits": 2**64,
+    "int64_min": -(2**63),
+    "under_int64": -(2**63) - 1,
+    "big_float": 1e16,
+    "small_float": 1e-7,
+    "subnormal": 5e-324,
+    "largest": 1.7976931348623157e308,
+    "word_null": "nullable",
+    "escapes": 'tab\t "quoted" back\\slash \x1f',
+    "unicode": "héllo ✓ \U0001f600",
+    "surrogate": "bad \udcff byte",
+    "nested": [Uri("https://example.org/?a=1&b=<2>"), 2.5e-300, {"k": [True, 3]}],
+}
+
+
+def test_numbers_and_text_at_the_encoders_edges_are_stored_as_logged(store_url: str) -> None:
+    """Each edge alone in its step's document, so each document takes the
+    encoder path its one value leads to (orjson's, or the codec's when orjson
+    refuses the value or writes what the codec would not)."""
+    zenmeta.configure(store=store_url)
+
+    @track_step
+    def edge(key: str) -> None:
+        log_metadata({key: _EDGES[key]})
+
+    with pipeline_run("edges") as run:
+        for key in _EDGES:
+            edge(key)
+    steps = Client(store_url).list_steps(str(run.id))
+    stored = {key: value for step in steps for key, value in step.metadata["user"].items()}
+    expected = dict(_EDGES)
+    expected["nested"] = [str(_EDGES["nested"][0]), *_EDGES["nested"][1:]]  # types of the top level
+    if not store_url.startswith("sqlite"):  # JSONB refuses it: kept as a visible escape
+        expected["surrogate"] = "bad \\udcff byte"
+    assert {key: _bits(value) for key, value in stored.items()} == {
+        key: _bits(value) for key, value in expected.items()
+    }
+    assert {step.status for step in steps} == {"completed"}
