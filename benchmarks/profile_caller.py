@@ -5,12 +5,12 @@ The two per-step targets of ``make bench`` (caller-visible, caller + drained)
 are measured with the writer alongside. Holding it off shows how much of the
 caller's time is the writer's turn with the interpreter lock rather than the
 step's own work. Rounds are interleaved with the OpenTelemetry span, as in
-``bench.py``; the ratios are to that span. With ``--orjson`` (installed by
-hand; not a dependency) each round also runs the loop with orjson in place
-of the codec's encoder for the step rows' JSON: the encoder lever in the
-very loop the targets are measured on.
+``bench.py``; the ratios are to that span. With ``--codec`` each round also
+runs the loop with the codec's own encoder for the step rows' JSON in place
+of orjson (``rows.encoded_sets``): the encoder lever, in the very loop the
+targets are measured on.
 
-    .venv/bin/python benchmarks/profile_caller.py [--ops 20000] [--rounds 7] [--orjson]
+    .venv/bin/python benchmarks/profile_caller.py [--ops 20000] [--rounds 7] [--codec]
 
 For where the caller's own time goes, sample the loop with py-spy (not a
 dependency of the project): ``py-spy record -r 1000 -f raw --threads -o
@@ -24,7 +24,7 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from _timing import batched_steps, otel_span
@@ -34,18 +34,18 @@ import zenmeta
 from zenmeta._store import close_stores, resolve_store
 from zenmeta._store.sql import rows
 
-codec = rows._json_chunks
+pulled = rows._fast_dumps
 
 
-def _encoders(with_orjson: bool) -> dict[str, Callable[[Any, int], Iterable[str]]]:
-    """The step rows' JSON pieces, by the loop each is measured in."""
-    found = {"writer alongside": codec}
-    if with_orjson:
-        import orjson  # type: ignore[import-not-found]
+def _refused(document: Any, _default: Any, _option: int) -> bytes:
+    return b"null"  # what encoded_sets answers with the codec's text (no orjson)
 
-        found["writer alongside, orjson"] = lambda document, _level: (
-            orjson.dumps(document).decode(),
-        )
+
+def _encoders(with_codec: bool) -> dict[str, Callable[[Any, Any, int], bytes]]:
+    """The step rows' JSON, by the loop each is measured in."""
+    found = {"writer alongside": pulled}
+    if with_codec:
+        found["writer alongside, codec's encoder"] = _refused
     return found
 
 
@@ -53,9 +53,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--ops", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--orjson", action="store_true", help="also the loop with orjson")
+    parser.add_argument("--codec", action="store_true", help="also the loop with the codec's")
     args = parser.parse_args()
-    encoders = _encoders(args.orjson)
+    encoders = _encoders(args.codec)
     span = otel_span()
     found: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="zenmeta-profile-") as folder:
@@ -67,9 +67,9 @@ def main() -> None:
         for _ in range(args.rounds):
             found.setdefault("OpenTelemetry span", []).append(span(args.ops) / args.ops)
             for name, encode in encoders.items():
-                rows._json_chunks = encode
+                rows._fast_dumps = encode
                 caller, drained = batched_steps(logging_step, args.ops)
-                rows._json_chunks = codec
+                rows._fast_dumps = pulled
                 found.setdefault(f"caller-visible, {name}", []).append(caller)
                 found.setdefault(f"caller + drained, {name}", []).append(drained)
             writer.nudge_at = writer.limit = 10**9  # neither woken nor waited for
