@@ -23,6 +23,7 @@ from zenmeta._codec import (
     MAX_VALUE_BYTES,
     decode_documents,
     encode_metadata,
+    encode_plain,
     join_documents,
     round_trip_sets,
 )
@@ -100,6 +101,61 @@ def test_every_metadata_type_round_trips_with_its_type(value: Any) -> None:
     restored = round_trip(value)
     assert type(restored) is type(value)
     assert restored == value
+
+
+_plain_values = (
+    st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**599, max_value=10**601)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+    | st.none()
+    | st.lists(st.integers(), max_size=2)
+    | st.text(max_size=3).map(Uri)
+    | st.integers(min_value=0, max_value=99).map(StorageSize)
+)
+
+
+@given(
+    st.dictionaries(st.text(max_size=300) | st.integers(), _plain_values, max_size=6),
+    st.booleans(),
+)
+@settings(max_examples=400, deadline=None)
+def test_the_plain_path_stores_exactly_what_encode_metadata_does(
+    mapping: dict[Any, Any], judged: bool
+) -> None:
+    """Where ``encode_plain`` takes a mapping, ``encode_metadata`` would have
+    dropped, noted and screened nothing, and stores the same values, types
+    and size; otherwise it declines and ``encode_metadata`` takes it all."""
+    # Rules.known_keys judges only keys that were stored: text of a valid length.
+    clean = {key: False for key in mapping if type(key) is str and 0 < len(key) < 256 and judged}
+    plain = encode_plain(mapping, clean, 8)
+    suspects: list[str] = []
+    full, dropped, notes = encode_metadata(mapping, clean_keys=clean, suspects=suspects)
+    if plain is None:
+        return
+    assert not dropped and not notes and not suspects
+    assert (plain.values, plain.types, plain.size) == (full.values, full.types, full.size)
+    assert [type(value) for value in plain.values.values()] == [
+        type(value) for value in full.values.values()
+    ]
+
+
+def test_the_plain_path_takes_a_step_loops_mapping_and_declines_the_rest() -> None:
+    clean = {"loss": False, "rows": False, "split": False, "token": True}
+    logged = {"loss": 0.5, "rows": 3, "split": "train"}
+    taken = encode_plain(logged, clean, 8)
+    assert taken is not None
+    assert (taken.values, taken.types) == (logged, {"loss": "float", "rows": "int", "split": "str"})
+    for declined in (
+        {"loss": math.nan},
+        {"rows": True, "new": 1},  # a key never judged
+        {"token": 1},  # a key that needs attention
+        {"split": "validation"},  # text long enough to hold a secret
+        {"rows": StorageSize(3)},
+        {"rows": np.int64(3)},
+    ):
+        assert encode_plain(declined, clean, 8) is None
 
 
 class Hostile:

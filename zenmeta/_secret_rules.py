@@ -116,7 +116,9 @@ class Rules:
         except re.error as error:
             raise ConfigurationError(f"a redaction pattern does not compile: {error}") from None
         # Keys judged so far, True when one needs attention (its name or its
-        # own text): the encoder's fast path skips values under a False one.
+        # own text): the encoder's fast path skips values under a False one,
+        # and codec.encode_plain stores them unchecked: only keys a set has
+        # stored (text of a valid length) are ever judged.
         self.known_keys: dict[str, bool] = {}
         self._names: dict[str, bool] = {}  # names a secret
         self._strings: dict[str, bool] = {}

@@ -361,3 +361,25 @@ def test_a_store_fault_warning_does_not_print_the_store_password(
         pass
     assert "postgresql://team:***@db.example.com/zenmeta" in zenmeta_log.text
     assert PASSWORD not in zenmeta_log.text
+
+
+def test_a_secret_under_a_key_judged_clean_at_earlier_steps_is_masked(
+    store: InMemoryStore,
+) -> None:
+    """After its first steps, a step loop's mapping takes the codec's plain
+    path (keys judged clean, short words, numbers); a long text is screened
+    on every step all the same, and a key never judged takes the full path."""
+
+    @track_step
+    def step(note: str, extra: dict[str, Any]) -> None:
+        log_metadata({"loss": 0.5, "note": note, **extra})
+
+    with pipeline_run("p"):
+        step("ok", {})
+        step("fine", {})
+        step(f"postgresql://alice:{PASSWORD}@db/runs", {})
+        step("ok", {"password": "short"})
+    *_, leaked_note, secret_key = store.list_steps(store.list_runs()[0].id)
+    assert leaked_note.metadata["user"]["note"] == "postgresql://alice:***@db/runs"
+    assert secret_key.metadata["user"]["password"] == MARKER
+    assert PASSWORD not in repr(store.list_steps(store.list_runs()[0].id))
