@@ -103,9 +103,9 @@ def _encoders() -> dict[str, Callable[[dict[str, Any]], str]]:
     join = "".join
 
     def pulled(value: dict[str, Any]) -> str:  # encoded_sets' steps, its guards included
-        raw = _fast_dumps(value, None, _FAST_OPTIONS)
-        if raw.isascii() and b"null" not in raw:
-            return raw.decode()
+        encoded = _fast_dumps(value, None, _FAST_OPTIONS).decode()
+        if encoded.isascii() and "null" not in encoded:
+            return encoded
         return join(_json_chunks(value, 0))
 
     found: dict[str, Callable[[dict[str, Any]], str]] = {
