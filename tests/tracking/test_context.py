@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from zenmeta import (
     ContextThreadPoolExecutor,
@@ -106,3 +108,23 @@ def test_async_step_durations_are_measured_per_task(store: InMemoryStore) -> Non
     elapsed = asyncio.run(main())
     steps = store.list_steps(store.list_runs()[0].id)
     assert sum(s.duration for s in steps) > elapsed
+
+
+def test_a_step_ended_with_another_contexts_token_is_logged_and_recorded(
+    store: InMemoryStore, zenmeta_log: Any
+) -> None:
+    """Only code that moves contexts by hand can end a step with a token of
+    another context; the step is recorded all the same, and the mismatch is
+    a warning, never an error in the user's program (OpenTelemetry's rule)."""
+    from zenmeta._tracking import steps
+
+    config = steps.step_config_of(sleepy)
+    assert config is not None
+    with pipeline_run("p"):
+        state = steps._begin(config)
+        assert state is not None
+        foreign = contextvars.copy_context().run(steps._step_var.set, state)
+        steps._end(state, foreign, None)
+    (step,) = store.list_steps(store.list_runs()[0].id)
+    assert step.status == "completed"
+    assert "reset in a different context" in zenmeta_log.text

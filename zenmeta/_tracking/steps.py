@@ -256,7 +256,10 @@ def _end(state: StepState, token: Any, error: BaseException | None) -> None:
         _context.reset(_step_var, token)
         _close_implicit(state, strict_error)
         raise
-    _context.reset(_step_var, token)
+    try:
+        _step_var.reset(token)  # _context.reset without its call, at every step
+    except ValueError:  # a token of another context: reset again, to be logged there
+        _context.reset(_step_var, token)
     if state.implicit:
         _close_implicit(state, error)
 
@@ -277,7 +280,8 @@ def _sync_wrapper(wrapped: Callable[..., Any], config: StepConfig) -> Callable[.
             return wrapped(*args, **kwargs)
         token = _context._current_step.set(state)
         try:
-            _prepare(state)
+            if state.stack.step_hooks:  # _prepare's own test: no call for a plain loop
+                _prepare(state)
             result = wrapped(*args, **kwargs)
         except BaseException as error:
             _end(state, token, error)
