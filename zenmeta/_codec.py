@@ -56,7 +56,7 @@ MAX_BYTES_PER_RECORD = 4 * 1024 * 1024
 """About how much text one step or run keeps, all sources together."""
 
 _INT_LIMIT = 10**MAX_INT_DIGITS
-_NEGATIVE_INT_LIMIT = -_INT_LIMIT
+_NEGATIVE_INT_LIMIT = -_INT_LIMIT  # not negated again for every int
 
 # Non-finite floats have no JSON token; they travel as {"$float": "NaN"}.
 # A user dict whose only key starts with "$" is wrapped in {"$dict": ...}
@@ -168,7 +168,7 @@ def _encode(value: object, sizes: list[int] | None = None) -> Encoded:
 
 
 def _checked_int(value: int) -> int:
-    if -_INT_LIMIT < value < _INT_LIMIT:
+    if _NEGATIVE_INT_LIMIT < value < _INT_LIMIT:
         return value
     raise _Drop(f"an int of more than {MAX_INT_DIGITS} digits; log it as text or a float")
 
@@ -397,7 +397,7 @@ def encode_metadata(
                 if screening and known.get(key) is not False:
                     suspect(key)
                 continue
-            if kind is bool or (kind is int and -_INT_LIMIT < value < _INT_LIMIT):
+            if kind is bool or (kind is int and _NEGATIVE_INT_LIMIT < value < _INT_LIMIT):
                 values[key] = value
                 types[key] = kind.__name__
                 if screening and known.get(key) is not False:
@@ -466,7 +466,8 @@ def encode_plain(
     maps a key to whether it needs attention). Such a mapping has nothing to
     convert, drop, note or screen for secrets: its values are stored as they
     are, with the type names ``encode_metadata`` gives them, in one pass
-    with no lists beside it (0.6 µs of the 1.6 µs three values took there)."""
+    with no lists beside it: ``collect_metadata`` of three values then takes
+    1.5 µs, against 2.5 µs through ``encode_metadata``."""
     if len(mapping) > MAX_KEYS_PER_RECORD:
         return None
     values: dict[str, Any] = {}
