@@ -9,6 +9,7 @@ import gc
 import math
 import platform
 import struct
+import sys
 from collections.abc import Iterator
 from pathlib import Path as FilePath
 from typing import Any
@@ -26,6 +27,7 @@ from zenmeta._store.sql import rows
 from zenmeta._store.sql import writer as writer_module
 from zenmeta._store.sql.rows import encoded_sets
 from zenmeta._store.sql.sessions import open_session
+from zenmeta._store.sql.turns import SWITCH_INTERVAL_S, prompt_turns
 
 
 @track_step
@@ -107,6 +109,83 @@ def test_a_batch_of_thousands_of_steps_is_a_few_statements(
     run.end()
     held_writer._drain()
     assert Client(held_writer.url).get_run(str(run.id)).step_count == 8192
+
+
+def _at_each_statement(monkeypatch: pytest.MonkeyPatch, writer: Any, call: Any) -> None:
+    """Run ``call()`` as the writer's session runs each statement."""
+
+    class Watched:
+        def __init__(self, cursor: Any) -> None:
+            self.cursor = cursor
+
+        def execute(self, sql: str, *parameters: Any) -> Any:
+            call()
+            return self.cursor.execute(sql, *parameters)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.cursor, name)
+
+    def watched(engine: Any, *args: Any, **kwargs: Any) -> Any:
+        session = open_session(engine, *args, **kwargs)
+        session._cursor = Watched(session._cursor)
+        return session
+
+    monkeypatch.setattr(writer_module, "open_session", watched)
+    writer._discard_session()
+
+
+@pytest.fixture
+def switch_interval() -> Iterator[float]:
+    before = sys.getswitchinterval()
+    yield before
+    sys.setswitchinterval(before)
+
+
+def test_the_writer_asks_for_the_lock_back_sooner_while_it_writes(
+    held_writer: Any, monkeypatch: pytest.MonkeyPatch, switch_interval: float
+) -> None:
+    """Each statement gives up the interpreter lock; a busy loop would hold it
+    for the whole switch interval before the writer's next statement."""
+    seen: list[float] = []
+    _at_each_statement(monkeypatch, held_writer, lambda: seen.append(sys.getswitchinterval()))
+    assert switch_interval > SWITCH_INTERVAL_S
+    run = zenmeta.start_run("held")
+    for i in range(100):
+        logging_step(i)
+    held_writer._drain()
+    assert len(seen) >= 3 and set(seen) == {SWITCH_INTERVAL_S}
+    assert sys.getswitchinterval() == switch_interval  # restored after the batch
+    run.end()
+    held_writer._drain()
+    assert Client(held_writer.url).get_run(str(run.id)).step_count == 100
+
+
+def test_a_switch_interval_set_while_a_batch_is_written_is_kept(
+    held_writer: Any, monkeypatch: pytest.MonkeyPatch, switch_interval: float
+) -> None:
+    _at_each_statement(monkeypatch, held_writer, lambda: sys.setswitchinterval(0.02))
+    logging_step(1)
+    held_writer._drain()
+    assert sys.getswitchinterval() == 0.02
+
+
+def test_a_switch_interval_already_short_is_left_alone(
+    held_writer: Any, monkeypatch: pytest.MonkeyPatch, switch_interval: float
+) -> None:
+    seen: list[float] = []
+    _at_each_statement(monkeypatch, held_writer, lambda: seen.append(sys.getswitchinterval()))
+    sys.setswitchinterval(0.0001)
+    logging_step(1)
+    held_writer._drain()
+    assert seen and seen == pytest.approx([0.0001] * len(seen))
+    assert sys.getswitchinterval() == pytest.approx(0.0001)
+
+
+def test_the_switch_interval_is_restored_when_a_batch_fails(switch_interval: float) -> None:
+    with pytest.raises(RuntimeError), prompt_turns():
+        assert sys.getswitchinterval() == SWITCH_INTERVAL_S
+        raise RuntimeError("the batch failed")
+    assert sys.getswitchinterval() == switch_interval
 
 
 def test_plain_steps_with_odd_text_are_stored_as_any_step(store_url: str) -> None:

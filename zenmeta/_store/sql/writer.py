@@ -79,6 +79,7 @@ from .schema import (
 )
 from .sessions import ROWS_PER_STATEMENT, Session, Shaped, open_session
 from .starts import Started, settle_starts
+from .turns import prompt_turns
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -735,14 +736,15 @@ class SQLWriter:
                         self.engine, self._durable, resending=resending
                     )
                     session.wait_for_locks(LOCK_WARN_S)
-                session.begin()
-                try:
-                    work(session)
-                    session.commit()
-                except BaseException:
-                    self._beat_pending = 0
-                    session.rollback()
-                    raise
+                with prompt_turns():  # the lock back within 1 ms of each statement (turns.py)
+                    session.begin()
+                    try:
+                        work(session)
+                        session.commit()
+                    except BaseException:
+                        self._beat_pending = 0
+                        session.rollback()
+                        raise
                 if self._beat_pending:  # the heartbeat is stored: not due again yet
                     self._beat_ns, self._beat_pending = self._beat_pending, 0
                 return
