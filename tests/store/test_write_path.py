@@ -26,7 +26,7 @@ from zenmeta._store import resolve_store
 from zenmeta._store.sql import rows
 from zenmeta._store.sql import writer as writer_module
 from zenmeta._store.sql.rows import encoded_sets
-from zenmeta._store.sql.sessions import open_session
+from zenmeta._store.sql.sessions import ROWS_PER_STATEMENT, open_session
 from zenmeta._store.sql.turns import SWITCH_INTERVAL_S, prompt_turns
 
 
@@ -96,19 +96,18 @@ def test_a_batch_of_thousands_of_steps_is_a_few_statements(
     monkeypatch.setattr(writer_module, "open_session", counted)
     held_writer._discard_session()
     run = zenmeta.start_run("held")
-    for i in range(8192):
+    for i in range(ROWS_PER_STATEMENT):
         logging_step(i)
     held_writer._drain()
     inserts = [sql.split(" (")[0] for sql in statements if "INSERT" in sql]
     assert inserts.count("INSERT INTO zenmeta_steps") == 1
     assert inserts.count("INSERT INTO zenmeta_metadata") == 0  # each set is in its step's row
     # BEGIN, the heartbeat (process and run), the run's row, the steps' with
-    # their sets, their value index entries, COMMIT: blocks of 2,048 rows and
-    # metadata in its own table made it 14
+    # their sets, their value index entries, COMMIT
     assert len(statements) <= 7, [sql[:50] for sql in statements]
     run.end()
     held_writer._drain()
-    assert Client(held_writer.url).get_run(str(run.id)).step_count == 8192
+    assert Client(held_writer.url).get_run(str(run.id)).step_count == ROWS_PER_STATEMENT
 
 
 def _at_each_statement(monkeypatch: pytest.MonkeyPatch, writer: Any, call: Any) -> None:

@@ -14,10 +14,8 @@ driver directly; measured on this project's 2-core benchmark machine
   every row, in ``executemany``), and a busy step loop in another thread
   then holds it for up to the 5 ms switch interval before giving it back:
   280 µs a row. One multi-row ``INSERT`` per block of up to
-  ``ROWS_PER_STATEMENT`` rows gives it up once; blocks of 2,048 rows still
-  cost the writer a 5 ms wait per 2,048 rows and table, about as long as
-  writing them, and held a million-step loop to 48-53k steps/s (64k with
-  blocks of 8,192: ``bench_store.py --million --metadata``);
+  ``ROWS_PER_STATEMENT`` rows gives it up once, and the writer asks for it
+  back within 1 ms (``turns.py``);
 - a row kept as a tuple until its batch is written is a tracked object that
   makes the step loop's garbage collections come sooner, and the block's
   values must then be chained into one list: rows are appended to one flat
@@ -58,12 +56,16 @@ Shape = tuple[int, ...]
 Shaped = dict[Shape, list[Any]]
 """Rows by shape, each shape's rows as one flat list: ``len(shape)`` values a row."""
 
-ROWS_PER_STATEMENT = 8192
+ROWS_PER_STATEMENT = 2048
 """The largest block of rows one statement inserts (fewer if SQLite's limit
 on bound values is low: Debian's is 250,000, SQLite's default 32,766); a
-power of two, so smaller blocks divide it. Larger blocks would save little
-more and cost memory: the driver caches each block size's prepared
-statement, ~6 MB for 8,192 rows."""
+power of two, so smaller blocks divide it. The driver keeps each block
+size's prepared statement: a million-step loop's peak memory grew by 50 MiB
+with blocks of 8,192 rows, 26 MiB with 4,096 and 13-14 MiB with 2,048
+(``bench_store.py --million --metadata``), for about the same rate on this
+project's noisy 2-core machine (60-70k steps/s in four runs with 8,192,
+54-64k in four with 2,048). Before the writer asked for the interpreter
+lock back within 1 ms, each block cost a 5 ms wait, and 8,192 was faster."""
 
 _DELETE_BLOCK = 500  # ids per DELETE … IN (…)
 _VARIABLE_NUMBER = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", 9)
