@@ -70,31 +70,34 @@ def test_queued_plain_steps_are_not_walked_by_the_garbage_collector(held_writer:
     ]
 
 
-def test_a_batch_of_thousands_of_steps_is_a_few_statements(
-    held_writer: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    statements: list[str] = []
+def _at_each_statement(monkeypatch: pytest.MonkeyPatch, writer: Any, call: Any) -> None:
+    """Call ``call(sql)`` as the writer's session runs each statement."""
 
-    class Counted:
-        """The session's cursor, counting the driver calls: each gives up the lock."""
-
+    class Watched:
         def __init__(self, cursor: Any) -> None:
             self.cursor = cursor
 
         def execute(self, sql: str, *parameters: Any) -> Any:
-            statements.append(sql)
+            call(sql)
             return self.cursor.execute(sql, *parameters)
 
         def __getattr__(self, name: str) -> Any:
             return getattr(self.cursor, name)
 
-    def counted(engine: Any, *args: Any, **kwargs: Any) -> Any:
+    def watched(engine: Any, *args: Any, **kwargs: Any) -> Any:
         session = open_session(engine, *args, **kwargs)
-        session._cursor = Counted(session._cursor)
+        session._cursor = Watched(session._cursor)
         return session
 
-    monkeypatch.setattr(writer_module, "open_session", counted)
-    held_writer._discard_session()
+    monkeypatch.setattr(writer_module, "open_session", watched)
+    writer._discard_session()
+
+
+def test_a_batch_of_thousands_of_steps_is_a_few_statements(
+    held_writer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    statements: list[str] = []  # each driver call gives up the interpreter lock
+    _at_each_statement(monkeypatch, held_writer, statements.append)
     run = zenmeta.start_run("held")
     for i in range(ROWS_PER_STATEMENT):
         logging_step(i)
@@ -110,29 +113,6 @@ def test_a_batch_of_thousands_of_steps_is_a_few_statements(
     assert Client(held_writer.url).get_run(str(run.id)).step_count == ROWS_PER_STATEMENT
 
 
-def _at_each_statement(monkeypatch: pytest.MonkeyPatch, writer: Any, call: Any) -> None:
-    """Run ``call()`` as the writer's session runs each statement."""
-
-    class Watched:
-        def __init__(self, cursor: Any) -> None:
-            self.cursor = cursor
-
-        def execute(self, sql: str, *parameters: Any) -> Any:
-            call()
-            return self.cursor.execute(sql, *parameters)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.cursor, name)
-
-    def watched(engine: Any, *args: Any, **kwargs: Any) -> Any:
-        session = open_session(engine, *args, **kwargs)
-        session._cursor = Watched(session._cursor)
-        return session
-
-    monkeypatch.setattr(writer_module, "open_session", watched)
-    writer._discard_session()
-
-
 @pytest.fixture
 def switch_interval() -> Iterator[float]:
     before = sys.getswitchinterval()
@@ -146,7 +126,7 @@ def test_the_writer_asks_for_the_lock_back_sooner_while_it_writes(
     """Each statement gives up the interpreter lock; a busy loop would hold it
     for the whole switch interval before the writer's next statement."""
     seen: list[float] = []
-    _at_each_statement(monkeypatch, held_writer, lambda: seen.append(sys.getswitchinterval()))
+    _at_each_statement(monkeypatch, held_writer, lambda _sql: seen.append(sys.getswitchinterval()))
     assert switch_interval > SWITCH_INTERVAL_S
     run = zenmeta.start_run("held")
     for i in range(100):
@@ -162,7 +142,7 @@ def test_the_writer_asks_for_the_lock_back_sooner_while_it_writes(
 def test_a_switch_interval_set_while_a_batch_is_written_is_kept(
     held_writer: Any, monkeypatch: pytest.MonkeyPatch, switch_interval: float
 ) -> None:
-    _at_each_statement(monkeypatch, held_writer, lambda: sys.setswitchinterval(0.02))
+    _at_each_statement(monkeypatch, held_writer, lambda _sql: sys.setswitchinterval(0.02))
     logging_step(1)
     held_writer._drain()
     assert sys.getswitchinterval() == 0.02
@@ -172,7 +152,7 @@ def test_a_switch_interval_already_short_is_left_alone(
     held_writer: Any, monkeypatch: pytest.MonkeyPatch, switch_interval: float
 ) -> None:
     seen: list[float] = []
-    _at_each_statement(monkeypatch, held_writer, lambda: seen.append(sys.getswitchinterval()))
+    _at_each_statement(monkeypatch, held_writer, lambda _sql: seen.append(sys.getswitchinterval()))
     sys.setswitchinterval(0.0001)
     logging_step(1)
     held_writer._drain()
