@@ -16,7 +16,14 @@ from typing import Any, NamedTuple
 
 from ._errors import ConfigurationError
 
-__all__ = ["Project", "absolute_path", "current_project", "forget_projects", "working_folder"]
+__all__ = [
+    "Project",
+    "absolute_path",
+    "current_project",
+    "forget_projects",
+    "prepare_working_folder",
+    "working_folder",
+]
 
 
 class Project(NamedTuple):
@@ -56,7 +63,12 @@ def working_folder() -> str:
     called through ``ctypes.PyDLL``, which keeps the lock; ``os.getcwd`` is
     the fallback wherever that is missing or fails.
     """
-    held = _held_getcwd or _load_held_getcwd()
+    held = _held_getcwd
+    if not held:
+        if not _read_once:  # a process's first run: no import of ctypes (~3 ms) on its way
+            _read_once.append(True)
+            return os.getcwd()
+        held = _load_held_getcwd()
     if held[0] is not None:
         raw = held[0](held[1], len(held[1]))
         if raw is not None:
@@ -69,12 +81,23 @@ _held_getcwd: list[Any] = []
 and the copy of its result into ``bytes`` both happen under the lock."""
 
 
+_read_once: list[bool] = []
+"""Not empty once ``working_folder`` has been asked (with ``os.getcwd``)."""
+
+
+def prepare_working_folder() -> None:
+    """Load the held ``getcwd`` now, off the caller's path: the thread that
+    opens a store calls this once it is open, before the next run asks."""
+    if not _held_getcwd:
+        _load_held_getcwd()
+
+
 def _load_held_getcwd() -> list[Any]:
     getcwd: Any = None
     buffer: Any = b""
     if os.name == "posix":
         try:
-            import ctypes  # ~2 ms, at the first run start rather than at import
+            import ctypes  # ~3 ms: at the second run, or on a store's opening thread
 
             getcwd = ctypes.PyDLL(None).getcwd
             getcwd.restype = ctypes.c_char_p

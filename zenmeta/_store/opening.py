@@ -32,6 +32,7 @@ from typing import Any
 from .._config import settings
 from .._errors import StoreError, describe_error
 from .._process import wait_for_kernel_thread
+from .._project import prepare_working_folder
 from .._records import RecordStore, RunRecord, StepRecord
 from .._redact import masked_url
 
@@ -112,6 +113,7 @@ class OpeningStore:
                 self.opening = False
                 self._ready.set()
             return
+        prepare_working_folder()  # what the next run start asks for: loaded here, not there
         with self._lock:
             try:
                 for record in self._pending:  # in the order they were saved
