@@ -25,20 +25,26 @@ def step(i: int) -> int:
     return i
 
 
-_FIRST_RUN = """
+_A_STEP = """
 import json, os, sys, time
 import zenmeta
 
 @zenmeta.track_step
 def step():
     return 1
+"""
+"""The head of the fresh processes' scripts: a step to run."""
 
+_FIRST_RUN = (
+    _A_STEP
+    + """
 with zenmeta.pipeline_run("cold"):
     step()
 zenmeta.flush()
 (run,) = zenmeta.Client(os.environ["ZENMETA_STORE"]).list_runs()
 print(json.dumps((run.end_time - run.start_time).total_seconds()))
 """
+)
 
 _IMPORT_SQLALCHEMY = """
 import time
@@ -71,13 +77,9 @@ def test_the_first_run_of_a_fresh_process_records_only_the_users_code(
     assert recorded < importing / 4, (recorded, importing)
 
 
-_IMPORTED_BY_EACH_RUN = """
-import sys, zenmeta
-
-@zenmeta.track_step
-def step():
-    return 1
-
+_IMPORTED_BY_EACH_RUN = (
+    _A_STEP
+    + """
 with zenmeta.pipeline_run("first"):
     step()
 print("ctypes" in sys.modules, "random" in sys.modules)
@@ -85,6 +87,7 @@ with zenmeta.pipeline_run("second"):
     step()
 print("ctypes" in sys.modules)
 """
+)
 
 
 def test_the_first_run_imports_neither_ctypes_nor_random() -> None:
