@@ -18,7 +18,7 @@ from zenmeta._store import close_stores, copy_store
 from zenmeta._store.sql import SQLStore
 from zenmeta._store.sql.indexes import _SQLITE_FILL, _STEPS_FILL, INDEXED_TEXT, INSERT_TRIGGER
 from zenmeta._store.sql.query import compile_filter
-from zenmeta._store.sql.rows import FULL_METADATA
+from zenmeta._store.sql.rows import FULL_METADATA, PLAIN_IN_ROW
 from zenmeta._store.sql.schema import SCHEMA_VERSION, metadata_sets, runs, steps
 from zenmeta._store.sql.sessions import open_session
 
@@ -148,25 +148,45 @@ def test_sqlite_value_index_follows_a_rewritten_set_in_a_step_row(tmp_path: File
     assert ("user", "split", "train") not in _indexed(url)
 
 
+def _set_rows(documents: list[str]) -> tuple[list[Any], list[Any]]:
+    """Metadata rows and step rows holding their set (version 6), one of each per document."""
+    metadata: list[Any] = []
+    step_rows: list[Any] = []
+    run = uuid.uuid4().hex
+    for number, document in enumerate(documents):
+        entity = uuid.uuid4().hex
+        metadata += [entity, "user", "run", entity, 0, document, "{}"]
+        step_rows += [entity, run, f"s_{number}", "s", "completed", number, number, "user",
+                      document, "{}"]  # fmt: skip
+    return metadata, step_rows
+
+
 def test_a_document_that_is_not_json_is_still_stored(tmp_path: FilePath) -> None:
     """The index skips what it cannot read instead of refusing the write: a
-    session inserting it (a copy, say) and a version-4 trigger alike."""
+    session inserting it (a copy, say) and a version-4 trigger alike. Its
+    neighbours in the batch are indexed all the same: the fill that trusts
+    its documents fails on it, and the guarded one completes the entries."""
     url = f"sqlite:///{tmp_path}/store.db"
     SQLStore(url).close()
     close_stores()
-    entity = uuid.uuid4().hex
+    documents = ['{"split":"a"}', "not json", '{"split":"b","n":1}', '"text"', "[1]"]
+    metadata, step_rows = _set_rows(documents)
     engine = sqlalchemy.create_engine(url)
     try:
         session = open_session(engine)
         session.begin()
-        session.insert(metadata_sets, {FULL_METADATA: [entity, "user", "run", entity, 0,
-                                                       "not json", "{}"]})  # fmt: skip
+        session.insert(metadata_sets, {FULL_METADATA: metadata})
+        session.insert(steps, {PLAIN_IN_ROW: step_rows})
         session.commit()
         session.close()
     finally:
         engine.dispose()
-    assert _rows(url, "SELECT count(*) FROM zenmeta_metadata") == [(1,)]
-    assert _indexed(url) == set()
+    assert _rows(url, "SELECT count(*) FROM zenmeta_metadata") == [(5,)]
+    assert _rows(url, "SELECT count(*) FROM zenmeta_steps WHERE document IS NOT NULL") == [(5,)]
+    assert _indexed(url) == {("user", "split", "a"), ("user", "split", "b")}
+    assert len(_entries(url)) == 4 and _entries(url) == _all_entries(url)
+    _rows(url, "DELETE FROM zenmeta_metadata_values")
+    _rows(url, "DELETE FROM zenmeta_metadata")
     _rows(url, INSERT_TRIGGER)
     _rows(url, "INSERT INTO zenmeta_metadata VALUES (:e, 'user', 'step', :e, 0, 'not json', '{}')",
           e=uuid.uuid4().hex)  # fmt: skip

@@ -71,14 +71,14 @@ def test_queued_plain_steps_are_not_walked_by_the_garbage_collector(held_writer:
 
 
 def _at_each_statement(monkeypatch: pytest.MonkeyPatch, writer: Any, call: Any) -> None:
-    """Call ``call(sql)`` as the writer's session runs each statement."""
+    """Call ``call(sql, parameters)`` as the writer's session runs each statement."""
 
     class Watched:
         def __init__(self, cursor: Any) -> None:
             self.cursor = cursor
 
         def execute(self, sql: str, *parameters: Any) -> Any:
-            call(sql)
+            call(sql, parameters[0] if parameters else ())
             return self.cursor.execute(sql, *parameters)
 
         def __getattr__(self, name: str) -> Any:
@@ -97,7 +97,7 @@ def test_a_batch_of_thousands_of_steps_is_a_few_statements(
     held_writer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     statements: list[str] = []  # each driver call gives up the interpreter lock
-    _at_each_statement(monkeypatch, held_writer, statements.append)
+    _at_each_statement(monkeypatch, held_writer, lambda sql, _: statements.append(sql))
     run = zenmeta.start_run("held")
     for i in range(ROWS_PER_STATEMENT):
         logging_step(i)
@@ -113,6 +113,75 @@ def test_a_batch_of_thousands_of_steps_is_a_few_statements(
     assert Client(held_writer.url).get_run(str(run.id)).step_count == ROWS_PER_STATEMENT
 
 
+def test_what_a_batch_s_steps_share_is_bound_once_a_statement(
+    held_writer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver copies every text it binds, holding the interpreter lock: a
+    loop's steps share their run, step name, status, source and type map,
+    and those are bound once per statement, not once per row."""
+    bound: list[int] = []
+
+    def count(sql: str, parameters: Any) -> None:
+        if sql.startswith("INSERT INTO zenmeta_steps"):
+            bound.append(len(parameters))
+
+    _at_each_statement(monkeypatch, held_writer, count)
+    run = zenmeta.start_run("held")
+    for i in range(ROWS_PER_STATEMENT):
+        logging_step(i)
+    held_writer._drain()
+    # per row: the id, the invocation name, two clocks and the document
+    assert bound == [5 + 5 * ROWS_PER_STATEMENT]
+    run.end()
+    held_writer._drain()
+    steps = Client(held_writer.url).list_steps(run.id)
+    assert [(s.name, s.step_name, s.status, s.metadata["user"]) for s in steps] == [
+        ("logging_step" if i == 0 else f"logging_step_{i + 1}", "logging_step", "completed",
+         {"loss": 0.5, "rows": i, "split": "train"})
+        for i in range(ROWS_PER_STATEMENT)
+    ]  # fmt: skip
+
+
+def test_rows_share_only_text_that_is_alike_in_all(tmp_path: FilePath) -> None:
+    """Numbers that compare equal keep their own types (``1 == 1.0 == True``),
+    a column alike in all rows but one is bound row by row, and every row
+    reads back as it was given."""
+    from zenmeta._store.sql.schema import open_engine, runs
+    from zenmeta._store.sql.sessions import SHARED_FROM, shape_of
+
+    count = SHARED_FROM + 3
+    statuses = ["completed"] * count
+    statuses[count // 2] = "failed"
+    rows_given = [  # error_type holds a number here: TEXT keeps how each was bound
+        (f"{n:032x}", "same", "pipe", None, '["a"]', statuses[n], n, None,
+         "host", 7, None, None, [1, 1.0, True][n % 3], None, None, None, "p")
+        for n in range(count)
+    ]  # fmt: skip
+    shaped: dict[Any, list[Any]] = {}
+    for row in rows_given:
+        shape, values = shape_of(row)
+        shaped.setdefault(shape, []).extend(values)
+    assert len(shaped) == 1
+    engine = open_engine(f"sqlite:///{tmp_path}/store.db")
+    try:
+        session = open_session(engine)
+        session.begin()
+        session.insert(runs, shaped)
+        session.commit()
+        session.close()
+        with engine.connect() as connection:
+            stored = connection.exec_driver_sql(
+                "SELECT id, name, pipeline_name, status, start_ns, pid, error_type, process_id "
+                "FROM zenmeta_runs ORDER BY id"
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in stored] == [
+        (row[0], "same", "pipe", row[5], n, 7, ["1", "1.0", "1"][n % 3], "p")
+        for n, row in enumerate(rows_given)
+    ]
+
+
 @pytest.fixture
 def switch_interval() -> Iterator[float]:
     before = sys.getswitchinterval()
@@ -126,7 +195,9 @@ def test_the_writer_asks_for_the_lock_back_sooner_while_it_writes(
     """Each statement gives up the interpreter lock; a busy loop would hold it
     for the whole switch interval before the writer's next statement."""
     seen: list[float] = []
-    _at_each_statement(monkeypatch, held_writer, lambda _sql: seen.append(sys.getswitchinterval()))
+    _at_each_statement(
+        monkeypatch, held_writer, lambda _sql, _: seen.append(sys.getswitchinterval())
+    )
     assert switch_interval > SWITCH_INTERVAL_S
     run = zenmeta.start_run("held")
     for i in range(100):
@@ -142,7 +213,7 @@ def test_the_writer_asks_for_the_lock_back_sooner_while_it_writes(
 def test_a_switch_interval_set_while_a_batch_is_written_is_kept(
     held_writer: Any, monkeypatch: pytest.MonkeyPatch, switch_interval: float
 ) -> None:
-    _at_each_statement(monkeypatch, held_writer, lambda _sql: sys.setswitchinterval(0.02))
+    _at_each_statement(monkeypatch, held_writer, lambda _sql, _: sys.setswitchinterval(0.02))
     logging_step(1)
     held_writer._drain()
     assert sys.getswitchinterval() == 0.02
@@ -152,7 +223,9 @@ def test_a_switch_interval_already_short_is_left_alone(
     held_writer: Any, monkeypatch: pytest.MonkeyPatch, switch_interval: float
 ) -> None:
     seen: list[float] = []
-    _at_each_statement(monkeypatch, held_writer, lambda _sql: seen.append(sys.getswitchinterval()))
+    _at_each_statement(
+        monkeypatch, held_writer, lambda _sql, _: seen.append(sys.getswitchinterval())
+    )
     sys.setswitchinterval(0.0001)
     logging_step(1)
     held_writer._drain()

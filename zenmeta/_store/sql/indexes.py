@@ -50,6 +50,7 @@ __all__ = [
     "INDEX_INSERTED",
     "INSERT_TRIGGER",
     "STEPS_INSERTED",
+    "UNGUARDED",
     "STEP_ROW_INDEX",
     "STEP_ROW_TRIGGER",
     "SQLITE",
@@ -81,6 +82,7 @@ _ENTRIES = f"""
          AS j
     WHERE typeof(j.key) = 'text' AND j.type = 'text' AND length(j.value) <= {INDEXED_TEXT}
 """
+_GUARD = "CASE WHEN json_valid({row}.document) THEN {row}.document ELSE '{{}}' END"
 _KEY = "(entity_kind, source, key, value, entity_id)"
 _COLUMNS = "(entity_kind, source, key, value, entity_id, run_id)"
 
@@ -153,6 +155,19 @@ without rowids, leaves as it was)."""
 STEPS_INSERTED = _STEPS_FILL + " AND m.rowid > last_insert_rowid() - ?"
 """The same for the last ``?`` rows inserted into ``zenmeta_steps``: the sets
 their rows hold (a step row without one has no entries)."""
+
+UNGUARDED = {
+    fill: fill.replace(_GUARD.format(row="m"), "m.document")
+    for fill in (INDEX_INSERTED, STEPS_INSERTED)
+}
+"""Each fill without its ``json_valid`` guard, which parses every document a
+second time: a third of SQLite's work for a step logging 3 values (17k of
+its 26k instructions a step go to the fill, 4.8k of them to the guard;
+valgrind, ``count_instructions.py --drain``). The writer's own documents
+are JSON always; a copied one may not be, and then ``json_each`` raises
+"malformed JSON", the entries written so far stay (a failing statement is
+not undone inside a transaction), and the guarded fill runs after it: ``OR
+IGNORE`` skips what is there, so the entries come out the same."""
 
 STEP_ROW_INDEX = (
     "CREATE INDEX IF NOT EXISTS ix_zenmeta_steps_document ON zenmeta_steps "
