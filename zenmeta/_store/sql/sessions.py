@@ -425,22 +425,27 @@ def _insert_sql(table: Table, shape: Shape, rows: int, shared: Shape = ()) -> st
     if sql is None:
         names = ", ".join(column.name for column in table.columns)
         verb = "INSERT OR REPLACE" if table is runs else "INSERT"  # see replaces_runs
-        columns = len(table.columns)
-        if shared:
-            marks = ", ".join(_row_marks(columns, shape, shared, row) for row in range(rows))
+        row = _row_marks(len(table.columns), shape, shared)
+        if shared:  # row r's own values follow the shared ones and r rows' own
+            own = len(shape) - len(shared)
+            first = len(shared) + 1
+            marks = ", ".join(
+                row % tuple(range(start, start + own))
+                for start in range(first, first + rows * own, own)
+            )
         else:
-            marks = ", ".join([_row_marks(columns, shape, (), 0)] * rows)
+            marks = ", ".join([row] * rows)
         sql = f"{verb} INTO {table.name} ({names}) VALUES {marks}"
         _statements[key] = sql
     return sql
 
 
-def _row_marks(columns: int, shape: Shape, shared: Shape, row: int) -> str:
-    """Row ``row``'s ``(…)``: ``NULL`` for a column outside ``shape`` (the
-    driver binds ``None`` slowly), ``?`` for a value; with ``shared``, every
-    parameter by number, the shared ones first, then each row's own."""
+def _row_marks(columns: int, shape: Shape, shared: Shape) -> str:
+    """A row's ``(…)``: ``NULL`` for a column outside ``shape`` (the driver
+    binds ``None`` slowly), ``?`` for a value; with ``shared``, every
+    parameter by number: ``?1``… for the shared ones, and ``?%d`` for the
+    row's own, in order, for ``%`` to number."""
     at = {column: position for position, column in enumerate(shape)}
-    own = [position for position in range(len(shape)) if position not in shared]
     marks = []
     for column in range(columns):
         position = at.get(column)
@@ -451,5 +456,5 @@ def _row_marks(columns: int, shape: Shape, shared: Shape, row: int) -> str:
         elif position in shared:
             marks.append(f"?{shared.index(position) + 1}")
         else:
-            marks.append(f"?{len(shared) + row * len(own) + own.index(position) + 1}")
+            marks.append("?%d")
     return f"({', '.join(marks)})"
