@@ -5,8 +5,9 @@ OpenTelemetry SDK span and to an MLflow nested run measured in the same run,
 and the figures with a target are medians of interleaved rounds (each round
 measures every one of them once, in turn, so a neighbour's load hits them
 alike). Fresh-process figures (cold start, a million steps) run in
-subprocesses, and are medians of several as well. The table is saved as ``benchmarks/results/<utc-stamp>.json``;
-``--compare A.json B.json`` prints two of them side by side. Run with
+subprocesses, and are medians of several as well. The table is saved as
+``benchmarks/results/<utc-stamp>.json``; ``--compare A.json B.json`` prints
+two of them side by side. Run with
 `make bench`; ``--quick`` for a short look while developing.
 
 Other modules contribute figures (``bench_<topic>.figures(quick)`` returning
