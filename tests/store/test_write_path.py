@@ -26,7 +26,8 @@ from zenmeta._store import resolve_store
 from zenmeta._store.sql import rows
 from zenmeta._store.sql import writer as writer_module
 from zenmeta._store.sql.rows import encoded_sets
-from zenmeta._store.sql.sessions import ROWS_PER_STATEMENT, open_session
+from zenmeta._store.sql.schema import open_engine, runs
+from zenmeta._store.sql.sessions import ROWS_PER_STATEMENT, SHARED_FROM, open_session, shape_of
 from zenmeta._store.sql.turns import SWITCH_INTERVAL_S, prompt_turns
 
 
@@ -146,9 +147,6 @@ def test_rows_share_only_text_that_is_alike_in_all(tmp_path: FilePath) -> None:
     """Numbers that compare equal keep their own types (``1 == 1.0 == True``),
     a column alike in all rows but one is bound row by row, and every row
     reads back as it was given."""
-    from zenmeta._store.sql.schema import open_engine, runs
-    from zenmeta._store.sql.sessions import SHARED_FROM, shape_of
-
     count = SHARED_FROM + 3
     statuses = ["completed"] * count
     statuses[count // 2] = "failed"
