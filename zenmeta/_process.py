@@ -12,6 +12,7 @@ other reader judges by the heartbeat (``_store/liveness.py``).
 from __future__ import annotations
 
 import os
+import threading
 
 __all__ = [
     "CURRENT_PID",
@@ -20,6 +21,7 @@ __all__ = [
     "host_name",
     "pid_namespace",
     "process_start_time",
+    "start_quiet",
 ]
 
 CURRENT_PID = [os.getpid()]
@@ -142,3 +144,28 @@ def wait_for_kernel_thread(native_id: int | None) -> None:
     deadline = time.monotonic() + 0.5
     while os.path.exists(task) and time.monotonic() < deadline:
         time.sleep(0.0002)
+
+
+def start_quiet(thread: threading.Thread) -> None:
+    """Start ``thread`` with SIGTERM and SIGINT blocked from its birth.
+
+    Python runs its signal handlers only in the main thread, but the kernel
+    hands a process's signal to any thread that does not block it, and a
+    thread that changes its mask (as glibc's ``pthread_create`` does, twice)
+    takes a signal still pending. Landing in one of ours, the signal leaves a
+    main thread asleep in C (``time.sleep``, a pool worker on its semaphore)
+    asleep: ``kill`` seemed ignored for the rest of a 60 s sleep (CI, stop 26),
+    ``Pool.terminate()`` waited forever. Blocking from the thread's own first
+    line leaves a window; a new thread inherits its creator's mask, so the
+    creator blocks the two around ``start()`` and the thread never has one."""
+    import signal
+
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - Windows
+        thread.start()
+        return
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -31,7 +31,7 @@ from typing import Any
 
 from .._config import settings
 from .._errors import StoreError, describe_error
-from .._process import wait_for_kernel_thread
+from .._process import start_quiet, wait_for_kernel_thread
 from .._project import prepare_working_folder
 from .._records import RecordStore, RunRecord, StepRecord
 from .._redact import masked_url
@@ -98,7 +98,7 @@ class OpeningStore:
     def _start(self) -> None:
         thread = threading.Thread(target=self._open, name=f"zenmeta-open {self.url}", daemon=True)
         self._thread = thread
-        thread.start()
+        start_quiet(thread)
 
     def _open(self) -> None:
         try:

@@ -50,7 +50,7 @@ from ... import _process
 from ..._config import settings
 from ..._errors import StoreError, describe_error
 from ..._log import warn, warn_throttled
-from ..._process import os_threads, wait_for_os_thread_exit
+from ..._process import os_threads, start_quiet, wait_for_os_thread_exit
 from ..._records import RUNNING, RunRecord, StepRecord
 from ..liveness import HEARTBEAT_S, own_facts
 from .plain import PlainRow
@@ -139,20 +139,6 @@ the store; the wait itself goes on (up to ``LOCKED_RETRY_S``)."""
 
 Record = RunRecord | StepRecord | Started | PlainRow
 _Single = tuple[list[StepRecord], list[RunRecord], list[StepRecord], list[PlainRow]]
-
-
-def _leave_signals_to_the_main_thread() -> None:
-    """Block SIGTERM and SIGINT in the writer thread.
-
-    The kernel hands a process's signal to any thread not blocking it. Landing
-    here, it would leave a main thread that waits in C (a pool worker waiting
-    for its next task on a semaphore) asleep, never running Python's handler:
-    ``Pool.terminate()`` then waits forever for a worker that never dies."""
-    import signal
-
-    if hasattr(signal, "pthread_sigmask"):
-        with contextlib.suppress(OSError, ValueError):
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
 
 
 class SQLWriter:
@@ -407,7 +393,7 @@ class SQLWriter:
                 self._thread = threading.Thread(
                     target=self._run, name=f"zenmeta-writer {self.url}", daemon=True
                 )
-                self._thread.start()
+                start_quiet(self._thread)
 
     def wait_for_room(self) -> None:
         """Called by a producer that found the queue full: wait, never drop."""
@@ -426,7 +412,6 @@ class SQLWriter:
 
     # -- the writer thread -------------------------------------------------
     def _run(self) -> None:
-        _leave_signals_to_the_main_thread()
         busy_at = time.monotonic()
         while not self._stopping:
             polling = self._polling
