@@ -146,8 +146,9 @@ def wait_for_kernel_thread(native_id: int | None) -> None:
         time.sleep(0.0002)
 
 
-def start_quiet(thread: threading.Thread) -> None:
-    """Start ``thread`` with SIGTERM and SIGINT blocked from its birth.
+def start_quiet(thread: threading.Thread) -> bool:
+    """Start ``thread`` with SIGTERM and SIGINT blocked from its birth;
+    ``False`` when no thread can start, and the caller does the work itself.
 
     Python runs its signal handlers only in the main thread, but the kernel
     hands a process's signal to any thread that does not block it, and a
@@ -157,15 +158,23 @@ def start_quiet(thread: threading.Thread) -> None:
     asleep: ``kill`` seemed ignored for the rest of a 60 s sleep (CI, stop 26),
     ``Pool.terminate()`` waited forever. Blocking from the thread's own first
     line leaves a window; a new thread inherits its creator's mask, so the
-    creator blocks the two around ``start()`` and the thread never has one."""
+    creator blocks the two around ``start()`` and the thread never has one.
+
+    Python 3.12 refuses new threads once the interpreter is exiting, which
+    is when the exit's flush finds a store still opening (a script shorter
+    than the open); the system may refuse one too. Either is a
+    ``RuntimeError`` from ``start()``: then nothing started."""
     import signal
 
     try:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     except (AttributeError, OSError, ValueError):  # pragma: no cover - Windows
-        thread.start()
-        return
+        previous = None
     try:
         thread.start()
+    except RuntimeError:
+        return False
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return True

@@ -3,6 +3,7 @@ and a store that cannot be opened is still reported."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -222,3 +223,86 @@ def test_reading_a_store_that_cannot_be_opened_is_one_store_error(tmp_path: File
         step(1)
     with pytest.raises(zenmeta.StoreError):
         Client(str(path)).list_runs()
+
+
+_REFUSE_THREADS = """
+import threading
+
+def refuse(*args, **kwargs):
+    raise RuntimeError("can't create new thread at interpreter shutdown")
+
+def refuse_threads():
+    for name in ("_start_new_thread", "_start_joinable_thread"):  # 3.10-3.12, 3.13
+        if hasattr(threading, name):
+            setattr(threading, name, refuse)
+"""
+
+
+def test_a_script_that_ends_while_its_store_opens_is_recorded_on_python_3_12(
+    tmp_path: FilePath,
+) -> None:
+    """Python 3.12 starts no thread once the interpreter is exiting, where the
+    exit's flush finds a store a short script left opening: its writer (and
+    lock-wait timer) cannot start. Refused here as 3.12 refuses them (an exit
+    handler that runs before zenmeta's), the records are written anyway."""
+    script = (
+        _A_STEP
+        + _REFUSE_THREADS
+        + """
+import atexit
+from zenmeta._store import resolve_store
+with zenmeta.pipeline_run("short", run_name="short"):
+    step()
+    step()
+
+def at_exit():
+    refuse_threads()
+    print(json.dumps(resolve_store().opening))
+
+atexit.register(at_exit)
+"""
+    )
+    url = f"sqlite:///{tmp_path}/runs.db"
+    assert _python(script, {"ZENMETA_STORE": url}).strip() == "true"  # still opening at exit
+    (run,) = Client(url).list_runs()
+    assert (run.name, run.status, run.step_count) == ("short", "completed", 2)
+
+
+def test_a_process_that_cannot_start_threads_records_everything_itself(
+    tmp_path: FilePath,
+) -> None:
+    """No thread at all (refused from the start): the store opens on the
+    caller's thread and every record is written there, none lost."""
+    script = (
+        _REFUSE_THREADS
+        + """
+refuse_threads()
+"""
+        + _A_STEP
+        + """
+with zenmeta.pipeline_run("threadless", run_name="threadless"):
+    for _ in range(20_000):  # beyond the writer's queue: written as it fills
+        step()
+print(threading.active_count())
+"""
+    )
+    url = f"sqlite:///{tmp_path}/runs.db"
+    assert _python(script, {"ZENMETA_STORE": url}).strip() == "1"
+    (run,) = Client(url).list_runs()
+    assert (run.name, run.status, run.step_count) == ("threadless", "completed", 20_000)
+
+
+def test_this_process_s_own_store_is_read_through_methods_it_has(tmp_path: FilePath) -> None:
+    """Python 3.12's ``isinstance`` against a protocol looks methods up
+    statically, past the ``__getattr__`` an ``OpeningStore`` forwards reads
+    through: every ``Client`` of the store this process writes failed there.
+    The reader given is the opened store itself."""
+    url = str(tmp_path / "runs.db")
+    zenmeta.configure(store=url)
+    with pipeline_run("own"):
+        step(1)
+    reader = store_front.open_reader(url)
+    for name in ("list_runs", "find_runs", "list_steps", "find_steps", "get_step"):
+        inspect.getattr_static(reader, name)
+    zenmeta.flush()
+    assert [run.pipeline_name for run in Client(url).list_runs()] == ["own"]

@@ -70,7 +70,10 @@ _used: list[RecordStore] = []
 _recent: OrderedDict[str, RecordStore] = OrderedDict()
 _readers: OrderedDict[str, SQLReader] = OrderedDict()
 """Read-only stores by URL, reused (and bounded) like the writing ones."""
-_lock = threading.Lock()
+_lock = threading.RLock()
+"""Reentrant: a store whose opening thread cannot start (the interpreter is
+exiting) is opened within ``open_store``'s hold, and a failed open is
+forgotten (``_open_failed``) under the same lock."""
 
 
 def store_url(text: str) -> str:
@@ -146,10 +149,7 @@ def open_reader(url: str) -> RecordReader:
     key = store_url(url)
     store = _open.get(key)
     if store is not None or key.lower().startswith("memory:"):
-        store = open_store(key)
-        if not isinstance(store, RecordReader):
-            raise StoreError(f"{key!r} cannot be read: its store is not a RecordReader")
-        return store
+        return _readable(open_store(key))
     with _lock:
         reader = _readers.get(key)
         if reader is not None:
@@ -166,6 +166,25 @@ def open_reader(url: str) -> RecordReader:
     for old in released:  # their connections go; they are opened anew if read again
         old.close()
     return reader
+
+
+def _readable(store: RecordStore) -> RecordReader:
+    """``store``, or the store an ``OpeningStore`` opens, once open. Its reads
+    reach that store through ``__getattr__``, which Python 3.12's protocol
+    ``isinstance`` no longer looks through (it looks attributes up
+    statically): every read of this process's own store failed there."""
+    opened = getattr(store, "opened", None)
+    if callable(opened):
+        try:
+            store = opened()
+        except StoreError:
+            raise
+        except Exception as error:  # one line naming the store, as a failed read says
+            error_type, detail = describe_error(error)
+            raise StoreError(f"cannot open store {store.url!r}: {error_type}: {detail}") from error
+    if not isinstance(store, RecordReader):
+        raise StoreError(f"{store.url!r} cannot be read: its store is not a RecordReader")
+    return store
 
 
 def _create(url: str) -> RecordStore:

@@ -98,7 +98,8 @@ class OpeningStore:
     def _start(self) -> None:
         thread = threading.Thread(target=self._open, name=f"zenmeta-open {self.url}", daemon=True)
         self._thread = thread
-        start_quiet(thread)
+        if not start_quiet(thread):  # the interpreter is exiting: open here
+            self._open()
 
     def _open(self) -> None:
         try:
@@ -249,7 +250,7 @@ def wait_for_opening() -> None:
     for store in list(_opening):
         store._ready.wait(FORK_WAIT_S)
         thread = store._thread
-        if thread is not threading.current_thread():
+        if thread.ident is not None and thread is not threading.current_thread():
             thread.join(FORK_WAIT_S)  # no thread of ours alive across the fork
             wait_for_kernel_thread(thread.native_id)
 

@@ -29,7 +29,7 @@ from ..._config import Durability, settings
 from ..._errors import ConfigurationError, StoreError
 from ..._filters import Filter, matches
 from ..._log import warn
-from ..._process import wait_for_kernel_thread
+from ..._process import start_quiet, wait_for_kernel_thread
 from ..._records import (
     ALL_RUNS,
     COMPLETED,
@@ -119,13 +119,14 @@ class SQLStore:
             ("zenmeta: waiting for another process's lock to open %r", url),
         )
         waiting.daemon = True
-        waiting.start()
+        timed = start_quiet(waiting)  # not at the interpreter's exit: no warning then
         try:
             self.engine = open_engine(url)
         finally:
             waiting.cancel()
-            waiting.join()  # gone at once: no thread of ours left for a fork to copy
-            wait_for_kernel_thread(waiting.native_id)
+            if timed:
+                waiting.join()  # gone at once: no thread of ours left for a fork to copy
+                wait_for_kernel_thread(waiting.native_id)
         self._dialect = self.engine.dialect.name
         self._version = SCHEMA_VERSION  # opening migrated it
         self._last_run: list[Any] = [None, ""]  # see plain_row

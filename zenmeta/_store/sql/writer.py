@@ -393,7 +393,8 @@ class SQLWriter:
                 self._thread = threading.Thread(
                     target=self._run, name=f"zenmeta-writer {self.url}", daemon=True
                 )
-                start_quiet(self._thread)
+                if not start_quiet(self._thread):  # exiting: flush() writes here
+                    self._thread = None
 
     def wait_for_room(self) -> None:
         """Called by a producer that found the queue full: wait, never drop."""
