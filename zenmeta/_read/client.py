@@ -107,8 +107,10 @@ class Client:
             from .._store import open_reader
 
             chosen = open_reader(chosen)
-        if not isinstance(chosen, RecordReader):
-            raise StoreError(f"{chosen!r} cannot be read: it is not a RecordReader")
+        else:
+            from .._store import readable  # a store still opening is read once open
+
+            chosen = readable(chosen)
         self.reader: RecordReader = chosen
         # What the CLI and the dashboard show: a team store's URL holds its password.
         self.url: str = masked_url(str(getattr(chosen, "url", repr(chosen))))

@@ -49,6 +49,7 @@ __all__ = [
     "flush_for_reading",
     "flush_stores",
     "open_reader",
+    "readable",
     "open_store",
     "report_store_fault",
     "resolve_store",
@@ -149,7 +150,7 @@ def open_reader(url: str) -> RecordReader:
     key = store_url(url)
     store = _open.get(key)
     if store is not None or key.lower().startswith("memory:"):
-        return _readable(open_store(key))
+        return readable(open_store(key))
     with _lock:
         reader = _readers.get(key)
         if reader is not None:
@@ -168,11 +169,12 @@ def open_reader(url: str) -> RecordReader:
     return reader
 
 
-def _readable(store: RecordStore) -> RecordReader:
-    """``store``, or the store an ``OpeningStore`` opens, once open. Its reads
-    reach that store through ``__getattr__``, which Python 3.12's protocol
-    ``isinstance`` no longer looks through (it looks attributes up
-    statically): every read of this process's own store failed there."""
+def readable(store: object) -> RecordReader:
+    """``store`` as a reader: itself, or the store an ``OpeningStore`` opens,
+    once open. Its reads reach that store through ``__getattr__``, which
+    Python 3.12's protocol ``isinstance`` no longer looks through (it looks
+    attributes up statically): every read of this process's own store
+    failed there."""
     opened = getattr(store, "opened", None)
     if callable(opened):
         try:
@@ -181,9 +183,11 @@ def _readable(store: RecordStore) -> RecordReader:
             raise
         except Exception as error:  # one line naming the store, as a failed read says
             error_type, detail = describe_error(error)
-            raise StoreError(f"cannot open store {store.url!r}: {error_type}: {detail}") from error
+            shown = getattr(store, "url", "")
+            raise StoreError(f"cannot open store {shown!r}: {error_type}: {detail}") from error
     if not isinstance(store, RecordReader):
-        raise StoreError(f"{store.url!r} cannot be read: its store is not a RecordReader")
+        shown = getattr(store, "url", None) or repr(store)
+        raise StoreError(f"{shown!r} cannot be read: it is not a RecordReader")
     return store
 
 
