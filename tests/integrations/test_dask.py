@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _sqlite import sqlite_file
 
 import zenmeta
 from zenmeta import Client, pipeline_run, track_step
@@ -331,7 +331,7 @@ def test_a_closed_cluster_leaves_its_workers_steps_stored_and_their_exit_recorde
         with pipeline_run("closing") as run:
             own_client.gather(own_client.map(zenmeta.carried(double), range(3)))
     assert len(Client(f"sqlite:///{path}").list_steps(run.id)) == 3
-    with sqlite3.connect(path) as connection:
+    with sqlite_file(path) as connection:
         exits = dict(connection.execute("SELECT pid, exit_ns FROM zenmeta_processes"))
     assert exits[worker_pid] is not None
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path as FilePath
 from typing import Any
 
 import pytest
+from _sqlite import sqlite_file
 from conftest import fresh_store_url
 
 import zenmeta
@@ -281,7 +281,7 @@ def test_a_filter_reads_the_json_the_store_wrote_in_plain_sql(tmp_path: FilePath
     with pipeline_run("sql"):
         log_metadata({"accuracy": 0.97})
     zenmeta.flush()
-    with sqlite3.connect(tmp_path / "j.db") as connection:
+    with sqlite_file(tmp_path / "j.db") as connection:
         (value,) = connection.execute(
             "SELECT json_extract(document, '$.accuracy') FROM zenmeta_metadata "
             "WHERE entity_kind = 'run' AND source = 'user'"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 from _processes import sql as _rows
+from _sqlite import sqlite_file
 from _versions import tables as _tables
 from _versions import to_version_2
 
@@ -67,11 +67,15 @@ def test_a_version_1_file_upgrades_in_place_and_reads_back_unchanged(tmp_path: F
     assert _rows(url, "SELECT version_num FROM zenmeta_alembic_version") == [("0006",)]
     assert "zenmeta_processes" in _tables(url)
     close_stores()
-    with sqlite3.connect(f"{path}.v1.bak") as backup:
+    with sqlite_file(f"{path}.v1.bak") as backup:
         assert backup.execute("SELECT value FROM zenmeta_schema").fetchall() == [("1",)]
         names = {row[0] for row in backup.execute("SELECT name FROM sqlite_master")}
         assert "zenmeta_processes" not in names and "zenmeta_runs" in names
-    assert SQLStore(url).describe()["runs"] == len(expected)  # opening again changes nothing
+    store = SQLStore(url)
+    try:
+        assert store.describe()["runs"] == len(expected)  # opening again changes nothing
+    finally:
+        store.close()
 
 
 def test_an_upgraded_store_takes_new_runs(tmp_path: FilePath) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import threading
 import time
 import uuid
@@ -13,6 +12,7 @@ from pathlib import Path as FilePath
 from typing import Any
 
 import pytest
+from _sqlite import sqlite_file
 
 import zenmeta
 from zenmeta import DType, StorageSize, Uri, log_metadata, pipeline_run, track_step
@@ -128,7 +128,7 @@ def test_a_process_that_writes_only_steps_starts_its_writer(tmp_path: FilePath) 
         count = 0
         while time.monotonic() < deadline and count < 3:
             time.sleep(0.05)
-            with sqlite3.connect(database) as connection:
+            with sqlite_file(database) as connection:
                 count = connection.execute("SELECT count(*) FROM zenmeta_steps").fetchone()[0]
         assert count == 3
     finally:

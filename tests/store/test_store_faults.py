@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from _sqlite import sqlite_file
 from click.testing import CliRunner
 
 import zenmeta
@@ -102,7 +102,7 @@ def test_one_corrupt_stored_value_never_fails_a_reader(url: str, tmp_path: FileP
     with pipeline_run("p", run_name="broken"):
         log_metadata({"x": 1})
     zenmeta.flush()
-    with sqlite3.connect(tmp_path / "runs.db") as db:
+    with sqlite_file(tmp_path / "runs.db") as db:
         db.execute(
             "UPDATE zenmeta_metadata SET document = ? WHERE document LIKE '%kept%'",
             ('{"size":"three","kept":"yes"}',),
@@ -176,7 +176,8 @@ def test_repeated_write_failures_warn_once_per_cause(
     zenmeta.configure(store=store)
     with pipeline_run("p"):
         pass
-    pages = sqlite3.connect(tmp_path / "runs.db").execute("PRAGMA page_count").fetchone()[0]
+    with sqlite_file(tmp_path / "runs.db") as db:
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
     store._writer._discard_session()
     store.engine.dispose()
 
@@ -233,7 +234,7 @@ def test_store_info_json_still_parses_after_corruption(url: str, tmp_path: FileP
     with pipeline_run("p"):
         log_metadata({"a": 1})
     zenmeta.flush()
-    with sqlite3.connect(tmp_path / "runs.db") as db:
+    with sqlite_file(tmp_path / "runs.db") as db:
         db.execute("UPDATE zenmeta_runs SET tags = 'nope', faults = '[[1'")
     result = CliRunner().invoke(cli, ["--store", url, "store", "info", "--json"])
     assert json.loads(result.output)["runs"] == 1
