@@ -175,16 +175,10 @@ def readable(store: object) -> RecordReader:
     Python 3.12's protocol ``isinstance`` no longer looks through (it looks
     attributes up statically): every read of this process's own store
     failed there."""
-    opened = getattr(store, "opened", None)
-    if callable(opened):
-        try:
-            store = opened()
-        except StoreError:
-            raise
-        except Exception as error:  # one line naming the store, as a failed read says
-            error_type, detail = describe_error(error)
-            shown = getattr(store, "url", "")
-            raise StoreError(f"cannot open store {shown!r}: {error_type}: {detail}") from error
+    from .opening import OpeningStore
+
+    if isinstance(store, OpeningStore):
+        store = store.opened_for_reading()
     if not isinstance(store, RecordReader):
         shown = getattr(store, "url", None) or repr(store)
         raise StoreError(f"{shown!r} cannot be read: it is not a RecordReader")

@@ -201,18 +201,22 @@ class OpeningStore:
         if callable(release):
             release()
 
+    def opened_for_reading(self) -> RecordStore:
+        """``opened()``, its failure said in one ``StoreError`` line naming
+        the store: what a reader asking is given."""
+        try:
+            return self.opened()
+        except StoreError:
+            raise
+        except Exception as error:
+            error_type, detail = describe_error(error)
+            raise StoreError(f"cannot open store {self.url!r}: {error_type}: {detail}") from error
+
     def __getattr__(self, name: str) -> Any:
         """Everything else (reading, pruning, ``durability``) is the opened store's."""
         if name.startswith("__") or name in _OWN:
             raise AttributeError(name)
-        try:
-            target = self.opened()
-        except StoreError:
-            raise
-        except Exception as error:  # a reader asking gets one line naming the store
-            error_type, detail = describe_error(error)
-            raise StoreError(f"cannot open store {self.url!r}: {error_type}: {detail}") from error
-        return getattr(target, name)
+        return getattr(self.opened_for_reading(), name)
 
     def _after_fork_in_child(self) -> None:
         """A child forked mid-open has no opening thread: it opens again, and

@@ -424,8 +424,8 @@ def _insert_sql(table: Table, shape: Shape, rows: int, shared: Shape = ()) -> st
     in each row, as 3f53898 had it) cost SQLite a scan of the statement's
     numbered parameters for each one it compiles (0.7 s to prepare 2,048
     rows), and the driver of Python 3.12 and later looks up every
-    parameter's name at each execute: the same 0.7 s again on 3.13, a
-    ``DeprecationWarning`` for each on 3.12.1 (an error from 3.14)."""
+    parameter's name at each execute: the same 0.7 s again on 3.13, and a
+    ``DeprecationWarning`` for each on 3.12.1."""
     key = (table.name, shape, rows, shared)
     sql = _statements.get(key)
     if sql is None:
@@ -433,7 +433,7 @@ def _insert_sql(table: Table, shape: Shape, rows: int, shared: Shape = ()) -> st
         verb = "INSERT OR REPLACE" if table is runs else "INSERT"  # see replaces_runs
         into = f"{verb} INTO {table.name} ({names})"
         picks = _picks(len(table.columns), shape, shared)
-        own = sum(pick.startswith("v.") for pick in picks)
+        own = len(shape) - len(shared)
         row = f"({', '.join(['?'] * own)})" if shared else f"({', '.join(picks)})"
         values = ", ".join([row] * rows)
         if shared:
