@@ -467,10 +467,11 @@ def encode_plain(
     convert, drop, note or screen for secrets: its values are stored as they
     are, with the type names ``encode_metadata`` gives them, in one pass
     with no lists beside it: ``collect_metadata`` of three values then takes
-    1.5 µs, against 2.5 µs through ``encode_metadata``."""
+    1.5 µs, against 2.5 µs through ``encode_metadata``. ``mapping`` itself
+    becomes the set's values: pass a copy nobody else holds, as
+    ``collect_metadata`` does."""
     if len(mapping) > MAX_KEYS_PER_RECORD:
         return None
-    values: dict[str, Any] = {}
     types: dict[str, str] = {}
     size = 0
     for key, value in mapping.items():
@@ -480,19 +481,23 @@ def encode_plain(
         if kind is float:
             if value - value != 0.0:  # not finite: tagged by encode_metadata
                 return None
+            types[key] = "float"  # a constant: a built-in type's __name__ is a new string each time
         elif kind is int:
             if not _NEGATIVE_INT_LIMIT < value < _INT_LIMIT:
                 return None
+            types[key] = "int"
         elif kind is str:
-            if len(value) >= short_text:
+            length = len(value)
+            if length >= short_text:
                 return None
-            size += len(value)
-        elif kind is not bool:
+            size += length
+            types[key] = "str"
+        elif kind is bool:
+            types[key] = "bool"
+        else:
             return None
-        values[key] = value
-        types[key] = kind.__name__
     target: MetadataSet = _new_set(MetadataSet)
-    target.values = values
+    target.values = mapping
     target.types = types
     target.size = size
     return target

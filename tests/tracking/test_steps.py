@@ -339,3 +339,43 @@ def test_decorating_a_non_callable_is_a_type_error() -> None:
     """@track_step on something that is not callable says so."""
     with pytest.raises(TypeError, match="decorates a function"):
         track_step(42)  # type: ignore[call-overload]
+
+
+def test_logging_a_dict_another_thread_is_changing_never_raises_into_the_step(
+    store: InMemoryStore,
+) -> None:
+    """The values are copied at once (in C, under the interpreter lock) before
+    they are checked: iterating the caller's own dict while another thread
+    adds and removes a key raised ``RuntimeError`` into the step."""
+    import sys
+    import threading
+
+    shared = {f"k{i}": i for i in range(200)}
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            shared["extra"] = 1
+            stop.is_set()  # a Python call: a point where the interpreter may switch threads
+            shared.pop("extra", None)
+
+    @track_step
+    def log_it() -> None:
+        log_metadata(shared)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    changer = threading.Thread(target=churn)
+    changer.start()
+    try:
+        with pipeline_run("churned"):
+            for _ in range(300):
+                log_it()
+    finally:
+        stop.set()
+        changer.join()
+        sys.setswitchinterval(interval)
+    steps = store.list_steps(only_run(store).id)
+    assert len(steps) == 300
+    assert all(not step.dropped for step in steps)
+    assert all(step.metadata["user"]["k199"] == 199 for step in steps)

@@ -74,11 +74,15 @@ def collect_metadata(
     Secrets are masked by ``rules``; redactions are noted in ``dropped``
     before the losses, so that ``dropped[-1]`` is a loss when one is counted.
     """
-    if type(mapping) is dict and not sets and rules.enabled and not rules.extra:
-        plain = encode_plain(mapping, rules.known_keys, SHORTEST_SECRET)
-        if plain is not None:  # the common first set of a step: nothing to drop or mask
-            sets[source] = plain
-            return 0
+    if type(mapping) is dict:
+        # Copied at once, in C: another thread changing the caller's dict can
+        # neither break the loops below nor change what they checked.
+        mapping = mapping.copy()
+        if not sets and rules.enabled and not rules.extra:
+            plain = encode_plain(mapping, rules.known_keys, SHORTEST_SECRET)
+            if plain is not None:  # the common first set of a step: nothing to drop or mask
+                sets[source] = plain
+                return 0
     try:
         return _collect(sets, dropped, source, mapping, rules)
     except Exception as error:
