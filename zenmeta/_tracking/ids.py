@@ -28,6 +28,7 @@ _VERSION_MASK = 0xF << 76
 _VARIANT_MASK = 0b11 << 62
 _VARIANT = 0b10 << 62
 _RANDOM_80 = ((1 << 80) - 1) & ~(_VERSION_MASK | _VARIANT_MASK)  # 74 random bits
+_VERSION_7_VARIANT = _VERSION_7 | _VARIANT  # one operation less per id, on 128-bit ints
 _new = object.__new__
 _state: list[Any] = []
 """UUID class, setters of its two slots, SafeUUID.unknown, random bits function."""
@@ -67,9 +68,7 @@ def new_id(now_ns: int | None = None) -> UUID:
     if now_ns is None:
         now_ns = time.time_ns()
     uuid = _new(uuid_class)
-    set_int(
-        uuid, (now_ns // 1_000_000) << 80 | (random_bits(80) & _RANDOM_80) | _VERSION_7 | _VARIANT
-    )
+    set_int(uuid, (now_ns // 1_000_000) << 80 | (random_bits(80) & _RANDOM_80) | _VERSION_7_VARIANT)
     set_safe(uuid, unknown)
     return uuid  # type: ignore[no-any-return]
 
