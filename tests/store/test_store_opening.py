@@ -306,3 +306,37 @@ def test_this_process_s_own_store_is_read_through_methods_it_has(tmp_path: FileP
             inspect.getattr_static(reader, name)
     zenmeta.flush()
     assert [run.pipeline_name for run in Client(url).list_runs()] == ["own"]
+
+
+def test_a_run_begun_while_its_store_opens_then_queues_through_the_opened_store(
+    tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script's first run begins before its store is open. Once it is, the
+    run's plain steps go to the opened store's own method, not on through
+    the opening store's forwarder at every step for the rest of the run."""
+    real_open = store_front._open_sql
+
+    def slow_open(url: str) -> Any:
+        time.sleep(0.2)
+        return real_open(url)
+
+    monkeypatch.setattr(store_front, "_open_sql", slow_open)
+    forwarded: list[int] = []
+    real_forward = opening.OpeningStore.save_plain_step
+
+    def counting(self: opening.OpeningStore, *fields: Any) -> bool:
+        forwarded.append(1)
+        return real_forward(self, *fields)
+
+    monkeypatch.setattr(opening.OpeningStore, "save_plain_step", counting)
+    url = str(tmp_path / "first.db")
+    zenmeta.configure(store=url)
+    with pipeline_run("first") as run:
+        step(0)  # held by the opening store
+        store_front.resolve_store().opened()
+        before = len(forwarded)
+        for i in range(1, 50):
+            step(i)
+        assert len(forwarded) == before
+    zenmeta.flush()
+    assert [s.metadata["user"]["i"] for s in Client(url).list_steps(run.id)] == list(range(50))
