@@ -604,7 +604,7 @@ def test_the_portable_sqlalchemy_path_stores_the_same_records(
 ) -> None:
     """The Core session (what PostgreSQL would use) writes what the SQLite
     driver session writes: runs, nested and failed steps, every metadata set."""
-    import zenmeta._store.sql.writer as writer
+    import zenmeta._store.sql.batches as batches
     from zenmeta._store.sql.sessions import CoreSession
 
     def pipeline() -> list[dict[str, Any]]:
@@ -641,7 +641,7 @@ def test_the_portable_sqlalchemy_path_stores_the_same_records(
     assert [s["status"] for s in direct[0]["steps"]] == ["failed", "failed"]
     assert direct[0]["metadata"]["user"] == {"size": 5, "nan": "NaN"}
     close_stores()
-    monkeypatch.setattr(writer, "open_session", CoreSession)
+    monkeypatch.setattr(batches, "open_session", CoreSession)
     zenmeta.configure(store=f"sqlite:///{tmp_path}/core.db")
     assert pipeline() == direct
 

@@ -23,7 +23,7 @@ from zenmeta import Client, StackComponent, log_metadata, pipeline_run, track_st
 from zenmeta._codec import MetadataSet
 from zenmeta._records import StepRecord
 from zenmeta._store.sql import SQLStore
-from zenmeta._store.sql import writer as _writer
+from zenmeta._store.sql import batches as _batches
 from zenmeta._ui.cli import cli
 
 
@@ -136,7 +136,7 @@ def test_lock_held_by_another_process_is_named_in_a_warning(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A writer that waits on someone else's lock says so, naming the store."""
-    monkeypatch.setattr(_writer, "LOCK_WARN_S", 0.3)
+    monkeypatch.setattr(_batches, "LOCK_WARN_S", 0.3)
     zenmeta.configure(store=url, durability="immediate")
     with pipeline_run("p"):
         pass
@@ -158,7 +158,7 @@ def test_opening_a_store_another_process_has_locked_is_named_in_a_warning(
     """The first run of a process waits for the schema check; it says whose lock."""
     path = tmp_path / "runs.db"
     SQLStore(f"sqlite:///{path}").close()  # the tables exist; a new opener checks them
-    monkeypatch.setattr(_writer, "LOCK_WARN_S", 0.3)
+    monkeypatch.setattr(_batches, "LOCK_WARN_S", 0.3)
     with subprocess.Popen(
         [sys.executable, "-c", _LOCK_HOLDER, str(path)], stdout=subprocess.PIPE, text=True
     ) as holder:

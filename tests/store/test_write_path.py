@@ -24,8 +24,8 @@ import zenmeta
 from zenmeta import Client, Uri, log_metadata, pipeline_run, track_step
 from zenmeta._codec import MetadataSet, decode_documents, encode_metadata, join_documents
 from zenmeta._store import resolve_store
+from zenmeta._store.sql import batches as batches_module
 from zenmeta._store.sql import rows
-from zenmeta._store.sql import writer as writer_module
 from zenmeta._store.sql.rows import encoded_sets
 from zenmeta._store.sql.schema import open_engine, runs
 from zenmeta._store.sql.sessions import ROWS_PER_STATEMENT, SHARED_FROM, open_session, shape_of
@@ -91,7 +91,7 @@ def _at_each_statement(monkeypatch: pytest.MonkeyPatch, writer: Any, call: Any) 
         session._cursor = Watched(session._cursor)
         return session
 
-    monkeypatch.setattr(writer_module, "open_session", watched)
+    monkeypatch.setattr(batches_module, "open_session", watched)
     writer._discard_session()
 
 

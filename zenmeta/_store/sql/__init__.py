@@ -47,8 +47,7 @@ from ..._records import (
 )
 from ..._redact import masked_url
 from ..opening import register_fork_hooks
-from . import retention
-from . import writer as writer_module
+from . import batches, retention
 from .plain import plain_row, plain_values
 from .query import compile_filter
 from .rows import Grouped, TypeCache, Undecodable, group_metadata, recorded_run, recorded_step
@@ -114,7 +113,7 @@ class SQLStore:
         # Opening takes the write lock once (to create or check the schema):
         # waiting for another process's lock there is said, naming the store.
         waiting = threading.Timer(
-            writer_module.LOCK_WARN_S,
+            batches.LOCK_WARN_S,
             warn,
             ("zenmeta: waiting for another process's lock to open %r", url),
         )
