@@ -55,6 +55,17 @@ print(time.perf_counter() - started)
 """
 
 
+def _slow_open(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Every SQL store opens ``seconds`` late, on its opening thread."""
+    real_open = store_front._open_sql
+
+    def slow_open(url: str) -> Any:
+        time.sleep(seconds)
+        return real_open(url)
+
+    monkeypatch.setattr(store_front, "_open_sql", slow_open)
+
+
 def _python(code: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -171,13 +182,7 @@ def test_records_saved_while_the_store_opens_wait_when_too_many_and_keep_order(
 ) -> None:
     """A slow open with a full list makes steps wait; every record lands, in order."""
     monkeypatch.setattr(opening, "PENDING_LIMIT", 5)
-    real_open = store_front._open_sql
-
-    def slow_open(url: str) -> Any:
-        time.sleep(0.3)
-        return real_open(url)
-
-    monkeypatch.setattr(store_front, "_open_sql", slow_open)
+    _slow_open(monkeypatch, 0.3)
     url = str(tmp_path / "slow.db")
     zenmeta.configure(store=url)
     started = time.monotonic()
@@ -196,13 +201,7 @@ def test_a_run_does_not_wait_for_a_slow_open(
     tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Batched: a run and its steps return while the store is still opening."""
-    real_open = store_front._open_sql
-
-    def slow_open(url: str) -> Any:
-        time.sleep(0.5)
-        return real_open(url)
-
-    monkeypatch.setattr(store_front, "_open_sql", slow_open)
+    _slow_open(monkeypatch, 0.5)
     url = str(tmp_path / "slow.db")
     zenmeta.configure(store=url)
     started = time.monotonic()
@@ -314,13 +313,7 @@ def test_a_run_begun_while_its_store_opens_then_queues_through_the_opened_store(
     """A script's first run begins before its store is open. Once it is, the
     run's plain steps go to the opened store's own method, not on through
     the opening store's forwarder at every step for the rest of the run."""
-    real_open = store_front._open_sql
-
-    def slow_open(url: str) -> Any:
-        time.sleep(0.2)
-        return real_open(url)
-
-    monkeypatch.setattr(store_front, "_open_sql", slow_open)
+    _slow_open(monkeypatch, 0.2)
     forwarded: list[int] = []
     real_forward = opening.OpeningStore.save_plain_step
 
