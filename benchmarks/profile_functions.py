@@ -38,8 +38,8 @@ flat.flat_steps(int(sys.argv[1]))
 _LINE = re.compile(r"\s*([\d,]+) \([^)]*\)\s+(?:\S+):(\S+)")
 
 
-def _own_costs(loop: str, count: int, folder: Path) -> collections.Counter[str]:
-    out = folder / f"{'flat' if loop is FLAT else 'real'}.{count}.out"
+def _own_costs(label: str, loop: str, count: int, folder: Path) -> collections.Counter[str]:
+    out = folder / f"{label}.{count}.out"
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     command += [sys.executable, "-c", loop, str(count), "loop"]
     env = {**os.environ, "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}"}
@@ -58,9 +58,9 @@ def _own_costs(loop: str, count: int, folder: Path) -> collections.Counter[str]:
     return costs
 
 
-def per_step(loop: str, folder: Path) -> dict[str, float]:
+def per_step(label: str, loop: str, folder: Path) -> dict[str, float]:
     with ThreadPoolExecutor(max_workers=2) as pool:
-        low, high = pool.map(lambda count: _own_costs(loop, count, folder), COUNTS)
+        low, high = pool.map(lambda count: _own_costs(label, loop, count, folder), COUNTS)
     steps = COUNTS[1] - COUNTS[0]
     return {name: (high[name] - low[name]) / steps for name in set(low) | set(high)}
 
@@ -72,7 +72,7 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("needs valgrind: apt-get install -y valgrind")
     with tempfile.TemporaryDirectory(prefix="zenmeta-functions-") as name:
-        real, flat = per_step(LOOP, Path(name)), per_step(FLAT, Path(name))
+        real, flat = per_step("real", LOOP, Path(name)), per_step("flat", FLAT, Path(name))
     print(f"real step {sum(real.values()):,.0f} instructions, flat {sum(flat.values()):,.0f}")
     print(f"{'function':44s} {'real':>8s} {'flat':>8s} {'real-flat':>10s}")
     for function in sorted(real, key=lambda name: -real[name])[: args.top]:
