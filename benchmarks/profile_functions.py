@@ -26,7 +26,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from count_instructions import COUNTS, LOOP
+from count_instructions import COUNTS, HASH_SEED, LOOP
 
 HERE = Path(__file__).resolve().parent
 FLAT = """
@@ -43,7 +43,8 @@ def _own_costs(label: str, loop: str, count: int, folder: Path) -> collections.C
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     command += [sys.executable, "-c", loop, str(count), "loop"]
     env = {**os.environ, "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}"}
-    subprocess.run(command, env=env, capture_output=True, check=True)
+    env["PYTHONHASHSEED"] = HASH_SEED
+    subprocess.run(command, env=env, cwd=HERE.parent, capture_output=True, check=True)
     annotated = subprocess.run(
         ["callgrind_annotate", "--threshold=100", str(out)],
         capture_output=True,
