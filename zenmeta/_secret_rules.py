@@ -94,6 +94,7 @@ class Rules:
         "enabled",
         "extra",
         "known_keys",
+        "plain",
         "secret_keys",
         "spec",
     )
@@ -115,6 +116,8 @@ class Rules:
             self.extra = tuple(re.compile(pattern) for pattern in patterns)
         except re.error as error:
             raise ConfigurationError(f"a redaction pattern does not compile: {error}") from None
+        # No extra pattern: a value under a key judged clean needs no screening.
+        self.plain = enabled and not self.extra
         # Keys judged so far, True when one needs attention (its name or its
         # own text): the encoder's fast path skips values under a False one,
         # and codec.encode_plain stores them unchecked: only keys a set has

@@ -383,3 +383,27 @@ def test_a_secret_under_a_key_judged_clean_at_earlier_steps_is_masked(
     assert leaked_note.metadata["user"]["note"] == "postgresql://alice:***@db/runs"
     assert secret_key.metadata["user"]["password"] == MARKER
     assert PASSWORD not in repr(store.list_steps(store.list_runs()[0].id))
+
+
+def test_with_extra_patterns_a_step_loops_short_text_is_screened_at_every_step(
+    store: InMemoryStore,
+) -> None:
+    """A pattern may match any text, however short: with one configured, no
+    step takes the plain path (``Rules.plain``), not even a loop's tenth."""
+    zenmeta.configure(redact={"patterns": [r"X\d"]})
+
+    @track_step
+    def step(code: str) -> None:
+        log_metadata({"loss": 0.5, "code": code})
+
+    with pipeline_run("p"):
+        for _ in range(10):
+            step("ab")
+        step("X1")
+    assert store.list_steps(store.list_runs()[0].id)[-1].metadata["user"]["code"] == "***"
+
+
+def test_only_default_rules_let_values_under_clean_keys_pass_unscreened() -> None:
+    assert DEFAULT_RULES.plain
+    assert not parse_rules("pattern=X[0-9]").plain
+    assert not parse_rules("off").plain

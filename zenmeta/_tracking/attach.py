@@ -96,6 +96,7 @@ class AttachedRun:
     steps of this process see it: they are recorded; the run row is not."""
 
     remote = True
+    _plain_store: Any = None  # remote steps are never plain (steps._finish)
 
     def __init__(self, carrier: Carrier, store: RecordStore, stack: Stack, redaction: Rules):
         self.carrier = carrier
@@ -137,10 +138,6 @@ class AttachedRun:
             self._counts[step_name] = number
         name = f"{step_name}@{self._token}"
         return name if number == 1 else f"{name}_{number}"
-
-    def _save_plain_step(self, info: object, end_ns: int, sets: object) -> bool:
-        """Never: a remote step's record names its process, task and attempt."""
-        return False
 
     def _save_step(self, record: StepRecord) -> None:
         try:

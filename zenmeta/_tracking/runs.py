@@ -30,7 +30,7 @@ from .. import _process
 from .._codec import MetadataSet, round_trip_sets
 from .._config import check_settings, settings
 from .._errors import RunStateError, describe_error
-from .._info import PipelineInfo, PipelineRunInfo, StepRunInfo, utc_from_ns
+from .._info import PipelineInfo, PipelineRunInfo, utc_from_ns
 from .._log import warn
 from .._process import CURRENT_PID, host_name, process_start_time
 from .._records import (
@@ -289,21 +289,6 @@ class PipelineRun:
         except Exception as error:
             report_store_fault(f"cannot write steps to {self._store.url!r}", error)
 
-    def _save_plain_step(
-        self, info: StepRunInfo, end_ns: int, sets: dict[str, MetadataSet]
-    ) -> bool:
-        """Hand a plain step (completed, nothing dropped, no fault, no parent)
-        to a store that queues it without a ``StepRecord`` (``save_plain_step``);
-        ``False`` when the caller is to build the record and save that."""
-        store = self._plain_store
-        if store is None:
-            return False
-        try:
-            return bool(store.save_plain_step(info, end_ns, sets))
-        except Exception as error:
-            report_store_fault(f"cannot write steps to {self._store.url!r}", error)
-            return True  # reported as a failed save is: never saved twice
-
     def _save_step_started(self, record: StepRecord) -> None:
         """Store a step's started record where the store keeps them (remote
         steps: ``steps.py`` calls this only when ``remote`` is true)."""
@@ -327,10 +312,13 @@ class PipelineRun:
         ``train@<process token>``.
         """
         counter = self._step_counts.get(step_name)
-        if counter is None:
-            counter = self._step_counts.setdefault(step_name, itertools.count(1))
-        number = next(counter)
+        number = self._next_number(step_name) if counter is None else next(counter)
         return step_name if number == 1 else f"{step_name}_{number}"
+
+    def _next_number(self, step_name: str) -> int:
+        """The number of a step name's first call here (``steps._begin``
+        counts the later ones itself: a call fewer per step)."""
+        return next(self._step_counts.setdefault(step_name, itertools.count(1)))
 
     def log_metadata(self, metadata: Mapping[str, Any], *, source: str = USER_SOURCE) -> None:
         """Attach metadata to this run; a re-logged key replaces its value."""

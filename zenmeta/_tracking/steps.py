@@ -17,12 +17,15 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .. import _process
+from .._codec import encode_plain
 from .._config import settings
 from .._errors import NoActiveContextError, describe_error
 from .._info import StepConfig, StepRunInfo
 from .._log import warn
 from .._process import CURRENT_PID
 from .._records import COMPLETED, RUNNING, USER_SOURCE, ComponentFault, DroppedValue, StepRecord
+from .._secret_rules import SHORTEST_SECRET
+from .._store import report_store_fault
 from . import context as _context
 from .callables import check_name, kind_of, step_name_of
 from .components import Faults, Stack, call_hook, raise_if_strict
@@ -41,22 +44,25 @@ __all__ = ["track_step", "log_metadata", "StepState", "rewrap", "step_config_of"
 F = TypeVar("F", bound=Callable[..., Any])
 _step_var = _context._current_step
 _tuple_new = tuple.__new__
+_new = object.__new__
 
 
 class StepState:
-    """The mutable side of a running step: what it has collected so far."""
+    """The mutable side of a running step: what it has collected so far.
+
+    Built by ``_begin`` field by field, with no ``__init__`` to call: a
+    Python call fewer at every step."""
 
     __slots__ = ("dropped", "ended", "faults", "implicit", "info", "metadata", "run", "stack")
 
-    def __init__(self, info: StepRunInfo, run: AnyRun, stack: Stack, implicit: bool) -> None:
-        self.info = info
-        self.run = run
-        self.stack = stack
-        self.implicit = implicit  # the run was opened for this step alone
-        self.metadata: dict[str, MetadataSet] = {}
-        self.dropped: list[DroppedValue] = []
-        self.faults = Faults()
-        self.ended = False  # set under _late_writes once its record is built
+    info: StepRunInfo
+    run: AnyRun
+    stack: Stack
+    implicit: bool  # the run was opened for this step alone
+    metadata: dict[str, MetadataSet]
+    dropped: list[DroppedValue]
+    faults: Faults
+    ended: bool  # set under _late_writes once its record is built
 
 
 _late_writes = threading.Lock()
@@ -85,13 +91,21 @@ def _begin(config: StepConfig) -> StepState | None:
     else:
         parent_id = run.parent_step_id() if run.remote else None
     start_ns = time.time_ns()
+    step_name = config.name
+    if isinstance(run, PipelineRun):  # its _next_invocation written out: a call fewer
+        counter = run._step_counts.get(step_name)
+        number = run._next_number(step_name) if counter is None else next(counter)
+        if number != 1:
+            step_name = f"{step_name}_{number}"
+    else:
+        step_name = run._next_invocation(step_name)
     info: StepRunInfo = _tuple_new(  # StepRunInfo(...) minus its Python __new__
         StepRunInfo,
         (
             new_id(start_ns),
             run.id,
             run.name,
-            run._next_invocation(config.name),
+            step_name,
             config,
             run.pipeline,
             parent_id,
@@ -101,15 +115,22 @@ def _begin(config: StepConfig) -> StepState | None:
     stack = run._stack
     if run.remote:
         _start_remote(info, run)
+    state: StepState = _new(StepState)  # StepState(...) minus its Python __init__
+    state.info = info
+    state.run = run
+    state.implicit = implicit
+    state.metadata = {}
+    state.dropped = []
+    state.faults = Faults()
+    state.ended = False
     if config.components is not None:
         stack, missing = stack.select(config.components)
-        state = StepState(info, run, stack, implicit)
         for name in missing:
             state.faults.append(
                 ComponentFault(name, "select", "LookupError", "not in the run's stack")
             )
-        return state
-    return StepState(info, run, stack, implicit)
+    state.stack = stack
+    return state
 
 
 def _remote_fields() -> tuple[str, str | None, int | None]:
@@ -167,9 +188,17 @@ def _finish(state: StepState, error: BaseException | None) -> None:
         and not state.dropped
         and info.parent_step_run_id is None
         and not state.run.remote  # its record names the process, task and attempt
-        and state.run._save_plain_step(info, end_ns, state.metadata)
+        and (plain_store := state.run._plain_store) is not None
     ):
-        return  # nothing to raise: no fault, no loss, no interrupt
+        step_run_id, run_id, _, name, config, _, _, start_ns = info  # one unpacking
+        try:
+            if plain_store.save_plain_step(
+                step_run_id, run_id, name, config.name, start_ns, end_ns, state.metadata
+            ):
+                return  # nothing to raise: no fault, no loss, no interrupt
+        except Exception as store_error:  # reported as a failed save is: never saved twice
+            report_store_fault(f"cannot write steps to {state.run._store.url!r}", store_error)
+            return
     if error is None:
         status, error_type, message = COMPLETED, None, None
     else:
@@ -521,6 +550,11 @@ def log_metadata(metadata: Mapping[str, Any], *, run: bool = False) -> None:
                 )
                 return
             rules = state.run.redaction
+            if type(metadata) is dict and not state.metadata and rules.plain:
+                plain = encode_plain(metadata.copy(), rules.known_keys, SHORTEST_SECRET)
+                if plain is not None:  # a step loop's values: nothing to drop or mask
+                    state.metadata[USER_SOURCE] = plain
+                    return
             dropped = collect_metadata(state.metadata, state.dropped, USER_SOURCE, metadata, rules)
         if dropped:
             raise_if_strict([], state.dropped[-1:])
