@@ -96,7 +96,7 @@ class AttachedRun:
     steps of this process see it: they are recorded; the run row is not."""
 
     remote = True
-    _plain_store: Any = None  # remote steps are never plain (steps._finish)
+    _plain_store: Any = None  # remote steps are never plain (steps._end)
 
     def __init__(self, carrier: Carrier, store: RecordStore, stack: Stack, redaction: Rules):
         self.carrier = carrier
