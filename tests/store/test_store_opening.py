@@ -307,6 +307,29 @@ def test_this_process_s_own_store_is_read_through_methods_it_has(tmp_path: FileP
     assert [run.pipeline_name for run in Client(url).list_runs()] == ["own"]
 
 
+def test_a_run_begun_once_its_store_is_open_hands_plain_steps_to_that_store(
+    tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The opening store's forwarder is for runs that began while it opened;
+    a later run reaches the opened store's own method, and its steps are
+    stored all the same."""
+    _slow_open(monkeypatch, 0.2)
+    url = str(tmp_path / "later.db")
+    zenmeta.configure(store=url)
+    with pipeline_run("first") as first:
+        assert first._plain_store is store_front.resolve_store()  # still opening
+        step(0)
+    opened = store_front.resolve_store().opened()
+    with pipeline_run("later") as later:
+        assert later._plain_store is opened
+        for i in range(3):
+            step(i)
+    zenmeta.flush()
+    reader = Client(url)
+    assert [s.metadata["user"]["i"] for s in reader.list_steps(later.id)] == [0, 1, 2]
+    assert len(reader.list_steps(first.id)) == 1
+
+
 def test_a_run_begun_while_its_store_opens_then_queues_through_the_opened_store(
     tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -418,7 +418,7 @@ def test_a_plain_step_the_store_fails_on_is_reported_and_the_program_goes_on(
         raise OSError("disk on fire")
 
     saved: list[Any] = []
-    store = resolve_store()  # the opening store, which forwards to the opened one's methods
+    store = resolve_store().opened()  # where an open store's runs hand their plain steps
     monkeypatch.setattr(store, "save_plain_step", broken)
     monkeypatch.setattr(store, "save_step", saved.append)
     with caplog.at_level("WARNING", logger="zenmeta"), pipeline_run("broken"):

@@ -23,7 +23,7 @@ import os
 import sys
 import threading
 from collections import OrderedDict
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._config import SUPPORTED_STORES, check_store_name, settings
 from .._errors import ConfigurationError, StoreError, describe_error
@@ -51,6 +51,7 @@ __all__ = [
     "open_reader",
     "readable",
     "open_store",
+    "plain_steps_store",
     "report_store_fault",
     "resolve_store",
     "store_url",
@@ -183,6 +184,19 @@ def readable(store: object) -> RecordReader:
         shown = getattr(store, "url", None) or repr(store)
         raise StoreError(f"{shown!r} cannot be read: it is not a RecordReader")
     return store
+
+
+def plain_steps_store(store: RecordStore) -> Any:
+    """Where a run hands its plain steps (``save_plain_step``), or ``None``
+    if nowhere: the opened store itself once an ``OpeningStore`` is open, so
+    that each step finds the method on its class (one specialized lookup;
+    the opening store's forwarding attribute is looked up the generic way,
+    ~300 instructions a step); until then the opening store, which forwards."""
+    from .opening import OpeningStore
+
+    if type(store) is OpeningStore and store._target is not None:
+        store = store._target
+    return store if hasattr(store, "save_plain_step") else None
 
 
 def _create(url: str) -> RecordStore:

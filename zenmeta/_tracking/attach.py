@@ -112,6 +112,7 @@ class AttachedRun:
         self._store = store
         self._stack = stack
         self._pid = CURRENT_PID[0]
+        self.remote = True  # on the instance, as PipelineRun says why
         self._token = process_token()[:TOKEN_DIGITS]
         self._counts: dict[str, int] = {}
         self._count_lock = threading.Lock()

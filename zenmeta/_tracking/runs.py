@@ -47,7 +47,7 @@ from .._records import (
     StepRecord,
 )
 from .._redaction import DEFAULT_RULES, Rules
-from .._store import flush_after_run, report_store_fault, resolve_store
+from .._store import flush_after_run, plain_steps_store, report_store_fault, resolve_store
 from . import context as _context
 from . import signals as _signals
 from .callables import check_name, check_tags, kind_of
@@ -130,6 +130,10 @@ class PipelineRun:
         self._step_counts: dict[str, itertools.count[int]] = {}
         self.redaction: Rules = DEFAULT_RULES
         self._pid = CURRENT_PID[0]
+        # On the instance too: Python 3.11 reads an instance's own attribute
+        # in one specialized step, a class's by the generic lookup, and every
+        # step reads this one.
+        self.remote = type(self).remote
         self._stack: Stack
         self._store: RecordStore
         self.info: PipelineRunInfo
@@ -185,7 +189,7 @@ class PipelineRun:
         # still opening when the run began forwards plain steps through its own
         # method (about 2,600 instructions a step, 5% of it); once open, its
         # attribute is the opened store's method.
-        self._plain_store: Any = self._store if hasattr(self._store, "save_plain_step") else None
+        self._plain_store: Any = plain_steps_store(self._store)
         self.start_ns = time.time_ns()
         if not self.name:
             self.name = f"{self.pipeline_name}-{_stamp(self.start_ns)}-{self.id.hex[:6]}"

@@ -91,7 +91,7 @@ def _begin(config: StepConfig) -> StepState | None:
     else:
         parent_id = run.parent_step_id() if run.remote else None
     start_ns = time.time_ns()
-    step_name = config.name
+    step_name, _, components = config  # one unpacking: a NamedTuple's field is a generic lookup
     if isinstance(run, PipelineRun):  # its _next_invocation written out: a call fewer
         counter = run._step_counts.get(step_name)
         number = run._next_number(step_name) if counter is None else next(counter)
@@ -123,8 +123,8 @@ def _begin(config: StepConfig) -> StepState | None:
     state.dropped = []
     state.faults = Faults()
     state.ended = False
-    if config.components is not None:
-        stack, missing = stack.select(config.components)
+    if components is not None:
+        stack, missing = stack.select(components)
         for name in missing:
             state.faults.append(
                 ComponentFault(name, "select", "LookupError", "not in the run's stack")
@@ -264,21 +264,23 @@ def _end(state: StepState, token: Any, error: BaseException | None) -> None:
         end_ns = time.time_ns()
         if state.stack.step_hooks:
             _collect_and_clean_up(state, error)
-        with _late_writes:
+        _late_writes.acquire()  # not ``with``: its exit is a call 3.11 cannot specialize
+        try:
             state.ended = True  # from here on the record shares state.metadata
-        info = state.info
+        finally:
+            _late_writes.release()
+        step_run_id, run_id, _, name, config, _, parent_id, start_ns = state.info  # one unpacking
         if (
             error is None
             and not state.faults
             and not state.dropped
-            and info.parent_step_run_id is None
+            and parent_id is None
             and not state.run.remote  # its record names the process, task and attempt
             and (plain_store := state.run._plain_store) is not None
         ):
-            step_run_id, run_id, _, name, config, _, _, start_ns = info  # one unpacking
-            try:
+            try:  # config[0]: its name, by index (a NamedTuple's field is a generic lookup)
                 saved = plain_store.save_plain_step(
-                    step_run_id, run_id, name, config.name, start_ns, end_ns, state.metadata
+                    step_run_id, run_id, name, config[0], start_ns, end_ns, state.metadata
                 )
             except Exception as store_error:
                 report_store_fault(f"cannot write steps to {state.run._store.url!r}", store_error)
@@ -547,7 +549,8 @@ def log_metadata(metadata: Mapping[str, Any], *, run: bool = False) -> None:
     """
     state = _step_var.get()
     if state is not None and not run:
-        with _late_writes:
+        _late_writes.acquire()  # not ``with``: see _end
+        try:
             if state.ended:
                 warn(
                     "zenmeta: log_metadata() reached step %r after it ended; its values "
@@ -562,6 +565,8 @@ def log_metadata(metadata: Mapping[str, Any], *, run: bool = False) -> None:
                     state.metadata[USER_SOURCE] = plain
                     return
             dropped = collect_metadata(state.metadata, state.dropped, USER_SOURCE, metadata, rules)
+        finally:
+            _late_writes.release()
         if dropped:
             raise_if_strict([], state.dropped[-1:])
         return
