@@ -78,7 +78,7 @@ def collect_metadata(
         # Copied at once, in C: another thread changing the caller's dict can
         # neither break the loops below nor change what they checked.
         mapping = mapping.copy()
-        if not sets and rules.plain:  # as log_metadata checks, for its own copy of this path
+        if not sets and rules.plain:
             plain = encode_plain(mapping, rules.known_keys, SHORTEST_SECRET)
             if plain is not None:  # the common first set of a step: nothing to drop or mask
                 sets[source] = plain

@@ -316,13 +316,10 @@ class PipelineRun:
         ``train@<process token>``.
         """
         counter = self._step_counts.get(step_name)
-        number = self._next_number(step_name) if counter is None else next(counter)
+        if counter is None:
+            counter = self._step_counts.setdefault(step_name, itertools.count(1))
+        number = next(counter)
         return step_name if number == 1 else f"{step_name}_{number}"
-
-    def _next_number(self, step_name: str) -> int:
-        """The number of a step name's first call here (``steps._begin``
-        counts the later ones itself: a call fewer per step)."""
-        return next(self._step_counts.setdefault(step_name, itertools.count(1)))
 
     def log_metadata(self, metadata: Mapping[str, Any], *, source: str = USER_SOURCE) -> None:
         """Attach metadata to this run; a re-logged key replaces its value."""

@@ -17,14 +17,12 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .. import _process
-from .._codec import encode_plain
 from .._config import settings
 from .._errors import NoActiveContextError, describe_error
 from .._info import StepConfig, StepRunInfo
 from .._log import warn
 from .._process import CURRENT_PID
 from .._records import COMPLETED, RUNNING, USER_SOURCE, ComponentFault, DroppedValue, StepRecord
-from .._secret_rules import SHORTEST_SECRET
 from .._store import report_store_fault
 from . import context as _context
 from .callables import check_name, kind_of, step_name_of
@@ -92,20 +90,13 @@ def _begin(config: StepConfig) -> StepState | None:
         parent_id = run.parent_step_id() if run.remote else None
     start_ns = time.time_ns()
     step_name, _, components = config  # one unpacking: a NamedTuple's field is a generic lookup
-    if isinstance(run, PipelineRun):  # its _next_invocation written out: a call fewer
-        counter = run._step_counts.get(step_name)
-        number = run._next_number(step_name) if counter is None else next(counter)
-        if number != 1:
-            step_name = f"{step_name}_{number}"
-    else:
-        step_name = run._next_invocation(step_name)
     info: StepRunInfo = _tuple_new(  # StepRunInfo(...) minus its Python __new__
         StepRunInfo,
         (
             new_id(start_ns),
             run.id,
             run.name,
-            step_name,
+            run._next_invocation(step_name),
             config,
             run.pipeline,
             parent_id,
@@ -559,11 +550,6 @@ def log_metadata(metadata: Mapping[str, Any], *, run: bool = False) -> None:
                 )
                 return
             rules = state.run.redaction
-            if type(metadata) is dict and not state.metadata and rules.plain:
-                plain = encode_plain(metadata.copy(), rules.known_keys, SHORTEST_SECRET)
-                if plain is not None:  # a step loop's values: nothing to drop or mask
-                    state.metadata[USER_SOURCE] = plain
-                    return
             dropped = collect_metadata(state.metadata, state.dropped, USER_SOURCE, metadata, rules)
         finally:
             _late_writes.release()

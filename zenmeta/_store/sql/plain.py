@@ -10,8 +10,9 @@ full collections, each walking every queued record (``bench_store.py
 plain dicts instead, it is untracked at its first young collection and
 never reaches the old generation. (A tuple holding a dict stays tracked,
 so the documents are queued as their JSON: encoded on the caller's side
-(``SQLStore.save_plain_step``), they are that much less for the writer to do while it shares the
-interpreter lock; ``rows.add_plain_rows`` is left with the rest.)
+(``SQLStore.save_plain_step``), they are that much less for the writer to
+do while it shares the interpreter lock; ``rows.add_plain_rows`` is left
+with the rest.)
 """
 
 from __future__ import annotations
